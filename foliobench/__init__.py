@@ -1,0 +1,1 @@
+"""foliobench: the command line over simcore and workloads."""

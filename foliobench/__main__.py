@@ -1,0 +1,3 @@
+from foliobench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,472 @@
+"""Machine: one simulated NUMA node of physical memory and the public API over it.
+
+    m = Machine(mem="16G", seed=0)
+    pfn = m.alloc(9, migratetype="movable", kind="anon")    # None where the kernel would fail
+    m.free(pfn)
+
+Sizing follows mm/page_alloc.c: zones DMA32 (the first 4 GiB), Normal (the rest) and an optional
+ZONE_MOVABLE at the top; min_free_kbytes from calculate_min_free_kbytes() (raised as khugepaged's
+set_recommended_min_free_kbytes() does when THP is enabled); watermarks from
+__setup_per_zone_wmarks(); lowmem_reserve from setup_per_zone_lowmem_reserve().
+"""
+import hashlib
+import math
+
+import numba
+import numpy as np
+
+from . import debug_vm, page_alloc, vmstat
+from . import vm_event as ev
+from .mmzone import (
+    PAGE_SIZE, PAGE_SHIFT, MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES,
+    MIGRATE_TYPES, MIGRATE_MOVABLE, MIGRATE_CMA, MIGRATE_PCPTYPES, MIGRATETYPE_NAMES,
+    ZONE_DMA32, ZONE_NORMAL, ZONE_MOVABLE, ZONE_NAMES, DMA32_LIMIT_BYTES, LOWMEM_RESERVE_RATIO,
+    WATERMARK_SCALE_FACTOR, KINDS, KIND_NAMES, NR_KINDS, KIND_IS_LRU, KIND_IS_MIGRATABLE,
+    PAGE_DTYPE, PAGE_HEAD, PAGE_FLAG_NAMES, FALLBACK_TABLE, PB_MIGRATETYPE_MASK,
+    KIND_ANON, KIND_FILE, KIND_SHMEM, KIND_SLAB, KIND_PAGETABLE,
+)
+from .pgdat import (
+    PgData, grown_handle_table, Z_START, Z_END, Z_MANAGED, Z_FREE, Z_FREE_CMA, Z_WMARK_MIN,
+    Z_WMARK_LOW, Z_WMARK_HIGH, Z_WMARK_PROMO, Z_LOWMEM_RESERVE, Z_CMA_PAGES,
+    Z_COMPACT_CACHED_FREE, NR_ZONE_FIELDS, FA_HEAD, FA_TAIL, FA_COUNT, N_HANDLE_FREE,
+    N_HANDLES_AVAIL, N_NR_FOLIOS, N_KIND_PAGES, NR_NODE_FIELDS,
+)
+from .units import parse_size, format_size
+
+# The migratetypes a request can ask for (gfp_migratetype()); CMA, HighAtomic and Isolate are
+# properties of pageblocks, never of a request.
+REQUEST_MIGRATETYPES = {name.lower(): mt for mt, name in enumerate(MIGRATETYPE_NAMES)
+                        if mt < MIGRATE_PCPTYPES}
+MIN_MEM = 16 << 20
+MAX_MEM = 1 << 40
+_ERRORS = {
+    page_alloc.E_NOT_HEAD: "is not the head of an allocated folio",
+    page_alloc.E_RANGE: "is outside the machine's memory",
+    page_alloc.E_DUPLICATE: "appears twice in one call",
+    page_alloc.E_ISOLATED: "is isolated by a migration in progress",
+    page_alloc.E_HUGETLB: "is a hugetlb folio, which is never split",
+}
+
+
+class InvariantError(AssertionError):
+    """Machine.check() found simulated memory in a state the kernel never reaches."""
+
+
+def _choice(value, table, what):
+    try:
+        return table[value]
+    except (KeyError, TypeError):
+        allowed = ", ".join(table)
+        raise ValueError(f"{what} {value!r} is unknown; allowed: {allowed}") from None
+
+
+def _order(order, what="order", low=0):
+    if type(order) is not int and not isinstance(order, np.integer):
+        raise ValueError(f"{what} {order!r} is not an integer from {low} to {MAX_PAGE_ORDER}")
+    if not low <= order <= MAX_PAGE_ORDER:
+        raise ValueError(f"{what} {order} is out of range; allowed: {low}..{MAX_PAGE_ORDER}")
+    return int(order)
+
+
+def page_flags(flags):
+    """A page-flag bitmask from an int, a name, or an iterable of names ("pinned", "dirty", ...)."""
+    if isinstance(flags, (int, np.integer)) and not isinstance(flags, bool):
+        if not 0 <= flags < 256:
+            raise ValueError(f"flags {flags!r} is not a page-flag bitmask (0..255)")
+        return int(flags)
+    if isinstance(flags, str):
+        flags = (flags,)
+    mask = 0
+    for name in flags:
+        mask |= _choice(name, PAGE_FLAG_NAMES, "page flag")
+    return mask
+
+
+def calculate_min_free_kbytes(lowmem_kbytes):
+    """calculate_min_free_kbytes(): sqrt(lowmem_kbytes * 16), clamped to 128 KiB .. 256 MiB."""
+    return min(max(math.isqrt(lowmem_kbytes * 16), 128), 262144)
+
+
+def recommended_min_free_kbytes(nr_zones, lowmem_pages):
+    """set_recommended_min_free_kbytes() (khugepaged): two free pageblocks per zone to fight
+    fragmentation plus room for fallback between the PCP types, at most 5% of lowmem."""
+    pages = PAGEBLOCK_NR_PAGES * nr_zones * 2
+    pages += PAGEBLOCK_NR_PAGES * nr_zones * MIGRATE_PCPTYPES * MIGRATE_PCPTYPES
+    pages = min(pages, lowmem_pages // 20)
+    return pages << (PAGE_SHIFT - 10)
+
+
+class Machine:
+    """Physical memory of one node: mem_map, pageblocks, zones with buddy free lists, counters.
+
+    mem: total memory ("16G", "512M", or bytes; a multiple of 2 MiB, 16M..1T).
+    seed: seeds `self.rng`, the numpy Generator every random choice made on this machine uses.
+    movable: size of ZONE_MOVABLE at the top of memory (like movablecore=), default none.
+    cma: size of a CMA area (MIGRATE_CMA pageblocks) at the top of the highest non-movable zone.
+    min_free_kbytes: vm.min_free_kbytes; default as the kernel computes it.
+    thp: THP enabled, which raises min_free_kbytes as khugepaged does (default True).
+    """
+
+    def __init__(self, mem="4G", seed=0, *, movable=0, cma=0, min_free_kbytes=None, thp=True):
+        total = parse_size(mem, "mem")
+        movable = parse_size(movable, "movable")
+        cma = parse_size(cma, "cma")
+        if not MIN_MEM <= total <= MAX_MEM or total % (PAGEBLOCK_NR_PAGES * PAGE_SIZE):
+            raise ValueError(f"mem {mem!r} must be a multiple of 2M between "
+                             f"{format_size(MIN_MEM)} and {format_size(MAX_MEM)}")
+        for what, size in (("movable", movable), ("cma", cma)):
+            if size % (PAGEBLOCK_NR_PAGES * PAGE_SIZE):
+                raise ValueError(f"{what} {size!r} must be a multiple of 2M (a pageblock)")
+        if movable + cma > total // 2:
+            raise ValueError(f"movable + cma ({format_size(movable + cma)}) must not exceed half "
+                             f"of mem ({format_size(total)})")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed {seed!r} must be a non-negative integer")
+        self.mem = total
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        nr_pages = total // PAGE_SIZE
+        self.nr_pages = nr_pages
+
+        zones = np.zeros((len(ZONE_NAMES), NR_ZONE_FIELDS), dtype=np.int64)
+        movable_start = nr_pages - movable // PAGE_SIZE
+        dma32_end = min(DMA32_LIMIT_BYTES // PAGE_SIZE, movable_start)
+        spans = ((0, dma32_end), (dma32_end, movable_start), (movable_start, nr_pages))
+        for z, (start, end) in enumerate(spans):
+            zones[z, Z_START] = zones[z, Z_END] = start
+            if end > start:
+                zones[z, Z_END] = end
+                zones[z, Z_MANAGED] = end - start
+        pageblock_flags = np.full(nr_pages // PAGEBLOCK_NR_PAGES, MIGRATE_MOVABLE, dtype=np.uint8)
+        if cma:
+            cma_zone = ZONE_NORMAL if zones[ZONE_NORMAL, Z_MANAGED] else ZONE_DMA32
+            cma_end = zones[cma_zone, Z_END]
+            cma_start = cma_end - cma // PAGE_SIZE
+            if cma_start < zones[cma_zone, Z_START]:
+                raise ValueError(f"cma {format_size(cma)} does not fit in zone {ZONE_NAMES[cma_zone]}")
+            pageblock_flags[cma_start // PAGEBLOCK_NR_PAGES:cma_end // PAGEBLOCK_NR_PAGES] = MIGRATE_CMA
+            zones[cma_zone, Z_CMA_PAGES] = cma_end - cma_start
+            self.cma_range = (int(cma_start), int(cma_end))
+        else:
+            self.cma_range = (0, 0)
+        self.min_free_kbytes = self._setup_watermarks(zones, min_free_kbytes, thp)
+        for z in range(len(ZONE_NAMES)):
+            zones[z, Z_COMPACT_CACHED_FREE] = zones[z, Z_END] - PAGEBLOCK_NR_PAGES
+
+        mem_map = np.zeros(nr_pages, dtype=PAGE_DTYPE)
+        free_area = np.full((len(ZONE_NAMES), NR_PAGE_ORDERS, MIGRATE_TYPES, 3), -1, dtype=np.int64)
+        free_area[..., FA_COUNT] = 0
+        node = np.zeros(NR_NODE_FIELDS, dtype=np.int64)
+        node[N_HANDLE_FREE] = -1
+        folio_pfn = grown_handle_table(np.empty(0, dtype=np.int64), node, 1024)
+        self.pgdat = PgData(
+            mem_map, pageblock_flags, free_area, zones, node, folio_pfn,
+            np.zeros(ev.NR_VM_EVENTS, dtype=np.int64),
+            np.zeros((NR_PAGE_ORDERS, ev.NR_MTHP_STATS), dtype=np.int64),
+            FALLBACK_TABLE, KIND_IS_LRU, KIND_IS_MIGRATABLE,
+        )
+        page_alloc.free_area_init(self.pgdat)
+        self._bind()
+
+    # -- construction helpers --------------------------------------------------------------
+
+    @staticmethod
+    def _setup_watermarks(zones, min_free_kbytes, thp):
+        managed = zones[:, Z_MANAGED]
+        lowmem_pages = int(managed[ZONE_DMA32] + managed[ZONE_NORMAL])
+        if min_free_kbytes is None:
+            min_free_kbytes = calculate_min_free_kbytes(lowmem_pages << (PAGE_SHIFT - 10))
+            if thp:
+                populated = int((managed[:ZONE_MOVABLE] > 0).sum())
+                min_free_kbytes = max(min_free_kbytes,
+                                      recommended_min_free_kbytes(populated, lowmem_pages))
+        elif isinstance(min_free_kbytes, bool) or not isinstance(min_free_kbytes, (int, np.integer)) \
+                or min_free_kbytes < 0:
+            raise ValueError(f"min_free_kbytes {min_free_kbytes!r} must be a non-negative integer")
+        pages_min = int(min_free_kbytes) >> (PAGE_SHIFT - 10)
+        for z in range(len(ZONE_NAMES)):
+            m = int(managed[z])
+            if z == ZONE_MOVABLE:
+                wmark_min = min(max(m // 1024, 32), 128)
+            else:
+                wmark_min = pages_min * m // lowmem_pages if lowmem_pages else 0
+            step = max(wmark_min >> 2, m * WATERMARK_SCALE_FACTOR // 10000)
+            zones[z, Z_WMARK_MIN] = wmark_min
+            zones[z, Z_WMARK_LOW] = wmark_min + step
+            zones[z, Z_WMARK_HIGH] = wmark_min + 2 * step
+            zones[z, Z_WMARK_PROMO] = wmark_min + 3 * step
+            upper = 0
+            for j in range(z + 1, len(ZONE_NAMES)):
+                upper += int(managed[j])
+                ratio = LOWMEM_RESERVE_RATIO[z]
+                zones[z, Z_LOWMEM_RESERVE + j] = upper // ratio if ratio and upper else 0
+        return int(min_free_kbytes)
+
+    def _bind(self):
+        """Cache the compiled entry points for the hot single-folio calls. Going through
+        numba's dispatcher costs a type resolution per call; the entry point skips it."""
+        self._alloc_folio = _entry(page_alloc.alloc_folio, self.pgdat, 0, 0, 0, 0, 0)
+        self._free_folio = _entry(page_alloc.free_folio, self.pgdat, 0)
+
+    def _reserve_handles(self, count):
+        node = self.pgdat.node
+        if node[N_HANDLES_AVAIL] < count:
+            p = self.pgdat
+            table = grown_handle_table(p.folio_pfn, node, count)
+            self.pgdat = PgData(p.mem_map, p.pageblock_flags, p.free_area, p.zones, node, table,
+                                p.events, p.mthp_stats, p.fallbacks, p.kind_is_lru,
+                                p.kind_is_migratable)
+
+    # -- allocation API --------------------------------------------------------------------
+
+    def alloc(self, order, migratetype="movable", kind="anon", flags=0):
+        """Allocate one folio of 2**order pages; its head PFN, or None where the kernel fails.
+
+        migratetype: unmovable, movable or reclaimable. kind: anon, file, shmem, hugetlb, slab,
+        pagetable, kernel. flags: page flags (a name, names, or a bitmask) such as "pinned"."""
+        if type(order) is not int or not 0 <= order <= MAX_PAGE_ORDER:
+            _order(order)
+        mt = REQUEST_MIGRATETYPES.get(migratetype)
+        if mt is None:
+            _choice(migratetype, REQUEST_MIGRATETYPES, "migratetype")
+        k = KINDS.get(kind)
+        if k is None:
+            _choice(kind, KINDS, "kind")
+        if flags:
+            flags = page_flags(flags)
+        p = self.pgdat
+        if p.node[N_HANDLES_AVAIL] < 1:
+            self._reserve_handles(1)
+            p = self.pgdat
+        pfn = self._alloc_folio(p, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
+        return pfn if pfn >= 0 else None
+
+    def alloc_many(self, count, order, migratetype="movable", kind="anon", flags=0):
+        """Allocate up to `count` folios of one order; a numpy array of head PFNs, shorter than
+        `count` when memory runs out (allocation stops at the first failure)."""
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+            raise ValueError(f"count {count!r} must be a non-negative integer")
+        order = _order(order)
+        mt = _choice(migratetype, REQUEST_MIGRATETYPES, "migratetype")
+        k = _choice(kind, KINDS, "kind")
+        flags = page_flags(flags)
+        count = min(int(count), self.nr_pages >> order)
+        self._reserve_handles(count)
+        out = np.empty(count, dtype=np.int64)
+        n = page_alloc.alloc_folios(self.pgdat, out, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
+        return out[:n]
+
+    def free(self, pfn):
+        """Free the folio whose head is `pfn` (all of it)."""
+        if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)):
+            raise ValueError(f"pfn {pfn!r} is not an integer")
+        err = self._free_folio(self.pgdat, int(pfn))
+        if err:
+            raise ValueError(f"pfn {pfn} {_ERRORS[err]}; free() takes a folio head PFN")
+
+    def free_many(self, pfns):
+        """Free many folios by head PFN. Nothing is freed if any entry is not a folio head."""
+        arr = np.ascontiguousarray(pfns)
+        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+            raise ValueError(f"pfns must be a 1-D array of integers, got {arr.dtype} {arr.shape}")
+        arr = arr.astype(np.int64, copy=False)
+        err, bad = page_alloc.free_folios(self.pgdat, arr)
+        if err:
+            raise ValueError(f"pfn {int(arr[bad])} (entry {bad}) {_ERRORS[err]}; "
+                             f"free_many() takes folio head PFNs; nothing was freed")
+
+    def split(self, pfn, new_order=0):
+        """split_folio_to_order(): split the folio at `pfn` into folios of `new_order`.
+
+        Returns True, or False where the kernel's split fails (a pinned folio: -EAGAIN)."""
+        new_order = _order(new_order, "new_order")
+        if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)):
+            raise ValueError(f"pfn {pfn!r} is not an integer")
+        p = self.pgdat
+        pfn = int(pfn)
+        if 0 <= pfn < self.nr_pages and p.mem_map[pfn]["type"] == PAGE_HEAD:
+            self._reserve_handles(1 << max(0, int(p.mem_map[pfn]["order"]) - new_order))
+        err = page_alloc.split_folio(self.pgdat, pfn, new_order)
+        if err == page_alloc.E_PINNED:
+            return False
+        if err == page_alloc.E_ORDER:
+            order = int(p.mem_map[pfn]["order"])
+            raise ValueError(f"new_order {new_order} must be below the folio's order {order}")
+        if err == page_alloc.E_ANON_ORDER1:
+            raise ValueError("new_order 1 is not allowed for anonymous folios (the kernel has no "
+                             "order-1 anon folios)")
+        if err:
+            raise ValueError(f"pfn {pfn} {_ERRORS[err]}")
+        return True
+
+    # -- folio queries ---------------------------------------------------------------------
+
+    def folio(self, pfn):
+        """The folio headed at pfn as a dict (order, kind, flags, handle); ValueError otherwise."""
+        if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)) \
+                or not 0 <= pfn < self.nr_pages or self.pgdat.mem_map[pfn]["type"] != PAGE_HEAD:
+            raise ValueError(f"pfn {pfn!r} is not the head of an allocated folio")
+        page = self.pgdat.mem_map[pfn]
+        bits = int(page["flags"])
+        return {
+            "pfn": int(pfn), "order": int(page["order"]), "kind": KIND_NAMES[page["kind"]],
+            "flags": tuple(name for name, bit in PAGE_FLAG_NAMES.items() if bits & bit),
+            "handle": int(page["next"]),
+            "migratetype": MIGRATETYPE_NAMES[self.pgdat.pageblock_flags[pfn >> PAGEBLOCK_ORDER]
+                                             & PB_MIGRATETYPE_MASK].lower(),
+        }
+
+    def folios(self):
+        """Every allocated folio as arrays: pfn, order, kind, flags, handle (ascending PFN)."""
+        mem_map = self.pgdat.mem_map
+        heads = np.flatnonzero(mem_map["type"] == PAGE_HEAD)
+        recs = mem_map[heads]
+        return {"pfn": heads, "order": recs["order"].astype(np.int64),
+                "kind": recs["kind"].astype(np.int64), "flags": recs["flags"].astype(np.int64),
+                "handle": recs["next"].astype(np.int64)}
+
+    def handle_pfn(self, handles):
+        """Where folios live now, by handle (handles survive migration; PFNs do not)."""
+        handles = np.asarray(handles, dtype=np.int64)
+        table = self.pgdat.folio_pfn
+        if handles.size and (handles.min() < 0 or handles.max() >= len(table)
+                             or (table[handles] < 0).any()):
+            raise ValueError("a handle does not name a live folio")
+        return table[handles]
+
+    # -- state, counters and renderers -----------------------------------------------------
+
+    @property
+    def zones(self):
+        """Populated zones as (index, name) pairs, lowest first."""
+        z = self.pgdat.zones
+        return [(i, ZONE_NAMES[i]) for i in range(len(ZONE_NAMES)) if z[i, Z_END] > z[i, Z_START]]
+
+    def zoneinfo(self):
+        """Per-zone figures as /proc/zoneinfo names them: span, managed, free, watermarks."""
+        z = self.pgdat.zones
+        return {name: {
+            "start_pfn": int(z[i, Z_START]), "spanned": int(z[i, Z_END] - z[i, Z_START]),
+            "managed": int(z[i, Z_MANAGED]), "nr_free_pages": int(z[i, Z_FREE]),
+            "nr_free_cma": int(z[i, Z_FREE_CMA]), "cma": int(z[i, Z_CMA_PAGES]),
+            "min": int(z[i, Z_WMARK_MIN]), "low": int(z[i, Z_WMARK_LOW]),
+            "high": int(z[i, Z_WMARK_HIGH]), "promo": int(z[i, Z_WMARK_PROMO]),
+            "protection": tuple(int(v) for v in z[i, Z_LOWMEM_RESERVE:Z_LOWMEM_RESERVE + 3]),
+        } for i, name in self.zones}
+
+    def nr_free(self):
+        """Free blocks per (populated zone, order, migratetype): the buddy lists' lengths."""
+        idx = [i for i, _ in self.zones]
+        return self.pgdat.free_area[idx, :, :, FA_COUNT].copy()
+
+    def nr_pageblocks(self):
+        """Pageblocks per (populated zone, migratetype)."""
+        z = self.pgdat.zones
+        mts = self.pgdat.pageblock_flags & PB_MIGRATETYPE_MASK
+        return np.array([np.bincount(mts[z[i, Z_START] // PAGEBLOCK_NR_PAGES:
+                                         z[i, Z_END] // PAGEBLOCK_NR_PAGES],
+                                     minlength=MIGRATE_TYPES)[:MIGRATE_TYPES]
+                         for i, _ in self.zones], dtype=np.int64)
+
+    def free_pages(self):
+        """Pages on the buddy lists, isolated ones included."""
+        counts = self.pgdat.free_area[..., FA_COUNT]
+        return int((counts.sum(axis=2) << np.arange(NR_PAGE_ORDERS)).sum())
+
+    def allocated_pages(self):
+        """Pages held by folios."""
+        return int(self.pgdat.node[N_KIND_PAGES:N_KIND_PAGES + NR_KINDS].sum())
+
+    @property
+    def managed_pages(self):
+        return int(self.pgdat.zones[:, Z_MANAGED].sum())
+
+    def vmstat(self):
+        """/proc/vmstat as a dict: the state counters we keep, then the event counters."""
+        p = self.pgdat
+        kind_pages = p.node[N_KIND_PAGES:N_KIND_PAGES + NR_KINDS]
+        counters = {
+            "nr_free_pages": int(p.zones[:, Z_FREE].sum()),
+            "nr_free_cma": int(p.zones[:, Z_FREE_CMA].sum()),
+            "nr_anon_pages": int(kind_pages[KIND_ANON]),
+            "nr_file_pages": int(kind_pages[KIND_FILE] + kind_pages[KIND_SHMEM]),
+            "nr_shmem": int(kind_pages[KIND_SHMEM]),
+            "nr_slab_unreclaimable": int(kind_pages[KIND_SLAB]),
+            "nr_page_table_pages": int(kind_pages[KIND_PAGETABLE]),
+        }
+        counters.update(zip(ev.VM_EVENT_NAMES, (int(v) for v in p.events)))
+        return counters
+
+    def mthp_stats(self):
+        """Per-size mTHP stats: {"hugepages-64kB": {"split": n, ...}, ...} for orders 2..9."""
+        stats = self.pgdat.mthp_stats
+        return {f"hugepages-{(PAGE_SIZE << o) >> 10}kB": dict(zip(ev.MTHP_STAT_NAMES,
+                                                                  (int(v) for v in stats[o])))
+                for o in range(2, PAGEBLOCK_ORDER + 1)}
+
+    def _zone_names(self):
+        return [name for _, name in self.zones]
+
+    def buddyinfo(self):
+        """/proc/buddyinfo text."""
+        return vmstat.render_buddyinfo(0, self._zone_names(), self.nr_free())
+
+    def pagetypeinfo(self):
+        """/proc/pagetypeinfo text (with the CMA column of a CONFIG_CMA kernel)."""
+        return vmstat.render_pagetypeinfo(0, self._zone_names(), self.nr_free(),
+                                          self.nr_pageblocks())
+
+    def extfrag_index(self):
+        """debugfs extfrag/extfrag_index text."""
+        return vmstat.render_extfrag_index(0, self._zone_names(), self.nr_free())
+
+    def unusable_index(self):
+        """debugfs extfrag/unusable_index text."""
+        return vmstat.render_unusable_index(0, self._zone_names(), self.nr_free())
+
+    def fragmentation_index(self, order=PAGEBLOCK_ORDER):
+        """{zone name: fragmentation index x1000} at `order` (__fragmentation_index())."""
+        order = _order(order)
+        return {name: vmstat.fragmentation_index(nr.sum(axis=1), order)
+                for name, nr in zip(self._zone_names(), self.nr_free())}
+
+    def unusable_free_index(self, order=PAGEBLOCK_ORDER):
+        """{zone name: unusable free space index x1000} at `order`."""
+        order = _order(order)
+        return {name: vmstat.unusable_free_index(nr.sum(axis=1), order)
+                for name, nr in zip(self._zone_names(), self.nr_free())}
+
+    def fragmentation_score(self):
+        """The node's proactive-compaction score (fragmentation_score_node(), 0..100)."""
+        z = self.pgdat.zones
+        return vmstat.fragmentation_score_node(
+            [(nr.sum(axis=1), int(z[i, Z_END] - z[i, Z_START]))
+             for (i, _), nr in zip(self.zones, self.nr_free())])
+
+    def check(self):
+        """Verify every invariant of simulated memory; InvariantError names the PFN and rule."""
+        code, pfn, detail = debug_vm.check_pgdat(self.pgdat)
+        if code:
+            where = f"pfn {pfn}" if pfn >= 0 else "node 0"
+            raise InvariantError(f"{where}: {debug_vm.RULES[code]} (detail {detail})")
+
+    def digest(self):
+        """SHA-256 over every array of state: equal digests mean identical machines."""
+        h = hashlib.sha256()
+        p = self.pgdat
+        for arr in (p.mem_map, p.pageblock_flags, p.free_area, p.zones, p.node, p.folio_pfn,
+                    p.events, p.mthp_stats):
+            h.update(np.ascontiguousarray(arr).view(np.uint8))
+        h.update(self.rng.bit_generator.state["state"]["state"].to_bytes(16, "little"))
+        return h.hexdigest()
+
+    def __repr__(self):
+        return (f"Machine(mem={format_size(self.mem)!r}, seed={self.seed}, "
+                f"free={self.free_pages()} of {self.managed_pages} pages)")
+
+
+def _entry(dispatcher, *example_args):
+    """The compiled entry point of a numba function for these argument types."""
+    argtypes = tuple(numba.typeof(a) for a in example_args)
+    dispatcher.compile(argtypes)
+    return dispatcher.overloads[argtypes].entry_point

@@ -1,0 +1,640 @@
+"""The buddy allocator, after mm/page_alloc.c.
+
+Compiled with numba; every function takes the node's state as `pgdat` (see pgdat.py). Free blocks
+sit on doubly linked lists per (zone, order, migratetype) threaded through mem_map's next/prev.
+
+Simplifications against the kernel, everywhere in this module:
+- No per-CPU page lists: every allocation and free goes straight to the buddy lists.
+- No highatomic reserves, watermark boosting, reclaim or OOM: an allocation that the free lists
+  and watermarks cannot satisfy fails (compaction, in compaction.py, is the only retry).
+- No free-page shuffling and no guard pages.
+"""
+import numba as nb
+import numpy as np
+
+from .mmzone import (
+    MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, MIGRATE_UNMOVABLE,
+    MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_PCPTYPES, MIGRATE_CMA, MIGRATE_ISOLATE,
+    ZONE_DMA32, ZONE_NORMAL, ZONE_MOVABLE, PAGE_TAIL, PAGE_BUDDY, PAGE_HEAD, PB_MIGRATETYPE_MASK,
+    PG_ISOLATED, PG_PINNED, HPAGE_PMD_ORDER, KIND_ANON, KIND_HUGETLB,
+)
+from .pgdat import (
+    Z_START, Z_END, Z_FREE, Z_FREE_CMA, Z_WMARK_MIN, Z_LOWMEM_RESERVE, FA_HEAD, FA_TAIL, FA_COUNT,
+    N_HANDLE_FREE, N_HANDLES_AVAIL, N_NR_FOLIOS, N_KIND_PAGES,
+)
+from . import vm_event as ev
+
+jit = nb.njit(cache=True, nogil=True)
+
+# alloc_flags (mm/internal.h): the watermark index sits in the low bits.
+ALLOC_WMARK_MIN = 0
+ALLOC_WMARK_LOW = 1
+ALLOC_WMARK_HIGH = 2
+ALLOC_WMARK_MASK = 3
+ALLOC_NO_WATERMARKS = 0x04
+ALLOC_CMA = 0x80
+ALLOC_NOFRAGMENT = 0x100
+
+# Error codes returned by the checked entry points (the Python layer turns them into ValueError).
+E_OK = 0
+E_NOT_HEAD = 1       # the PFN is not the head of an allocated folio
+E_RANGE = 2          # the PFN is outside the machine
+E_DUPLICATE = 3      # the same folio twice in one batch
+E_ORDER = 4          # new_order not below the folio's order
+E_HUGETLB = 5        # hugetlb folios are never split
+E_ANON_ORDER1 = 6    # anonymous folios cannot be order 1
+E_PINNED = 7         # extra references: split_folio fails with -EAGAIN
+E_ISOLATED = 8       # isolated for migration: owned by a migration in flight
+
+
+# ---- pageblocks ----------------------------------------------------------------------------
+
+@jit
+def get_pageblock_migratetype(pgdat, pfn):
+    return np.int64(pgdat.pageblock_flags[pfn >> PAGEBLOCK_ORDER] & PB_MIGRATETYPE_MASK)
+
+
+@jit
+def set_pageblock_migratetype(pgdat, pfn, mt):
+    pb = pfn >> PAGEBLOCK_ORDER
+    pgdat.pageblock_flags[pb] = (pgdat.pageblock_flags[pb] & ~PB_MIGRATETYPE_MASK) | mt
+
+
+@jit
+def change_pageblock_range(pgdat, pfn, order, mt):
+    """change_pageblock_range(): a buddy of order >= pageblock_order changes all its blocks."""
+    nr_blocks = max(1, 1 << (order - PAGEBLOCK_ORDER)) if order >= PAGEBLOCK_ORDER else 1
+    for i in range(nr_blocks):
+        set_pageblock_migratetype(pgdat, pfn + i * PAGEBLOCK_NR_PAGES, mt)
+
+
+@jit
+def page_zone(pgdat, pfn):
+    zones = pgdat.zones
+    for z in range(zones.shape[0]):
+        if zones[z, Z_START] <= pfn < zones[z, Z_END]:
+            return z
+    return -1
+
+
+# ---- free lists ----------------------------------------------------------------------------
+
+@jit
+def account_freepages(pgdat, z, nr_pages, mt):
+    """account_freepages(): isolated free pages do not count as free."""
+    if mt == MIGRATE_ISOLATE:
+        return
+    pgdat.zones[z, Z_FREE] += nr_pages
+    if mt == MIGRATE_CMA:
+        pgdat.zones[z, Z_FREE_CMA] += nr_pages
+
+
+@jit
+def add_to_free_list(pgdat, z, pfn, order, mt, tail):
+    """__add_to_free_list(): mark pfn a buddy of `order` and link it at the head or the tail."""
+    mem_map = pgdat.mem_map
+    area = pgdat.free_area[z, order, mt]
+    mem_map[pfn].type = PAGE_BUDDY
+    mem_map[pfn].order = order
+    mem_map[pfn].flags = 0
+    if area[FA_HEAD] < 0:
+        mem_map[pfn].next = -1
+        mem_map[pfn].prev = -1
+        area[FA_HEAD] = pfn
+        area[FA_TAIL] = pfn
+    elif tail:
+        last = area[FA_TAIL]
+        mem_map[pfn].prev = last
+        mem_map[pfn].next = -1
+        mem_map[last].next = pfn
+        area[FA_TAIL] = pfn
+    else:
+        first = area[FA_HEAD]
+        mem_map[pfn].next = first
+        mem_map[pfn].prev = -1
+        mem_map[first].prev = pfn
+        area[FA_HEAD] = pfn
+    area[FA_COUNT] += 1
+
+
+@jit
+def del_from_free_list(pgdat, z, pfn, order, mt):
+    """__del_page_from_free_list(): unlink; the page stops being a buddy (becomes a tail)."""
+    mem_map = pgdat.mem_map
+    area = pgdat.free_area[z, order, mt]
+    nxt = mem_map[pfn].next
+    prv = mem_map[pfn].prev
+    if prv >= 0:
+        mem_map[prv].next = nxt
+    else:
+        area[FA_HEAD] = nxt
+    if nxt >= 0:
+        mem_map[nxt].prev = prv
+    else:
+        area[FA_TAIL] = prv
+    area[FA_COUNT] -= 1
+    mem_map[pfn].type = PAGE_TAIL
+    mem_map[pfn].next = -1
+    mem_map[pfn].prev = -1
+
+
+@jit
+def move_to_free_list(pgdat, z, pfn, order, old_mt, new_mt):
+    """move_to_free_list(): to the tail of another migratetype's list, moving the accounting."""
+    del_from_free_list(pgdat, z, pfn, order, old_mt)
+    add_to_free_list(pgdat, z, pfn, order, new_mt, True)
+    account_freepages(pgdat, z, -(1 << order), old_mt)
+    account_freepages(pgdat, z, 1 << order, new_mt)
+
+
+@jit
+def expand(pgdat, z, pfn, low, high, mt):
+    """expand(): split a block of order `high` down to `low`, freeing the upper halves.
+
+    Returns the number of pages put back on the free lists."""
+    nr_added = 0
+    size = 1 << high
+    while high > low:
+        high -= 1
+        size >>= 1
+        add_to_free_list(pgdat, z, pfn + size, high, mt, False)
+        nr_added += size
+    return nr_added
+
+
+@jit
+def page_del_and_expand(pgdat, z, pfn, low, high, mt):
+    del_from_free_list(pgdat, z, pfn, high, mt)
+    nr_added = expand(pgdat, z, pfn, low, high, mt)
+    account_freepages(pgdat, z, -((1 << high) - nr_added), mt)
+
+
+@jit
+def rmqueue_smallest(pgdat, z, order, mt):
+    """__rmqueue_smallest(): first block on the smallest non-empty list of `mt` at >= order."""
+    for current_order in range(order, NR_PAGE_ORDERS):
+        pfn = pgdat.free_area[z, current_order, mt, FA_HEAD]
+        if pfn >= 0:
+            page_del_and_expand(pgdat, z, pfn, order, current_order, mt)
+            return pfn
+    return -1
+
+
+@jit
+def should_try_claim_block(order, start_mt):
+    """should_try_claim_block(): large enough buddies, or any unmovable/reclaimable request."""
+    if order >= PAGEBLOCK_ORDER // 2:
+        return True
+    return start_mt == MIGRATE_RECLAIMABLE or start_mt == MIGRATE_UNMOVABLE
+
+
+@jit
+def find_suitable_fallback(pgdat, z, order, start_mt, claimable):
+    """find_suitable_fallback(): -2 when too small to claim, -1 when no fallback list has one."""
+    if claimable and not should_try_claim_block(order, start_mt):
+        return -2
+    for i in range(pgdat.fallbacks.shape[1]):
+        fallback_mt = pgdat.fallbacks[start_mt, i]
+        if fallback_mt < 0:
+            break
+        if pgdat.free_area[z, order, fallback_mt, FA_COUNT] > 0:
+            return fallback_mt
+    return -1
+
+
+@jit
+def prep_move_freepages_block(pgdat, z, pfn):
+    """prep_move_freepages_block(): count free and movable (LRU) pages in pfn's pageblock.
+
+    Returns (start_pfn, free_pages, movable_pages), start_pfn -1 if the block leaves the zone."""
+    start = pfn & ~(PAGEBLOCK_NR_PAGES - 1)
+    end = start + PAGEBLOCK_NR_PAGES
+    if start < pgdat.zones[z, Z_START] or end > pgdat.zones[z, Z_END]:
+        return -1, 0, 0
+    mem_map = pgdat.mem_map
+    free_pages = 0
+    movable_pages = 0
+    p = start
+    if mem_map[p].type == PAGE_TAIL:   # second half of an order-10 block
+        head = p & ~((1 << MAX_PAGE_ORDER) - 1)
+        if mem_map[head].type == PAGE_BUDDY:
+            return start, PAGEBLOCK_NR_PAGES, 0
+        if pgdat.kind_is_lru[mem_map[head].kind] and not (mem_map[head].flags & PG_ISOLATED):
+            return start, 0, PAGEBLOCK_NR_PAGES
+        return start, 0, 0
+    while p < end:
+        order = mem_map[p].order
+        n = 1 << order
+        if mem_map[p].type == PAGE_BUDDY:
+            free_pages += n
+        elif pgdat.kind_is_lru[mem_map[p].kind] and not (mem_map[p].flags & PG_ISOLATED):
+            movable_pages += n
+        p += n
+    return start, min(free_pages, PAGEBLOCK_NR_PAGES), min(movable_pages, PAGEBLOCK_NR_PAGES)
+
+
+@jit
+def move_freepages_block(pgdat, z, start, old_mt, new_mt):
+    """__move_freepages_block(): every free block in the pageblock to new_mt's lists."""
+    mem_map = pgdat.mem_map
+    p = start
+    end = start + PAGEBLOCK_NR_PAGES
+    moved = 0
+    while p < end:
+        if mem_map[p].type == PAGE_BUDDY:
+            order = mem_map[p].order
+            move_to_free_list(pgdat, z, p, order, old_mt, new_mt)
+            moved += 1 << order
+            p += 1 << order
+        elif mem_map[p].type == PAGE_HEAD:
+            p += 1 << mem_map[p].order
+        else:
+            p += 1
+    return moved
+
+
+@jit
+def try_to_claim_block(pgdat, z, pfn, current_order, order, start_mt, block_mt):
+    """try_to_claim_block(): take over the pageblock of a fallback buddy, or give up (-1)."""
+    if current_order >= PAGEBLOCK_ORDER:
+        del_from_free_list(pgdat, z, pfn, current_order, block_mt)
+        account_freepages(pgdat, z, -(1 << current_order), block_mt)
+        change_pageblock_range(pgdat, pfn, current_order, start_mt)
+        nr_added = expand(pgdat, z, pfn, order, current_order, start_mt)
+        account_freepages(pgdat, z, nr_added, start_mt)
+        return pfn
+    start, free_pages, movable_pages = prep_move_freepages_block(pgdat, z, pfn)
+    if start < 0:
+        return -1
+    if start_mt == MIGRATE_MOVABLE:
+        alike_pages = movable_pages
+    elif block_mt == MIGRATE_MOVABLE:
+        alike_pages = PAGEBLOCK_NR_PAGES - (free_pages + movable_pages)
+    else:
+        alike_pages = 0
+    if free_pages + alike_pages >= PAGEBLOCK_NR_PAGES // 2:
+        move_freepages_block(pgdat, z, start, block_mt, start_mt)
+        set_pageblock_migratetype(pgdat, start, start_mt)
+        return rmqueue_smallest(pgdat, z, order, start_mt)
+    return -1
+
+
+@jit
+def rmqueue_claim(pgdat, z, order, start_mt, alloc_flags):
+    """__rmqueue_claim(): the largest fallback buddy first, claiming its block if we may."""
+    min_order = order
+    if order < PAGEBLOCK_ORDER and (alloc_flags & ALLOC_NOFRAGMENT):
+        min_order = PAGEBLOCK_ORDER
+    for current_order in range(MAX_PAGE_ORDER, min_order - 1, -1):
+        fallback_mt = find_suitable_fallback(pgdat, z, current_order, start_mt, True)
+        if fallback_mt == -1:
+            continue
+        if fallback_mt == -2:
+            break
+        pfn = pgdat.free_area[z, current_order, fallback_mt, FA_HEAD]
+        pfn = try_to_claim_block(pgdat, z, pfn, current_order, order, start_mt, fallback_mt)
+        if pfn >= 0:
+            return pfn
+    return -1
+
+
+@jit
+def rmqueue_steal(pgdat, z, order, start_mt):
+    """__rmqueue_steal(): the smallest fallback buddy, leaving its block's type alone."""
+    for current_order in range(order, NR_PAGE_ORDERS):
+        fallback_mt = find_suitable_fallback(pgdat, z, current_order, start_mt, False)
+        if fallback_mt < 0:
+            continue
+        pfn = pgdat.free_area[z, current_order, fallback_mt, FA_HEAD]
+        page_del_and_expand(pgdat, z, pfn, order, current_order, fallback_mt)
+        return pfn
+    return -1
+
+
+@jit
+def rmqueue(pgdat, z, order, mt, alloc_flags):
+    """__rmqueue(): own lists, then CMA, then claim a fallback block, then steal."""
+    zone = pgdat.zones[z]
+    use_cma = (alloc_flags & ALLOC_CMA) != 0
+    if use_cma and zone[Z_FREE_CMA] > zone[Z_FREE] // 2:
+        pfn = rmqueue_smallest(pgdat, z, order, MIGRATE_CMA)
+        if pfn >= 0:
+            return pfn
+    pfn = rmqueue_smallest(pgdat, z, order, mt)
+    if pfn >= 0:
+        return pfn
+    if use_cma:
+        pfn = rmqueue_smallest(pgdat, z, order, MIGRATE_CMA)
+        if pfn >= 0:
+            return pfn
+    pfn = rmqueue_claim(pgdat, z, order, mt, alloc_flags)
+    if pfn >= 0:
+        return pfn
+    if not (alloc_flags & ALLOC_NOFRAGMENT):
+        return rmqueue_steal(pgdat, z, order, mt)
+    return -1
+
+
+# ---- watermarks and the zonelist walk ------------------------------------------------------
+
+@jit
+def zone_watermark_ok(pgdat, z, order, highest_zoneidx, alloc_flags):
+    """__zone_watermark_ok(): free pages above the mark plus lowmem_reserve, and for order > 0
+    a free block of at least `order` on a list this request may use."""
+    if alloc_flags & ALLOC_NO_WATERMARKS:
+        return True
+    zone = pgdat.zones[z]
+    free_pages = zone[Z_FREE] - ((1 << order) - 1)
+    if not (alloc_flags & ALLOC_CMA):
+        free_pages -= zone[Z_FREE_CMA]
+    mark = zone[Z_WMARK_MIN + (alloc_flags & ALLOC_WMARK_MASK)]
+    if free_pages <= mark + zone[Z_LOWMEM_RESERVE + highest_zoneidx]:
+        return False
+    if order == 0:
+        return True
+    for o in range(order, NR_PAGE_ORDERS):
+        for mt in range(MIGRATE_PCPTYPES):
+            if pgdat.free_area[z, o, mt, FA_COUNT] > 0:
+                return True
+        if (alloc_flags & ALLOC_CMA) and pgdat.free_area[z, o, MIGRATE_CMA, FA_COUNT] > 0:
+            return True
+    return False
+
+
+@jit
+def alloc_flags_nofragment(pgdat, zone_idx):
+    """alloc_flags_nofragment(): Normal avoids fragmenting while DMA32 below it has memory."""
+    if zone_idx == ZONE_NORMAL and pgdat.zones[ZONE_DMA32, Z_END] > pgdat.zones[ZONE_DMA32, Z_START]:
+        return ALLOC_NOFRAGMENT
+    return 0
+
+
+@jit
+def preferred_zone(pgdat, highest_zoneidx):
+    """The first populated zone of the zonelist (ac->preferred_zoneref), -1 if none."""
+    for z in range(highest_zoneidx, -1, -1):
+        if pgdat.zones[z, Z_END] > pgdat.zones[z, Z_START]:
+            return z
+    return -1
+
+
+@jit
+def get_page_from_freelist(pgdat, order, mt, alloc_flags, highest_zoneidx):
+    """get_page_from_freelist(): walk the zonelist from highest_zoneidx down; if every zone
+    failed while avoiding fragmentation, walk it again without. Returns (pfn, zone index)."""
+    preferred = preferred_zone(pgdat, highest_zoneidx)
+    flags = alloc_flags
+    while preferred >= 0:
+        for z in range(preferred, -1, -1):
+            if pgdat.zones[z, Z_END] <= pgdat.zones[z, Z_START]:
+                continue
+            if not zone_watermark_ok(pgdat, z, order, highest_zoneidx, flags):
+                continue
+            pfn = rmqueue(pgdat, z, order, mt, flags)
+            if pfn >= 0:
+                return pfn, z
+        if flags & ALLOC_NOFRAGMENT:
+            flags &= ~ALLOC_NOFRAGMENT
+            continue
+        break
+    return -1, -1
+
+
+# ---- folios --------------------------------------------------------------------------------
+
+@jit
+def take_handle(pgdat, pfn):
+    h = pgdat.node[N_HANDLE_FREE]
+    pgdat.node[N_HANDLE_FREE] = -2 - pgdat.folio_pfn[h]
+    pgdat.node[N_HANDLES_AVAIL] -= 1
+    pgdat.folio_pfn[h] = pfn
+    return h
+
+
+@jit
+def put_handle(pgdat, h):
+    pgdat.folio_pfn[h] = -2 - pgdat.node[N_HANDLE_FREE]
+    pgdat.node[N_HANDLE_FREE] = h
+    pgdat.node[N_HANDLES_AVAIL] += 1
+
+
+@jit
+def prep_new_folio(pgdat, pfn, order, kind, flags):
+    """prep_new_page() + folio setup: pfn becomes a folio head holding a fresh handle."""
+    mem_map = pgdat.mem_map
+    mem_map[pfn].type = PAGE_HEAD
+    mem_map[pfn].order = order
+    mem_map[pfn].kind = kind
+    mem_map[pfn].flags = flags
+    mem_map[pfn].prev = -1
+    mem_map[pfn].next = take_handle(pgdat, pfn)
+    pgdat.node[N_NR_FOLIOS] += 1
+    pgdat.node[N_KIND_PAGES + kind] += 1 << order
+
+
+@jit
+def alloc_folio(pgdat, order, mt, kind, flags, alloc_flags):
+    """__alloc_pages() without reclaim: the fast path at alloc_flags' watermark (avoiding
+    fragmentation where alloc_flags_nofragment() says so), then the slow path's min watermark.
+    Movable requests may use ZONE_MOVABLE and CMA (gfp_zone(), gfp_to_alloc_flags_cma()).
+
+    Returns the folio's head PFN or -1. The caller guarantees a free handle."""
+    highest = ZONE_MOVABLE if mt == MIGRATE_MOVABLE else ZONE_NORMAL
+    if mt == MIGRATE_MOVABLE:
+        alloc_flags |= ALLOC_CMA
+    nofragment = alloc_flags_nofragment(pgdat, preferred_zone(pgdat, highest))
+    pfn, z = get_page_from_freelist(pgdat, order, mt, alloc_flags | nofragment, highest)
+    if pfn < 0 and (alloc_flags & ALLOC_WMARK_MASK) != ALLOC_WMARK_MIN:
+        pfn, z = get_page_from_freelist(pgdat, order, mt,
+                                        (alloc_flags & ~ALLOC_WMARK_MASK) | ALLOC_WMARK_MIN, highest)
+    if pfn < 0:
+        return -1
+    prep_new_folio(pgdat, pfn, order, kind, flags)
+    pgdat.events[ev.PGALLOC_FIRST + z] += 1 << order
+    return pfn
+
+
+@jit
+def alloc_folios(pgdat, out, order, mt, kind, flags, alloc_flags):
+    """Fill `out` with new folios until it is full or an allocation fails; returns the count."""
+    for i in range(out.shape[0]):
+        pfn = alloc_folio(pgdat, order, mt, kind, flags, alloc_flags)
+        if pfn < 0:
+            return i
+        out[i] = pfn
+    return out.shape[0]
+
+
+@jit
+def page_is_buddy(pgdat, buddy, order, z):
+    if buddy < pgdat.zones[z, Z_START] or buddy >= pgdat.zones[z, Z_END]:
+        return False
+    page = pgdat.mem_map[buddy]
+    return page.type == PAGE_BUDDY and page.order == order
+
+
+@jit
+def mergeable(mt):
+    """migratetype_is_mergeable(): only the three PCP types merge across pageblocks."""
+    return mt < MIGRATE_PCPTYPES
+
+
+@jit
+def free_one_page(pgdat, z, pfn, order, mt, to_tail):
+    """__free_one_page(): merge with free buddies, then link head or tail.
+
+    The merged block goes to the tail when its next-larger buddy is free too (buddy_merge_likely),
+    so that the pair is not split again soon. Pageblocks of different mergeable types merge, the
+    buddy's blocks taking the freed block's type; isolated and CMA blocks never merge with others."""
+    account_freepages(pgdat, z, 1 << order, mt)
+    buddy = pfn
+    while order < MAX_PAGE_ORDER:
+        buddy = pfn ^ (1 << order)
+        if not page_is_buddy(pgdat, buddy, order, z):
+            break
+        buddy_mt = mt
+        if order >= PAGEBLOCK_ORDER:
+            buddy_mt = get_pageblock_migratetype(pgdat, buddy)
+            if buddy_mt != mt and not (mergeable(mt) and mergeable(buddy_mt)):
+                break
+        del_from_free_list(pgdat, z, buddy, order, buddy_mt)
+        if buddy_mt != mt:
+            change_pageblock_range(pgdat, buddy, order, mt)
+        pfn = pfn & buddy
+        order += 1
+    if not to_tail and order < MAX_PAGE_ORDER - 1:
+        higher = pfn & buddy
+        to_tail = page_is_buddy(pgdat, higher ^ (1 << (order + 1)), order + 1, z)
+    add_to_free_list(pgdat, z, pfn, order, mt, to_tail)
+
+
+@jit
+def free_pages_range(pgdat, pfn, order, to_tail):
+    """free_one_page() + split_large_buddy(): blocks above pageblock_order free per pageblock,
+    each with its own block's migratetype."""
+    z = page_zone(pgdat, pfn)
+    if order > PAGEBLOCK_ORDER:
+        for i in range(1 << (order - PAGEBLOCK_ORDER)):
+            p = pfn + i * PAGEBLOCK_NR_PAGES
+            pgdat.mem_map[p].type = PAGE_TAIL
+            free_one_page(pgdat, z, p, PAGEBLOCK_ORDER, get_pageblock_migratetype(pgdat, p), to_tail)
+    else:
+        free_one_page(pgdat, z, pfn, order, get_pageblock_migratetype(pgdat, pfn), to_tail)
+    pgdat.events[ev.PGFREE] += 1 << order
+
+
+@jit
+def release_folio(pgdat, pfn):
+    """Drop a folio's identity (handle, kind accounting) before its pages return to the buddy."""
+    page = pgdat.mem_map[pfn]
+    put_handle(pgdat, page.next)
+    pgdat.node[N_NR_FOLIOS] -= 1
+    pgdat.node[N_KIND_PAGES + page.kind] -= 1 << page.order
+    pgdat.mem_map[pfn].type = PAGE_TAIL
+
+
+@jit
+def check_folio_head(pgdat, pfn):
+    if pfn < 0 or pfn >= pgdat.mem_map.shape[0]:
+        return E_RANGE
+    if pgdat.mem_map[pfn].type != PAGE_HEAD:
+        return E_NOT_HEAD
+    if pgdat.mem_map[pfn].flags & PG_ISOLATED:
+        return E_ISOLATED
+    return E_OK
+
+
+@jit
+def free_folio(pgdat, pfn):
+    """folio_put() of the last reference: the folio's pages go back to the buddy allocator."""
+    err = check_folio_head(pgdat, pfn)
+    if err != E_OK:
+        return err
+    order = np.int64(pgdat.mem_map[pfn].order)
+    release_folio(pgdat, pfn)
+    free_pages_range(pgdat, pfn, order, False)
+    return E_OK
+
+
+@jit
+def free_folios(pgdat, pfns):
+    """free_many: all heads are checked (and duplicates caught) before anything is freed.
+
+    Returns (E_OK, -1) or (error, index of the offending entry)."""
+    mem_map = pgdat.mem_map
+    n = pfns.shape[0]
+    bad = -1
+    err = E_OK
+    for i in range(n):
+        err = check_folio_head(pgdat, pfns[i])
+        if err != E_OK:
+            bad = i
+            break
+        mem_map[pfns[i]].type = PAGE_BUDDY   # marks "seen" until this pass ends
+    for i in range(n if bad < 0 else bad):
+        mem_map[pfns[i]].type = PAGE_HEAD
+    if bad >= 0:
+        if err == E_NOT_HEAD:
+            for j in range(bad):
+                if pfns[j] == pfns[bad]:
+                    err = E_DUPLICATE
+        return err, bad
+    for i in range(n):
+        pfn = pfns[i]
+        order = np.int64(mem_map[pfn].order)
+        release_folio(pgdat, pfn)
+        free_pages_range(pgdat, pfn, order, False)
+    return E_OK, -1
+
+
+@jit
+def split_folio(pgdat, pfn, new_order):
+    """__folio_split() to a uniform new_order: the head keeps its handle, every other piece
+    becomes a folio of its own with the same kind and flags. Returns an error code."""
+    err = check_folio_head(pgdat, pfn)
+    if err != E_OK:
+        return err
+    mem_map = pgdat.mem_map
+    order = np.int64(mem_map[pfn].order)
+    kind = mem_map[pfn].kind
+    if new_order < 0 or new_order >= order:
+        return E_ORDER
+    if kind == KIND_HUGETLB:
+        return E_HUGETLB
+    if kind == KIND_ANON and new_order == 1:
+        return E_ANON_ORDER1
+    if mem_map[pfn].flags & PG_PINNED:
+        pgdat.mthp_stats[order, ev.MTHP_STAT_SPLIT_FAILED] += 1
+        if order == HPAGE_PMD_ORDER:
+            pgdat.events[ev.THP_SPLIT_PAGE_FAILED] += 1
+        return E_PINNED
+    flags = mem_map[pfn].flags
+    mem_map[pfn].order = new_order
+    step = 1 << new_order
+    for p in range(pfn + step, pfn + (1 << order), step):
+        mem_map[p].type = PAGE_HEAD
+        mem_map[p].order = new_order
+        mem_map[p].kind = kind
+        mem_map[p].flags = flags
+        mem_map[p].prev = -1
+        mem_map[p].next = take_handle(pgdat, p)
+        pgdat.node[N_NR_FOLIOS] += 1
+    pgdat.mthp_stats[order, ev.MTHP_STAT_SPLIT] += 1
+    if order == HPAGE_PMD_ORDER:
+        pgdat.events[ev.THP_SPLIT_PAGE] += 1
+    return E_OK
+
+
+@jit
+def free_area_init(pgdat):
+    """memblock_free_all() for our memory: every zone freed in MAX_PAGE_ORDER blocks (smaller
+    at unaligned zone edges), low PFNs first and to the tail, as __free_pages_core() does."""
+    for z in range(pgdat.zones.shape[0]):
+        pfn = pgdat.zones[z, Z_START]
+        end = pgdat.zones[z, Z_END]
+        while pfn < end:
+            order = MAX_PAGE_ORDER
+            while order > 0 and ((pfn & ((1 << order) - 1)) != 0 or pfn + (1 << order) > end):
+                order -= 1
+            free_one_page(pgdat, z, pfn, order, get_pageblock_migratetype(pgdat, pfn), True)
+            pfn += 1 << order

@@ -1,0 +1,30 @@
+"""Sizes as users write them: "512M", "16G", "64K", or a number of bytes."""
+import re
+
+_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(value, what="size"):
+    """Bytes from an int or a string such as "16G", "512M", "64K", "2MiB"; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} {value!r} is not a size; use bytes or a string like '16G'")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{what} {value!r} is negative")
+        return value
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match:
+            return int(match.group(1)) * _SUFFIX[match.group(2).upper()]
+    raise ValueError(f"{what} {value!r} is not a size; use bytes or a number with K, M, G or T "
+                     f"(e.g. '512M', '16G')")
+
+
+def format_size(nbytes):
+    """The shortest exact K/M/G/T spelling of a byte count ("16G", "64K", "12345")."""
+    for suffix in ("T", "G", "M", "K"):
+        unit = _SUFFIX[suffix]
+        if nbytes and nbytes % unit == 0:
+            return f"{nbytes // unit}{suffix}"
+    return str(nbytes)

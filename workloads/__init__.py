@@ -1,0 +1,1 @@
+"""foliobench workloads: parameterized sequences of memory operations run against a backend."""
