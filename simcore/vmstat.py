@@ -55,7 +55,7 @@ def fill_contig_page_info(nr_free, order):
     for o, blocks in enumerate(counts):
         free_blocks_total += blocks
         free_pages += blocks << o
-        if o > order:
+        if o >= order:
             free_blocks_suitable += blocks << (o - order)
     return free_pages, free_blocks_total, free_blocks_suitable
 

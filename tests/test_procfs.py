@@ -211,3 +211,25 @@ def test_parse_vmstat_malformed(bad):
     with pytest.raises(ValueError, match=r"^line 3: ") as info:
         parse_vmstat("nr_free_pages 1\n\n" + bad)   # blank lines count
     assert repr(bad.rstrip("\n")) in str(info.value)
+
+
+def test_parse_pagetypeinfo_free_table_only_names_from_rows():
+    # a file cut before the blocks table still reports the migratetypes of its free rows
+    lines = read("proc_pagetypeinfo_cma.txt").splitlines(keepends=True)
+    p = parse_pagetypeinfo("".join(lines[:22]))
+    assert p.blocks == {}
+    assert p.migratetype_names == ("Unmovable", "Movable", "Reclaimable", "HighAtomic", "CMA",
+                                   "Isolate")
+
+
+@pytest.mark.parametrize("path, parse", [
+    ("/proc/buddyinfo", parse_buddyinfo), ("/proc/pagetypeinfo", parse_pagetypeinfo),
+    ("/proc/vmstat", parse_vmstat),
+])
+def test_parse_live_proc(path, parse):
+    # the live backend reads these files on this machine
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        pytest.skip(f"{path} unreadable: {e}")
+    assert parse(text)
