@@ -141,3 +141,8 @@ def check_pgdat(pgdat):
     if live != nr_folios or live + node[N_HANDLES_AVAIL] != pgdat.folio_pfn.shape[0]:
         return C_HANDLE_TABLE, -1, live
     return 0, -1, 0
+
+
+@nb.njit(cache=True, nogil=True)
+def entry_check_pgdat(node):
+    return check_pgdat(node.arrays)

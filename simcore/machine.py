@@ -165,7 +165,7 @@ class Machine:
             np.zeros((NR_PAGE_ORDERS, ev.NR_MTHP_STATS), dtype=np.int64),
             FALLBACK_TABLE, KIND_IS_LRU, KIND_IS_MIGRATABLE,
         )
-        page_alloc.free_area_init(self.pgdat)
+        page_alloc.entry_free_area_init(self.pgdat)
         self._bind()
 
     # -- construction helpers --------------------------------------------------------------
@@ -205,17 +205,14 @@ class Machine:
     def _bind(self):
         """Cache the compiled entry points for the hot single-folio calls. Going through
         numba's dispatcher costs a type resolution per call; the entry point skips it."""
-        self._alloc_folio = _entry(page_alloc.alloc_folio, self.pgdat, 0, 0, 0, 0, 0)
-        self._free_folio = _entry(page_alloc.free_folio, self.pgdat, 0)
+        self._alloc_folio = _entry(page_alloc.entry_alloc_folio, self.pgdat, 0, 0, 0, 0, 0)
+        self._free_folio = _entry(page_alloc.entry_free_folio, self.pgdat, 0)
 
     def _reserve_handles(self, count):
         node = self.pgdat.node
         if node[N_HANDLES_AVAIL] < count:
-            p = self.pgdat
-            table = grown_handle_table(p.folio_pfn, node, count)
-            self.pgdat = PgData(p.mem_map, p.pageblock_flags, p.free_area, p.zones, node, table,
-                                p.events, p.mthp_stats, p.fallbacks, p.kind_is_lru,
-                                p.kind_is_migratable)
+            table = grown_handle_table(self.pgdat.folio_pfn, node, count)
+            self.pgdat = self.pgdat.replace(folio_pfn=table)
 
     # -- allocation API --------------------------------------------------------------------
 
@@ -234,11 +231,10 @@ class Machine:
             _choice(kind, KINDS, "kind")
         if flags:
             flags = page_flags(flags)
-        p = self.pgdat
-        if p.node[N_HANDLES_AVAIL] < 1:
+        pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
+        if pfn == -2:
             self._reserve_handles(1)
-            p = self.pgdat
-        pfn = self._alloc_folio(p, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
+            pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
         return pfn if pfn >= 0 else None
 
     def alloc_many(self, count, order, migratetype="movable", kind="anon", flags=0):
@@ -253,7 +249,7 @@ class Machine:
         count = min(int(count), self.nr_pages >> order)
         self._reserve_handles(count)
         out = np.empty(count, dtype=np.int64)
-        n = page_alloc.alloc_folios(self.pgdat, out, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
+        n = page_alloc.entry_alloc_folios(self.pgdat, out, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
         return out[:n]
 
     def free(self, pfn):
@@ -270,7 +266,7 @@ class Machine:
         if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
             raise ValueError(f"pfns must be a 1-D array of integers, got {arr.dtype} {arr.shape}")
         arr = arr.astype(np.int64, copy=False)
-        err, bad = page_alloc.free_folios(self.pgdat, arr)
+        err, bad = page_alloc.entry_free_folios(self.pgdat, arr)
         if err:
             raise ValueError(f"pfn {int(arr[bad])} (entry {bad}) {_ERRORS[err]}; "
                              f"free_many() takes folio head PFNs; nothing was freed")
@@ -286,7 +282,7 @@ class Machine:
         pfn = int(pfn)
         if 0 <= pfn < self.nr_pages and p.mem_map[pfn]["type"] == PAGE_HEAD:
             self._reserve_handles(1 << max(0, int(p.mem_map[pfn]["order"]) - new_order))
-        err = page_alloc.split_folio(self.pgdat, pfn, new_order)
+        err = page_alloc.entry_split_folio(self.pgdat, pfn, new_order)
         if err == page_alloc.E_PINNED:
             return False
         if err == page_alloc.E_ORDER:
@@ -445,7 +441,7 @@ class Machine:
 
     def check(self):
         """Verify every invariant of simulated memory; InvariantError names the PFN and rule."""
-        code, pfn, detail = debug_vm.check_pgdat(self.pgdat)
+        code, pfn, detail = debug_vm.entry_check_pgdat(self.pgdat)
         if code:
             where = f"pfn {pfn}" if pfn >= 0 else "node 0"
             raise InvariantError(f"{where}: {debug_vm.RULES[code]} (detail {detail})")

@@ -563,22 +563,17 @@ def free_folios(pgdat, pfns):
     Returns (E_OK, -1) or (error, index of the offending entry)."""
     mem_map = pgdat.mem_map
     n = pfns.shape[0]
-    bad = -1
-    err = E_OK
+    # Mark each head isolated while checking: a second entry for the same folio then fails the
+    # check. Freeing clears the mark; on error we clear it ourselves.
     for i in range(n):
         err = check_folio_head(pgdat, pfns[i])
         if err != E_OK:
-            bad = i
-            break
-        mem_map[pfns[i]].type = PAGE_BUDDY   # marks "seen" until this pass ends
-    for i in range(n if bad < 0 else bad):
-        mem_map[pfns[i]].type = PAGE_HEAD
-    if bad >= 0:
-        if err == E_NOT_HEAD:
-            for j in range(bad):
-                if pfns[j] == pfns[bad]:
+            for j in range(i):
+                mem_map[pfns[j]].flags &= ~PG_ISOLATED
+                if pfns[j] == pfns[i]:
                     err = E_DUPLICATE
-        return err, bad
+            return err, i
+        mem_map[pfns[i]].flags |= PG_ISOLATED
     for i in range(n):
         pfn = pfns[i]
         order = np.int64(mem_map[pfn].order)
@@ -638,3 +633,39 @@ def free_area_init(pgdat):
                 order -= 1
             free_one_page(pgdat, z, pfn, order, get_pageblock_migratetype(pgdat, pfn), True)
             pfn += 1 << order
+
+
+# ---- entry points: Python passes PgData, compiled code works on its PgView ---------------
+
+@jit
+def entry_alloc_folio(node, order, mt, kind, flags, alloc_flags):
+    """alloc_folio(), or -2 when the handle table is full (the caller grows it and retries)."""
+    pgdat = node.arrays
+    if pgdat.node[N_HANDLES_AVAIL] < 1:
+        return -2
+    return alloc_folio(pgdat, order, mt, kind, flags, alloc_flags)
+
+
+@jit
+def entry_alloc_folios(node, out, order, mt, kind, flags, alloc_flags):
+    return alloc_folios(node.arrays, out, order, mt, kind, flags, alloc_flags)
+
+
+@jit
+def entry_free_folio(node, pfn):
+    return free_folio(node.arrays, pfn)
+
+
+@jit
+def entry_free_folios(node, pfns):
+    return free_folios(node.arrays, pfns)
+
+
+@jit
+def entry_split_folio(node, pfn, new_order):
+    return split_folio(node.arrays, pfn, new_order)
+
+
+@jit
+def entry_free_area_init(node):
+    free_area_init(node.arrays)

@@ -10,6 +10,9 @@ Layout of the small tables (column indices are module constants):
 - node[N_*]: node-wide state: the folio-handle free chain, pages per folio kind, simulated clock,
   kcompactd state.
 """
+from collections import namedtuple
+
+import numba
 import numpy as np
 from numba.core import types
 from numba.experimental import structref
@@ -51,9 +54,27 @@ N_KCOMPACTD_BACKOFF = 5
 N_KIND_PAGES = 8        # + folio kind: pages held by folios of that kind
 NR_NODE_FIELDS = 16
 
-_FIELDS = (
-    "mem_map", "pageblock_flags", "free_area", "zones", "node", "folio_pfn", "events",
-    "mthp_stats", "fallbacks", "kind_is_lru", "kind_is_migratable",
+from numba import types as nbtypes
+from numba.extending import intrinsic, overload_attribute
+
+from . import vm_event
+from .mmzone import PAGE_DTYPE, NR_PAGE_ORDERS, MIGRATE_TYPES, NR_KINDS, ZONE_NAMES
+
+NR_ZONES = len(ZONE_NAMES)
+VARIABLE = -1   # a dimension that differs between machines (memory size, handle table)
+# The node's arrays: name, dtype, shape.
+ARRAYS = (
+    ("mem_map", PAGE_DTYPE, (VARIABLE,)),
+    ("pageblock_flags", np.uint8, (VARIABLE,)),
+    ("free_area", np.int64, (NR_ZONES, NR_PAGE_ORDERS, MIGRATE_TYPES, 3)),
+    ("zones", np.int64, (NR_ZONES, NR_ZONE_FIELDS)),
+    ("node", np.int64, (NR_NODE_FIELDS,)),
+    ("folio_pfn", np.int64, (VARIABLE,)),
+    ("events", np.int64, (vm_event.NR_VM_EVENTS,)),
+    ("mthp_stats", np.int64, (NR_PAGE_ORDERS, vm_event.NR_MTHP_STATS)),
+    ("fallbacks", np.int64, (MIGRATE_TYPES, 2)),
+    ("kind_is_lru", np.uint8, (NR_KINDS,)),
+    ("kind_is_migratable", np.uint8, (NR_KINDS,)),
 )
 
 
@@ -64,16 +85,71 @@ class PgDataType(types.StructRef):
 
 
 class PgData(structref.StructRefProxy):
-    """The node's arrays: one argument for compiled code, plain numpy attributes for Python
-    (the same buffers: what compiled code writes, Python reads)."""
+    """The node's arrays: plain numpy attributes for Python, one cheap argument for compiled code.
+
+    Compiled code gets `pgdat.arrays`, a PgView: a small tuple of the arrays' addresses and
+    variable lengths, passed by value, whose attributes (pgdat.mem_map, ...) are unmanaged views
+    of the same buffers (numba.carray). Managed arrays, or a reference-counted struct, would take
+    and drop references at every call and field load; those atomic operations cost more than
+    the allocator's own work. The Python object keeps the arrays alive."""
 
     def __new__(cls, *arrays):
-        obj = structref.StructRefProxy.__new__(cls, *arrays)
-        obj.__dict__.update(zip(_FIELDS, arrays))
+        if len(arrays) != len(ARRAYS):
+            raise TypeError(f"PgData takes {len(ARRAYS)} arrays")
+        for arr, (name, dtype, shape) in zip(arrays, ARRAYS):
+            if arr.dtype != np.dtype(dtype) or arr.ndim != len(shape) or not arr.flags.c_contiguous \
+                    or any(want not in (VARIABLE, got) for want, got in zip(shape, arr.shape)):
+                raise TypeError(f"pgdat.{name} must be a C-contiguous {np.dtype(dtype)} array "
+                                f"of shape {shape}, not {arr.dtype} {arr.shape}")
+        addrs = tuple(arr.ctypes.data for arr in arrays)
+        lengths = (len(arrays[0]), len(arrays[1]), len(arrays[5]))
+        obj = structref.StructRefProxy.__new__(cls, addrs, lengths)
+        obj.__dict__.update((name, arr) for (name, _, _), arr in zip(ARRAYS, arrays))
         return obj
 
+    def replace(self, **arrays):
+        """A PgData with some arrays swapped (e.g. a grown handle table), the rest shared."""
+        return PgData(*(arrays.get(name, self.__dict__[name]) for name, _, _ in ARRAYS))
 
-structref.define_proxy(PgData, PgDataType, list(_FIELDS))
+
+structref.define_proxy(PgData, PgDataType, ["addrs", "lengths"])
+
+PgView = namedtuple("PgView", ["addrs", "lengths"])
+
+
+@overload_attribute(PgDataType, "arrays")
+def _pgdata_arrays(pgdat):
+    def arrays(pgdat):
+        return PgView(pgdat.addrs, pgdat.lengths)
+    return arrays
+
+
+@intrinsic
+def _voidptr(typingctx, addr):
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(nbtypes.voidptr))
+    return nbtypes.voidptr(nbtypes.int64), codegen
+
+
+def _define_view(index, name, dtype, shape):
+    if shape[0] == VARIABLE:
+        which = {0: 0, 1: 1, 5: 2}[index]
+
+        def view(pgdat):
+            return numba.carray(_voidptr(pgdat.addrs[index]), pgdat.lengths[which], dtype)
+    else:
+        def view(pgdat):
+            return numba.carray(_voidptr(pgdat.addrs[index]), shape, dtype)
+
+    @overload_attribute(nbtypes.BaseNamedTuple, name)
+    def _attribute(pgdat):
+        if getattr(pgdat, "instance_class", None) is PgView:
+            return view
+        return None
+
+
+for _index, (_name, _dtype, _shape) in enumerate(ARRAYS):
+    _define_view(_index, _name, _dtype, _shape)
 
 
 def free_handle_code(next_free):
