@@ -38,6 +38,7 @@ from .units import parse_size, format_size
 REQUEST_MIGRATETYPES = {name.lower(): mt for mt, name in enumerate(MIGRATETYPE_NAMES)
                         if mt < MIGRATE_PCPTYPES}
 MIN_MEM = 16 << 20
+MIN_KERNEL_MEM = 4 << 20   # one MAX_PAGE_ORDER block outside ZONE_MOVABLE and CMA
 MAX_MEM = 1 << 40
 _ERRORS = {
     page_alloc.E_NOT_HEAD: "is not the head of an allocated folio",
@@ -82,20 +83,6 @@ def page_flags(flags):
     return mask
 
 
-def calculate_min_free_kbytes(lowmem_kbytes):
-    """calculate_min_free_kbytes(): sqrt(lowmem_kbytes * 16), clamped to 128 KiB .. 256 MiB."""
-    return min(max(math.isqrt(lowmem_kbytes * 16), 128), 262144)
-
-
-def recommended_min_free_kbytes(nr_zones, lowmem_pages):
-    """set_recommended_min_free_kbytes() (khugepaged): two free pageblocks per zone to fight
-    fragmentation plus room for fallback between the PCP types, at most 5% of lowmem."""
-    pages = PAGEBLOCK_NR_PAGES * nr_zones * 2
-    pages += PAGEBLOCK_NR_PAGES * nr_zones * MIGRATE_PCPTYPES * MIGRATE_PCPTYPES
-    pages = min(pages, lowmem_pages // 20)
-    return pages << (PAGE_SHIFT - 10)
-
-
 class Machine:
     """Physical memory of one node: mem_map, pageblocks, zones with buddy free lists, counters.
 
@@ -117,9 +104,10 @@ class Machine:
         for what, size in (("movable", movable), ("cma", cma)):
             if size % (PAGEBLOCK_NR_PAGES * PAGE_SIZE):
                 raise ValueError(f"{what} {size!r} must be a multiple of 2M (a pageblock)")
-        if movable + cma > total // 2:
-            raise ValueError(f"movable + cma ({format_size(movable + cma)}) must not exceed half "
-                             f"of mem ({format_size(total)})")
+        if total - movable - cma < MIN_KERNEL_MEM:
+            raise ValueError(f"movable + cma ({format_size(movable + cma)}) must leave at least "
+                             f"{format_size(MIN_KERNEL_MEM)} of mem ({format_size(total)}) for "
+                             f"the kernel's own allocations")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed {seed!r} must be a non-negative integer")
         self.mem = total
@@ -172,34 +160,21 @@ class Machine:
 
     @staticmethod
     def _setup_watermarks(zones, min_free_kbytes, thp):
-        managed = zones[:, Z_MANAGED]
-        lowmem_pages = int(managed[ZONE_DMA32] + managed[ZONE_NORMAL])
+        managed = [int(v) for v in zones[:, Z_MANAGED]]
+        lowmem_pages = managed[ZONE_DMA32] + managed[ZONE_NORMAL]
         if min_free_kbytes is None:
-            min_free_kbytes = calculate_min_free_kbytes(lowmem_pages << (PAGE_SHIFT - 10))
+            min_free_kbytes = page_alloc.calculate_min_free_kbytes(lowmem_pages << (PAGE_SHIFT - 10))
             if thp:
-                populated = int((managed[:ZONE_MOVABLE] > 0).sum())
-                min_free_kbytes = max(min_free_kbytes,
-                                      recommended_min_free_kbytes(populated, lowmem_pages))
+                populated = sum(1 for m in managed[:ZONE_MOVABLE] if m)
+                min_free_kbytes = max(min_free_kbytes, page_alloc.recommended_min_free_kbytes(
+                    populated, lowmem_pages))
         elif isinstance(min_free_kbytes, bool) or not isinstance(min_free_kbytes, (int, np.integer)) \
                 or min_free_kbytes < 0:
             raise ValueError(f"min_free_kbytes {min_free_kbytes!r} must be a non-negative integer")
-        pages_min = int(min_free_kbytes) >> (PAGE_SHIFT - 10)
-        for z in range(len(ZONE_NAMES)):
-            m = int(managed[z])
-            if z == ZONE_MOVABLE:
-                wmark_min = min(max(m // 1024, 32), 128)
-            else:
-                wmark_min = pages_min * m // lowmem_pages if lowmem_pages else 0
-            step = max(wmark_min >> 2, m * WATERMARK_SCALE_FACTOR // 10000)
-            zones[z, Z_WMARK_MIN] = wmark_min
-            zones[z, Z_WMARK_LOW] = wmark_min + step
-            zones[z, Z_WMARK_HIGH] = wmark_min + 2 * step
-            zones[z, Z_WMARK_PROMO] = wmark_min + 3 * step
-            upper = 0
-            for j in range(z + 1, len(ZONE_NAMES)):
-                upper += int(managed[j])
-                ratio = LOWMEM_RESERVE_RATIO[z]
-                zones[z, Z_LOWMEM_RESERVE + j] = upper // ratio if ratio and upper else 0
+        marks = page_alloc.setup_per_zone_wmarks(managed, int(min_free_kbytes), ZONE_MOVABLE)
+        zones[:, Z_WMARK_MIN:Z_WMARK_PROMO + 1] = marks
+        zones[:, Z_LOWMEM_RESERVE:Z_LOWMEM_RESERVE + len(ZONE_NAMES)] = \
+            page_alloc.setup_per_zone_lowmem_reserve(managed, LOWMEM_RESERVE_RATIO)
         return int(min_free_kbytes)
 
     def _bind(self):

@@ -9,11 +9,13 @@ Simplifications against the kernel, everywhere in this module:
   and watermarks cannot satisfy fails (compaction, in compaction.py, is the only retry).
 - No free-page shuffling and no guard pages.
 """
+import math
+
 import numba as nb
 import numpy as np
 
 from .mmzone import (
-    MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, MIGRATE_UNMOVABLE,
+    PAGE_SHIFT, WATERMARK_SCALE_FACTOR, MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, MIGRATE_UNMOVABLE,
     MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_PCPTYPES, MIGRATE_CMA, MIGRATE_ISOLATE,
     ZONE_DMA32, ZONE_NORMAL, ZONE_MOVABLE, PAGE_TAIL, PAGE_BUDDY, PAGE_HEAD, PB_MIGRATETYPE_MASK,
     PG_ISOLATED, PG_PINNED, HPAGE_PMD_ORDER, KIND_ANON, KIND_HUGETLB,
@@ -45,6 +47,58 @@ E_HUGETLB = 5        # hugetlb folios are never split
 E_ANON_ORDER1 = 6    # anonymous folios cannot be order 1
 E_PINNED = 7         # extra references: split_folio fails with -EAGAIN
 E_ISOLATED = 8       # isolated for migration: owned by a migration in flight
+
+
+# ---- sizing (plain Python: run once per machine) -----------------------------------------
+
+def calculate_min_free_kbytes(lowmem_kbytes):
+    """calculate_min_free_kbytes(): sqrt(lowmem_kbytes * 16), clamped to 128 KiB .. 256 MiB."""
+    return min(max(math.isqrt(lowmem_kbytes * 16), 128), 262144)
+
+
+def recommended_min_free_kbytes(nr_zones, lowmem_pages):
+    """set_recommended_min_free_kbytes() (mm/khugepaged.c, when THP is enabled): two free
+    pageblocks per zone against fragmentation plus room for fallbacks between the PCP types,
+    at most 5% of lowmem."""
+    pages = PAGEBLOCK_NR_PAGES * nr_zones * 2
+    pages += PAGEBLOCK_NR_PAGES * nr_zones * MIGRATE_PCPTYPES * MIGRATE_PCPTYPES
+    return min(pages, lowmem_pages // 20) << (PAGE_SHIFT - 10)
+
+
+def setup_per_zone_wmarks(managed, min_free_kbytes, movable_zone_idx,
+                          watermark_scale_factor=WATERMARK_SCALE_FACTOR):
+    """__setup_per_zone_wmarks(): rows of (min, low, high, promo) per zone.
+
+    min_free_kbytes is shared among the lowmem zones in proportion to their managed pages;
+    ZONE_MOVABLE gets a small fixed minimum. The gaps to low, high and promo are a quarter of
+    min or watermark_scale_factor/10000 of the zone, whichever is larger. The zone index
+    `movable_zone_idx` is ZONE_MOVABLE (pass -1 for none)."""
+    pages_min = min_free_kbytes >> (PAGE_SHIFT - 10)
+    lowmem_pages = sum(m for z, m in enumerate(managed) if z != movable_zone_idx)
+    marks = []
+    for z, m in enumerate(managed):
+        if z == movable_zone_idx:
+            wmark_min = min(max(m // 1024, 32), 128)
+        else:
+            wmark_min = pages_min * m // lowmem_pages if lowmem_pages else 0
+        gap = max(wmark_min >> 2, m * watermark_scale_factor // 10000)
+        marks.append((wmark_min, wmark_min + gap, wmark_min + 2 * gap, wmark_min + 3 * gap))
+    return marks
+
+
+def setup_per_zone_lowmem_reserve(managed, ratios):
+    """setup_per_zone_lowmem_reserve(): rows of lowmem_reserve[j] per zone, the pages a zone
+    keeps back from requests that could have used the higher zone j (/proc/zoneinfo's
+    "protection")."""
+    rows = []
+    for z, ratio in enumerate(ratios):
+        row = [0] * len(managed)
+        upper = 0
+        for j in range(z + 1, len(managed)):
+            upper += managed[j]
+            row[j] = upper // ratio if ratio and managed[z] else 0
+        rows.append(row)
+    return rows
 
 
 # ---- pageblocks ----------------------------------------------------------------------------
@@ -622,13 +676,15 @@ def split_folio(pgdat, pfn, new_order):
 
 @jit
 def free_area_init(pgdat):
-    """memblock_free_all() for our memory: every zone freed in MAX_PAGE_ORDER blocks (smaller
-    at unaligned zone edges), low PFNs first and to the tail, as __free_pages_core() does."""
-    for z in range(pgdat.zones.shape[0]):
-        pfn = pgdat.zones[z, Z_START]
-        end = pgdat.zones[z, Z_END]
+    """memblock_free_all() and cma_activate_area() for our memory: every zone freed pageblock
+    by pageblock (so CMA blocks stay apart), low PFNs first and to the tail as
+    __free_pages_core() does; buddies merge up to MAX_PAGE_ORDER where their types allow."""
+    zones = pgdat.zones
+    for z in range(zones.shape[0]):
+        pfn = zones[z, Z_START]
+        end = zones[z, Z_END]
         while pfn < end:
-            order = MAX_PAGE_ORDER
+            order = PAGEBLOCK_ORDER
             while order > 0 and ((pfn & ((1 << order) - 1)) != 0 or pfn + (1 << order) > end):
                 order -= 1
             free_one_page(pgdat, z, pfn, order, get_pageblock_migratetype(pgdat, pfn), True)
