@@ -8,7 +8,7 @@ import numpy as np
 
 from .mmzone import (
     MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, MIGRATE_TYPES, MIGRATE_PCPTYPES,
-    MIGRATE_CMA, MIGRATE_ISOLATE, PAGE_TAIL, PAGE_BUDDY, PAGE_HEAD, PB_MIGRATETYPE_MASK, NR_KINDS,
+    MIGRATE_CMA, MIGRATE_ISOLATE, PAGE_TAIL, PAGE_BUDDY, PAGE_HEAD, PB_MIGRATETYPE_MASK, NR_KINDS, FOLIO_ON_LRU,
 )
 from .pgdat import (
     Z_START, Z_END, Z_FREE, Z_FREE_CMA, FA_HEAD, FA_TAIL, FA_COUNT, N_NR_FOLIOS, N_KIND_PAGES,
@@ -33,9 +33,11 @@ RULES = (
     "folio kind out of range",                                         # 14
     "node folio or per-kind page counters differ from mem_map",        # 15
     "folio handle table is inconsistent",                              # 16
+    "folio left isolated (off the LRU) after the operation ended",     # 17
 )
 C_ORPHAN, C_ALIGN, C_SPAN, C_OVERLAP, C_ORDER, C_BLOCK_MT, C_UNMERGED, C_LIST_ENTRY, C_LINKS, \
-    C_COUNT, C_OFF_LIST, C_ZONE_FREE, C_HANDLE, C_KIND, C_NODE_COUNT, C_HANDLE_TABLE = range(1, 17)
+    C_COUNT, C_OFF_LIST, C_ZONE_FREE, C_HANDLE, C_KIND, C_NODE_COUNT, C_HANDLE_TABLE, \
+    C_ISOLATED = range(1, 18)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -90,6 +92,8 @@ def check_pgdat(pgdat):
                 kind = np.int64(page.kind)
                 if kind >= NR_KINDS:
                     return C_KIND, pfn, kind
+                if page.prev != FOLIO_ON_LRU:
+                    return C_ISOLATED, pfn, page.prev
                 h = np.int64(page.next)
                 if h < 0 or h >= pgdat.folio_pfn.shape[0] or pgdat.folio_pfn[h] != pfn:
                     return C_HANDLE, pfn, h

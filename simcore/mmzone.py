@@ -73,10 +73,13 @@ PG_MLOCKED = 1 << 3
 PG_UNEVICTABLE = 1 << 4
 PG_KSM = 1 << 5
 PG_HWPOISON = 1 << 6
-PG_ISOLATED = 1 << 7  # taken off the LRU by a migration scanner (PG_lru cleared)
+# Not a page flag but a property of the folio's mapping: its address_space_operations have no
+# migrate_folio, so migration falls back to writing dirty folios out (fallback_migrate_folio()).
+AS_NO_MIGRATE_FOLIO = 1 << 7
 PAGE_FLAG_NAMES = {
     "pinned": PG_PINNED, "dirty": PG_DIRTY, "writeback": PG_WRITEBACK, "mlocked": PG_MLOCKED,
     "unevictable": PG_UNEVICTABLE, "ksm": PG_KSM, "hwpoison": PG_HWPOISON,
+    "no_migrate_callback": AS_NO_MIGRATE_FOLIO,
 }
 
 # What a struct page is to us. A free block's head is PageBuddy; a folio's head is PageHead (also
@@ -86,8 +89,11 @@ PAGE_BUDDY = 1
 PAGE_HEAD = 2
 
 # mem_map: one 12-byte record per page. `next`/`prev` link free blocks on their buddy list
-# (-1 ends a list); on a folio head, `next` holds the folio's handle (page->mapping's role:
-# how the owner finds the folio again after migration moves it).
+# (-1 ends a list). On a folio head, `next` holds the folio's handle (page->mapping's role: how
+# the owner finds the folio again after migration moves it) and `prev` whether the folio sits on
+# the LRU or was isolated by a migration scanner (folio_test_lru() cleared).
+FOLIO_ON_LRU = -1
+FOLIO_ISOLATED = -2
 PAGE_DTYPE = np.dtype([
     ("next", np.int32), ("prev", np.int32), ("order", np.int8), ("type", np.uint8),
     ("kind", np.uint8), ("flags", np.uint8),

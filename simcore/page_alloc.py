@@ -18,7 +18,7 @@ from .mmzone import (
     PAGE_SHIFT, WATERMARK_SCALE_FACTOR, MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, MIGRATE_UNMOVABLE,
     MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_PCPTYPES, MIGRATE_CMA, MIGRATE_ISOLATE,
     ZONE_DMA32, ZONE_NORMAL, ZONE_MOVABLE, PAGE_TAIL, PAGE_BUDDY, PAGE_HEAD, PB_MIGRATETYPE_MASK,
-    PG_ISOLATED, PG_PINNED, HPAGE_PMD_ORDER, KIND_ANON, KIND_HUGETLB,
+    FOLIO_ON_LRU, FOLIO_ISOLATED, PG_PINNED, HPAGE_PMD_ORDER, KIND_ANON, KIND_HUGETLB,
 )
 from .pgdat import (
     Z_START, Z_END, Z_FREE, Z_FREE_CMA, Z_WMARK_MIN, Z_LOWMEM_RESERVE, FA_HEAD, FA_TAIL, FA_COUNT,
@@ -273,7 +273,7 @@ def prep_move_freepages_block(pgdat, z, pfn):
         head = p & ~((1 << MAX_PAGE_ORDER) - 1)
         if mem_map[head].type == PAGE_BUDDY:
             return start, PAGEBLOCK_NR_PAGES, 0
-        if pgdat.kind_is_lru[mem_map[head].kind] and not (mem_map[head].flags & PG_ISOLATED):
+        if pgdat.kind_is_lru[mem_map[head].kind] and mem_map[head].prev != FOLIO_ISOLATED:
             return start, 0, PAGEBLOCK_NR_PAGES
         return start, 0, 0
     while p < end:
@@ -281,7 +281,7 @@ def prep_move_freepages_block(pgdat, z, pfn):
         n = 1 << order
         if mem_map[p].type == PAGE_BUDDY:
             free_pages += n
-        elif pgdat.kind_is_lru[mem_map[p].kind] and not (mem_map[p].flags & PG_ISOLATED):
+        elif pgdat.kind_is_lru[mem_map[p].kind] and mem_map[p].prev != FOLIO_ISOLATED:
             movable_pages += n
         p += n
     return start, min(free_pages, PAGEBLOCK_NR_PAGES), min(movable_pages, PAGEBLOCK_NR_PAGES)
@@ -480,7 +480,7 @@ def prep_new_folio(pgdat, pfn, order, kind, flags):
     mem_map[pfn].order = order
     mem_map[pfn].kind = kind
     mem_map[pfn].flags = flags
-    mem_map[pfn].prev = -1
+    mem_map[pfn].prev = FOLIO_ON_LRU
     mem_map[pfn].next = take_handle(pgdat, pfn)
     pgdat.node[N_NR_FOLIOS] += 1
     pgdat.node[N_KIND_PAGES + kind] += 1 << order
@@ -593,7 +593,7 @@ def check_folio_head(pgdat, pfn):
         return E_RANGE
     if pgdat.mem_map[pfn].type != PAGE_HEAD:
         return E_NOT_HEAD
-    if pgdat.mem_map[pfn].flags & PG_ISOLATED:
+    if pgdat.mem_map[pfn].prev == FOLIO_ISOLATED:
         return E_ISOLATED
     return E_OK
 
@@ -618,16 +618,16 @@ def free_folios(pgdat, pfns):
     mem_map = pgdat.mem_map
     n = pfns.shape[0]
     # Mark each head isolated while checking: a second entry for the same folio then fails the
-    # check. Freeing clears the mark; on error we clear it ourselves.
+    # check. Freeing drops the mark; on error we clear it ourselves.
     for i in range(n):
         err = check_folio_head(pgdat, pfns[i])
         if err != E_OK:
             for j in range(i):
-                mem_map[pfns[j]].flags &= ~PG_ISOLATED
+                mem_map[pfns[j]].prev = FOLIO_ON_LRU
                 if pfns[j] == pfns[i]:
                     err = E_DUPLICATE
             return err, i
-        mem_map[pfns[i]].flags |= PG_ISOLATED
+        mem_map[pfns[i]].prev = FOLIO_ISOLATED
     for i in range(n):
         pfn = pfns[i]
         order = np.int64(mem_map[pfn].order)
@@ -638,11 +638,20 @@ def free_folios(pgdat, pfns):
 
 @jit
 def split_folio(pgdat, pfn, new_order):
-    """__folio_split() to a uniform new_order: the head keeps its handle, every other piece
-    becomes a folio of its own with the same kind and flags. Returns an error code."""
+    """split_folio_to_order() of a folio the caller holds (not isolated). Returns an error code."""
     err = check_folio_head(pgdat, pfn)
     if err != E_OK:
         return err
+    return folio_split(pgdat, pfn, new_order)
+
+
+@jit
+def folio_split(pgdat, pfn, new_order):
+    """__folio_split() to a uniform new_order: the head keeps its handle, every other piece
+    becomes a folio of its own with the same kind, flags and isolation state. Fails like the
+    kernel for hugetlb, order-1 anon and pinned folios (can_split_folio()). Returns an error code.
+
+    The caller guarantees enough free handles (one per new folio)."""
     mem_map = pgdat.mem_map
     order = np.int64(mem_map[pfn].order)
     kind = mem_map[pfn].kind
@@ -658,6 +667,7 @@ def split_folio(pgdat, pfn, new_order):
             pgdat.events[ev.THP_SPLIT_PAGE_FAILED] += 1
         return E_PINNED
     flags = mem_map[pfn].flags
+    lru = mem_map[pfn].prev
     mem_map[pfn].order = new_order
     step = 1 << new_order
     for p in range(pfn + step, pfn + (1 << order), step):
@@ -665,7 +675,7 @@ def split_folio(pgdat, pfn, new_order):
         mem_map[p].order = new_order
         mem_map[p].kind = kind
         mem_map[p].flags = flags
-        mem_map[p].prev = -1
+        mem_map[p].prev = lru
         mem_map[p].next = take_handle(pgdat, p)
         pgdat.node[N_NR_FOLIOS] += 1
     pgdat.mthp_stats[order, ev.MTHP_STAT_SPLIT] += 1
