@@ -35,7 +35,9 @@ if not os.environ.get("NUMBA_CACHE_DIR"):
     numba.config.CACHE_DIR = _numba_cache_dir()
 
 from .machine import InvariantError, Machine  # noqa: E402
+from .strategies import CompactionStrategy, register_strategy, strategies  # noqa: E402
 from .units import format_size, parse_size  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Machine", "InvariantError", "parse_size", "format_size", "__version__"]
+__all__ = ["Machine", "InvariantError", "CompactionStrategy", "register_strategy", "strategies",
+           "parse_size", "format_size", "__version__"]

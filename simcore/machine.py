@@ -15,7 +15,9 @@ import math
 import numba
 import numpy as np
 
-from . import debug_vm, page_alloc, vmstat
+from . import compaction as _compaction, debug_vm, migrate, page_alloc, vmstat
+from .costs import cost_array, DEFAULT_COSTS
+from .strategies import get_strategy
 from . import vm_event as ev
 from .mmzone import (
     PAGE_SIZE, PAGE_SHIFT, MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES,
@@ -38,6 +40,7 @@ from .units import parse_size, format_size
 REQUEST_MIGRATETYPES = {name.lower(): mt for mt, name in enumerate(MIGRATETYPE_NAMES)
                         if mt < MIGRATE_PCPTYPES}
 MIN_MEM = 16 << 20
+KCOMPACTD_INTERVAL_NS = 500_000_000   # HPAGE_FRAG_CHECK_INTERVAL_MSEC
 MIN_KERNEL_MEM = 4 << 20   # one MAX_PAGE_ORDER block outside ZONE_MOVABLE and CMA
 MAX_MEM = 1 << 40
 _ERRORS = {
@@ -92,9 +95,14 @@ class Machine:
     cma: size of a CMA area (MIGRATE_CMA pageblocks) at the top of the highest non-movable zone.
     min_free_kbytes: vm.min_free_kbytes; default as the kernel computes it.
     thp: THP enabled, which raises min_free_kbytes as khugepaged does (default True).
+    compaction: the compaction strategy by name (simcore.strategies(); default "folio").
+    extfrag_threshold, compaction_proactiveness: the vm sysctls (defaults 500 and 20).
+    costs: overrides of the migration cost model (simcore.costs.DEFAULT_COSTS).
     """
 
-    def __init__(self, mem="4G", seed=0, *, movable=0, cma=0, min_free_kbytes=None, thp=True):
+    def __init__(self, mem="4G", seed=0, *, movable=0, cma=0, min_free_kbytes=None, thp=True,
+                 compaction="folio", extfrag_threshold=500, compaction_proactiveness=20,
+                 costs=None):
         total = parse_size(mem, "mem")
         movable = parse_size(movable, "movable")
         cma = parse_size(cma, "cma")
@@ -110,6 +118,13 @@ class Machine:
                              f"the kernel's own allocations")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed {seed!r} must be a non-negative integer")
+        self.strategy = get_strategy(compaction)
+        for what, value, high in (("extfrag_threshold", extfrag_threshold, 1000),
+                                  ("compaction_proactiveness", compaction_proactiveness, 100)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or not 0 <= value <= high:
+                raise ValueError(f"{what} {value!r} must be an integer from 0 to {high}")
+        self.costs = cost_array(costs)
         self.mem = total
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
@@ -154,6 +169,15 @@ class Machine:
             FALLBACK_TABLE, KIND_IS_LRU, KIND_IS_MIGRATABLE,
         )
         page_alloc.entry_free_area_init(self.pgdat)
+        self.knobs = np.zeros(_compaction.NR_KNOBS, dtype=np.int64)
+        self.knobs[:3] = self.strategy.knobs()
+        self.knobs[_compaction.K_EXTFRAG_THRESHOLD] = extfrag_threshold
+        self.knobs[_compaction.K_PROACTIVENESS] = compaction_proactiveness
+        self._cc, self._pool, self._migratepages = _compaction.new_compact_control()
+        self.migrate_stats = np.zeros(migrate.NR_MS, dtype=np.int64)
+        self.clock_ns = 0
+        self._kcompactd_next_ns = KCOMPACTD_INTERVAL_NS
+        self._slowpath, self._slowpath_many, self._compact_node = self.strategy.entries()
         self._bind()
 
     # -- construction helpers --------------------------------------------------------------
@@ -189,13 +213,21 @@ class Machine:
             table = grown_handle_table(self.pgdat.folio_pfn, node, count)
             self.pgdat = self.pgdat.replace(folio_pfn=table)
 
+    def _reserve_for_compaction(self, count):
+        """Handles for `count` new folios plus every folio a compaction could split off."""
+        node = self.pgdat.node
+        splittable = self.allocated_pages() - int(node[N_NR_FOLIOS])
+        self._reserve_handles(count + splittable)
+
     # -- allocation API --------------------------------------------------------------------
 
-    def alloc(self, order, migratetype="movable", kind="anon", flags=0):
+    def alloc(self, order, migratetype="movable", kind="anon", flags=0, compact=True):
         """Allocate one folio of 2**order pages; its head PFN, or None where the kernel fails.
 
         migratetype: unmovable, movable or reclaimable. kind: anon, file, shmem, hugetlb, slab,
-        pagetable, kernel. flags: page flags (a name, names, or a bitmask) such as "pinned"."""
+        pagetable, kernel. flags: page flags (a name, names, or a bitmask) such as "pinned".
+        compact: when the free lists cannot serve an order above 0, run direct compaction
+        (async, then sync_light) as __alloc_pages_slowpath() does, and try again."""
         if type(order) is not int or not 0 <= order <= MAX_PAGE_ORDER:
             _order(order)
         mt = REQUEST_MIGRATETYPES.get(migratetype)
@@ -204,17 +236,21 @@ class Machine:
         k = KINDS.get(kind)
         if k is None:
             _choice(kind, KINDS, "kind")
-        if flags:
-            flags = page_flags(flags)
+        flags = page_flags(flags) if flags else 0
         pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
         if pfn == -2:
             self._reserve_handles(1)
             pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
+        if pfn == -1 and order > 0 and compact:
+            self._reserve_for_compaction(1)
+            pfn = self._slowpath(self.pgdat, order, mt, k, flags, self._cc, self._pool,
+                                 self._migratepages, self.knobs, self.costs, self.migrate_stats)
         return pfn if pfn >= 0 else None
 
-    def alloc_many(self, count, order, migratetype="movable", kind="anon", flags=0):
+    def alloc_many(self, count, order, migratetype="movable", kind="anon", flags=0, compact=True):
         """Allocate up to `count` folios of one order; a numpy array of head PFNs, shorter than
-        `count` when memory runs out (allocation stops at the first failure)."""
+        `count` when memory runs out (allocation stops at the first failure). `compact` as for
+        alloc()."""
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
             raise ValueError(f"count {count!r} must be a non-negative integer")
         order = _order(order)
@@ -224,7 +260,14 @@ class Machine:
         count = min(int(count), self.nr_pages >> order)
         self._reserve_handles(count)
         out = np.empty(count, dtype=np.int64)
-        n = page_alloc.entry_alloc_folios(self.pgdat, out, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
+        if order > 0 and compact:
+            self._reserve_for_compaction(count)
+            n = self._slowpath_many(self.pgdat, out, order, mt, k, flags, self._cc, self._pool,
+                                    self._migratepages, self.knobs, self.costs,
+                                    self.migrate_stats)
+        else:
+            n = page_alloc.entry_alloc_folios(self.pgdat, out, order, mt, k, flags,
+                                              page_alloc.ALLOC_WMARK_LOW)
         return out[:n]
 
     def free(self, pfn):
@@ -269,6 +312,65 @@ class Machine:
         if err:
             raise ValueError(f"pfn {pfn} {_ERRORS[err]}")
         return True
+
+    # -- compaction and migration ---------------------------------------------------------
+
+    def compact(self):
+        """Write 1 to /proc/sys/vm/compact_memory: every zone compacted whole, synchronously.
+        Returns {zone: compact_result name}."""
+        return self._run_compact_node(migrate.MIGRATE_SYNC, -1)
+
+    def _run_compact_node(self, mode, proactive_low):
+        self._reserve_for_compaction(0)
+        results = np.zeros(len(ZONE_NAMES), dtype=np.int64)
+        self._compact_node(self.pgdat, mode, proactive_low, self._cc, self._pool,
+                           self._migratepages, self.knobs, self.costs, self.migrate_stats,
+                           results)
+        return {name: _compaction.RESULT_NAMES[results[i]] for i, name in self.zones}
+
+    def tick(self, ms):
+        """Advance simulated time by `ms` milliseconds, running kcompactd's proactive
+        compaction every 500 ms as kcompactd_do_work()/proactive_compact_node() would: when the
+        node's fragmentation score is above the high watermark, compact each zone until its
+        score is at the low one; when that made no progress, wait 64 times longer."""
+        if isinstance(ms, bool) or not isinstance(ms, (int, float, np.integer, np.floating)) \
+                or not 0 <= ms < 1e12:
+            raise ValueError(f"ms {ms!r} must be a non-negative number of milliseconds")
+        self.clock_ns += int(ms * 1_000_000)
+        proactiveness = int(self.knobs[_compaction.K_PROACTIVENESS])
+        while self._kcompactd_next_ns <= self.clock_ns:
+            interval = KCOMPACTD_INTERVAL_NS
+            if proactiveness:
+                low = vmstat.fragmentation_score_wmark(proactiveness, low=True)
+                high = vmstat.fragmentation_score_wmark(proactiveness, low=False)
+                score = _compaction.entry_fragmentation_score_node(self.pgdat)
+                if score > high:
+                    self.pgdat.events[ev.COMPACT_DAEMON_WAKE] += 1
+                    self._run_compact_node(migrate.MIGRATE_SYNC_LIGHT, low)
+                    if _compaction.entry_fragmentation_score_node(self.pgdat) >= score:
+                        interval <<= _compaction.COMPACT_MAX_DEFER_SHIFT
+            self._kcompactd_next_ns += interval
+
+    def migrate(self, pfns, mode="sync", reason="syscall"):
+        """migrate_pages() of the given folio heads to targets from the buddy allocator, as
+        move_pages(2) does. Returns how many folios were not migrated."""
+        arr = np.ascontiguousarray(np.atleast_1d(pfns)).astype(np.int64, copy=False)
+        mode_idx = _choice(mode, {n: i for i, n in enumerate(migrate.MODE_NAMES)}, "mode")
+        reason_idx = _choice(reason, {n: i for i, n in enumerate(migrate.REASON_NAMES)}, "reason")
+        for pfn in arr:
+            if not 0 <= pfn < self.nr_pages or self.pgdat.mem_map[pfn]["type"] != PAGE_HEAD:
+                raise ValueError(f"pfn {int(pfn)} is not the head of an allocated folio")
+        self._reserve_for_compaction(0)
+        return int(migrate.entry_migrate_folios(self.pgdat, arr, mode_idx, reason_idx,
+                                                self.costs, self.migrate_stats))
+
+    def migration_stats(self):
+        """Cumulative migrate_pages() statistics: base pages moved and failed, large folios
+        moved whole and split, modelled time (ns)."""
+        names = ("succeeded", "failed_pages", "thp_succeeded", "thp_failed", "thp_split",
+                 "nr_split", "large_succeeded", "large_succeeded_pages", "nr_failed", "time_ns",
+                 "writeback_waits", "attempts")
+        return dict(zip(names, (int(v) for v in self.migrate_stats)))
 
     # -- folio queries ---------------------------------------------------------------------
 
