@@ -269,3 +269,23 @@ def test_random_workloads_then_compaction_lose_nothing(strategy, seed, mix, free
     assert set(before) <= set(after)
     assert m.allocated_pages() >= pages
     assert m.free_pages() + m.allocated_pages() == m.managed_pages
+
+
+def test_compaction_metrics_tell_the_strategies_apart():
+    from simcore.metrics import compaction_metrics, delta, fragmentation_at_order9
+    rows = {}
+    for strategy in STRATEGIES:
+        m, _ = mthp_fragmented(strategy)
+        before, frag0 = m.vmstat(), fragmentation_at_order9(m)
+        m.compact()
+        rows[strategy] = compaction_metrics(delta(m.vmstat(), before),
+                                            migration=m.migration_stats(),
+                                            frag_before=frag0,
+                                            frag_after=fragmentation_at_order9(m))
+    assert np.isnan(rows["legacy"]["large_folio_preservation"])   # none handled at all
+    assert rows["split"]["large_folio_preservation"] == 0
+    assert rows["folio"]["large_folio_preservation"] >= 0.95
+    # a 64K folio pays the fixed cost once: more pages per modelled second than base pages
+    assert rows["folio"]["migration_pages_per_s"] > 2 * rows["split"]["migration_pages_per_s"]
+    assert rows["folio"]["unusable_9_after"] < rows["folio"]["unusable_9_before"]
+    assert np.isnan(rows["folio"]["compaction_success_rate"])     # no direct compaction ran

@@ -54,3 +54,18 @@ def fragment(machine, fill=0.9, free_share=0.5, mix=DEFAULT_MIX, batch_pages=PAG
             pfns = pfns[~gone]
         keep.append(pfns)
     return np.concatenate(keep)
+
+
+def thpcompact_pattern(machine, fill=0.8, order=4, refill=0.5):
+    """mmtests thpcompact's shape: anonymous memory faulted as order-`order` folios over `fill`
+    of the machine, the first half of every 2 MiB chunk unmapped, and `refill` of the holes
+    filled again with page cache (order 0). Returns the head PFNs still allocated."""
+    if not 0 < fill <= 1 or not 0 <= refill <= 1:
+        raise ValueError(f"fill {fill!r} must be in (0, 1] and refill {refill!r} in [0, 1]")
+    anon = machine.alloc_many(int(machine.managed_pages * fill) >> order, order, "movable",
+                              "anon", compact=False)
+    first_half = (anon & (PAGEBLOCK_NR_PAGES - 1)) < PAGEBLOCK_NR_PAGES // 2
+    machine.free_many(anon[first_half])
+    holes = int(first_half.sum()) << order
+    cache = machine.alloc_many(int(holes * refill), 0, "movable", "file", compact=False)
+    return np.concatenate([anon[~first_half], cache])
