@@ -104,7 +104,7 @@ def isolate_migratepages_block(pgdat, cc, migratepages, low_pfn, end_pfn):
             continue
         order = np.int64(mem_map[pfn].order)
         n = np.int64(1) << order
-        if t == PAGE_BUDDY:
+        if t != PAGE_HEAD:            # free, or offline memory
             scanned += n
             pfn += n
             continue

@@ -8,7 +8,7 @@ import numpy as np
 
 from .mmzone import (
     MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, MIGRATE_TYPES, MIGRATE_PCPTYPES,
-    MIGRATE_CMA, MIGRATE_ISOLATE, PAGE_TAIL, PAGE_BUDDY, PAGE_HEAD, PB_MIGRATETYPE_MASK, NR_KINDS, FOLIO_ON_LRU,
+    MIGRATE_CMA, MIGRATE_ISOLATE, PAGE_TAIL, PAGE_BUDDY, PAGE_HEAD, PAGE_OFFLINE, PB_MIGRATETYPE_MASK, NR_KINDS, FOLIO_ON_LRU,
 )
 from .pgdat import (
     Z_START, Z_END, Z_FREE, Z_FREE_CMA, FA_HEAD, FA_TAIL, FA_COUNT, N_NR_FOLIOS, N_KIND_PAGES,
@@ -74,7 +74,9 @@ def check_pgdat(pgdat):
             for p in range(pfn + 1, pfn + n):
                 if mem_map[p].type != PAGE_TAIL:
                     return C_OVERLAP, p, pfn
-            if page.type == PAGE_BUDDY:
+            if page.type == PAGE_OFFLINE:
+                pass
+            elif page.type == PAGE_BUDDY:
                 mt = _block_mt(pbf, pfn)
                 for b in range(pfn, pfn + n, 1 << PAGEBLOCK_ORDER):
                     if _block_mt(pbf, b) != mt:

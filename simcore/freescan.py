@@ -173,7 +173,7 @@ def isolate_freepages_block(pgdat, cc, pool, start, end):
             pfn += 1
             continue
         n = np.int64(1) << mem_map[pfn].order
-        if t == PAGE_HEAD:
+        if t != PAGE_BUDDY:            # a folio, or offline memory
             scanned += n
             pfn += n
             continue

@@ -15,7 +15,7 @@ import math
 import numba
 import numpy as np
 
-from . import compaction as _compaction, debug_vm, migrate, page_alloc, vmstat
+from . import compaction as _compaction, debug_vm, migrate, page_alloc, page_isolation, vmstat
 from .costs import cost_array, DEFAULT_COSTS
 from .strategies import get_strategy
 from . import vm_event as ev
@@ -98,11 +98,12 @@ class Machine:
     compaction: the compaction strategy by name (simcore.strategies(); default "folio").
     extfrag_threshold, compaction_proactiveness: the vm sysctls (defaults 500 and 20).
     costs: overrides of the migration cost model (simcore.costs.DEFAULT_COSTS).
+    memory_block: memory block size for hot(un)plug (block_size_bytes; default 128M).
     """
 
     def __init__(self, mem="4G", seed=0, *, movable=0, cma=0, min_free_kbytes=None, thp=True,
                  compaction="folio", extfrag_threshold=500, compaction_proactiveness=20,
-                 costs=None):
+                 costs=None, memory_block="128M"):
         total = parse_size(mem, "mem")
         movable = parse_size(movable, "movable")
         cma = parse_size(cma, "cma")
@@ -125,6 +126,10 @@ class Machine:
                     or not 0 <= value <= high:
                 raise ValueError(f"{what} {value!r} must be an integer from 0 to {high}")
         self.costs = cost_array(costs)
+        block = parse_size(memory_block, "memory_block")
+        if block < PAGEBLOCK_NR_PAGES * PAGE_SIZE or block & (block - 1):
+            raise ValueError(f"memory_block {memory_block!r} must be a power of two of at least 2M")
+        self.memory_block_pages = block // PAGE_SIZE
         self.mem = total
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
@@ -176,6 +181,8 @@ class Machine:
         self._cc, self._pool, self._migratepages = _compaction.new_compact_control()
         self.migrate_stats = np.zeros(migrate.NR_MS, dtype=np.int64)
         self.clock_ns = 0
+        self._cma_allocations = {}          # start pfn -> nr_pages
+        self._offline_blocks = set()
         self._kcompactd_next_ns = KCOMPACTD_INTERVAL_NS
         self._slowpath, self._slowpath_many, self._compact_node = self.strategy.entries()
         self._bind()
@@ -371,6 +378,113 @@ class Machine:
                  "nr_split", "large_succeeded", "large_succeeded_pages", "nr_failed", "time_ns",
                  "writeback_waits", "attempts")
         return dict(zip(names, (int(v) for v in self.migrate_stats)))
+
+    # -- CMA and memory hot(un)plug --------------------------------------------------------
+
+    def cma_alloc(self, nr_pages):
+        """cma_alloc(): `nr_pages` contiguous pages (rounded up to whole pageblocks) from the CMA
+        area, migrating what lives there out of the way (alloc_contig_range()). Tries each
+        pageblock-aligned position in turn, as cma_alloc() walks its bitmap. Returns the first
+        PFN, or None (cma_alloc_fail)."""
+        if isinstance(nr_pages, bool) or not isinstance(nr_pages, (int, np.integer)) or nr_pages < 1:
+            raise ValueError(f"nr_pages {nr_pages!r} must be a positive integer")
+        lo, hi = self.cma_range
+        if lo == hi:
+            raise ValueError("this machine has no CMA area; build it with Machine(cma=...)")
+        size = -(-int(nr_pages) // PAGEBLOCK_NR_PAGES) * PAGEBLOCK_NR_PAGES
+        if size > hi - lo:
+            raise ValueError(f"nr_pages {nr_pages} exceeds the CMA area ({hi - lo} pages)")
+        z = self._zone_of(lo)
+        self._reserve_for_compaction(size)
+        saved = np.zeros(size // PAGEBLOCK_NR_PAGES, dtype=np.int64)
+        events = self.pgdat.events
+        for start in range(lo, hi - size + 1, PAGEBLOCK_NR_PAGES):
+            if any(s < start + size and start < s + n for s, n in self._cma_allocations.items()):
+                continue
+            err = page_isolation.entry_cma_alloc(self.pgdat, z, start, start + size, self.costs,
+                                                 self.migrate_stats, saved)
+            if err == 0:
+                self._cma_allocations[start] = size
+                events[ev.CMA_ALLOC_SUCCESS] += 1
+                return start
+        events[ev.CMA_ALLOC_FAIL] += 1
+        return None
+
+    def cma_release(self, pfn):
+        """cma_release(): give back a range cma_alloc() returned."""
+        size = self._cma_allocations.pop(pfn, None)
+        if size is None:
+            raise ValueError(f"pfn {pfn!r} is not the start of a CMA allocation")
+        heads = np.flatnonzero(self.pgdat.mem_map["type"][pfn:pfn + size] == PAGE_HEAD) + pfn
+        self.free_many(heads)
+
+    def _zone_of(self, pfn):
+        z = self.pgdat.zones
+        for i in range(len(ZONE_NAMES)):
+            if z[i, Z_START] <= pfn < z[i, Z_END]:
+                return i
+        raise ValueError(f"pfn {pfn} is in no zone")
+
+    def memory_blocks(self):
+        """/sys/devices/system/memory: one dict per block (index, start_pfn, nr_pages, zone,
+        state "online"/"offline", removable: within one zone)."""
+        out = []
+        zones = self.pgdat.zones
+        for idx in range(self.nr_pages // self.memory_block_pages):
+            start = idx * self.memory_block_pages
+            end = start + self.memory_block_pages
+            z = self._zone_of(start)
+            out.append({"index": idx, "start_pfn": start, "nr_pages": self.memory_block_pages,
+                        "zone": ZONE_NAMES[z],
+                        "state": "offline" if idx in self._offline_blocks else "online",
+                        "removable": bool(end <= zones[z, Z_END])})
+        return out
+
+    def offline_memory_block(self, index):
+        """echo offline > memoryN/state: offline_pages() of the block. Returns (True, "") or
+        (False, reason) where the kernel fails with EBUSY (unmovable or unmigratable pages)."""
+        block = self._block(index)
+        if block["state"] == "offline":
+            return False, "already offline"
+        if not block["removable"]:
+            return False, "EINVAL: block spans zones"
+        start = block["start_pfn"]
+        end = start + block["nr_pages"]
+        z = self._zone_of(start)
+        saved = np.zeros(block["nr_pages"] // PAGEBLOCK_NR_PAGES, dtype=np.int64)
+        self._reserve_for_compaction(0)
+        bad = page_isolation.entry_has_unmovable(self.pgdat, start, end)
+        if bad >= 0:
+            return False, f"EBUSY: unmovable page at pfn {bad}"
+        err = page_isolation.entry_offline_range(self.pgdat, z, start, end, self.costs,
+                                                 self.migrate_stats, saved)
+        if err:
+            return False, "EBUSY: pages could not be migrated"
+        self.pgdat.zones[z, Z_MANAGED] -= end - start
+        self._offline_blocks.add(block["index"])
+        self._setup_watermarks(self.pgdat.zones, self.min_free_kbytes, False)
+        return True, ""
+
+    def online_memory_block(self, index):
+        """echo online > memoryN/state: the block's pages back to the buddy allocator."""
+        block = self._block(index)
+        if block["state"] == "online":
+            return False, "already online"
+        start = block["start_pfn"]
+        end = start + block["nr_pages"]
+        z = self._zone_of(start)
+        page_isolation.entry_online_range(self.pgdat, z, start, end, MIGRATE_MOVABLE)
+        self.pgdat.zones[z, Z_MANAGED] += end - start
+        self._offline_blocks.discard(block["index"])
+        self._setup_watermarks(self.pgdat.zones, self.min_free_kbytes, False)
+        return True, ""
+
+    def _block(self, index):
+        blocks = self.memory_blocks()
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
+                or not 0 <= index < len(blocks):
+            raise ValueError(f"memory block {index!r} does not exist; allowed: 0..{len(blocks) - 1}")
+        return blocks[index]
 
     # -- folio queries ---------------------------------------------------------------------
 
