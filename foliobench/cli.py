@@ -1,9 +1,35 @@
-"""The foliobench command. Bad input: one line on stderr, exit code 2, no traceback."""
+"""foliobench: how well Linux memory management copes with large folios, measured.
+
+    foliobench list
+    foliobench run WORKLOAD [--strategy NAME ...] [--param KEY=VALUE ...] [--mem 16G] [--seed N]
+                   [--repeat N] [--quick] [--format table|csv|json] [--out DIR]
+    foliobench run --all
+    foliobench show RESULT [--format ...]
+    foliobench demo
+
+Bad input: one line on stderr, exit code 2, no traceback, no results written. Ctrl-C stops
+cleanly and keeps the rows that completed.
+"""
 import argparse
+import pathlib
 import sys
+import time
+
+import pandas as pd
 
 import simcore
+import workloads
+from workloads.base import get_workload, resolve_params, run_one
 from workloads.fragment import fragment
+
+from . import report, results
+
+REPO_RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
+SUMMARY = ["highorder_success", "compaction_success_rate", "pages_migrated",
+           "migration_gib_per_s", "large_folio_preservation", "compact_scan_efficiency",
+           "unusable_9_before", "unusable_9_after", "sim_wall_s"]
+BAR_METRICS = ["highorder_success", "compaction_success_rate", "migration_gib_per_s",
+               "large_folio_preservation", "pages_migrated", "unusable_9_after"]
 
 
 class UsageError(Exception):
@@ -15,8 +41,155 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+# ---- list ---------------------------------------------------------------------------------
+
+def _list(args):
+    print("workloads (quick size 1G, default size 16G):")
+    for name in workloads.workloads():
+        cls = get_workload(name)
+        print(f"  {name}: {cls.description}")
+        for pname, param in cls.params.items():
+            quick = f", quick {param.quick}" if param.quick is not None else ""
+            allowed = param.describe()
+            allowed = f", allowed {allowed}" if allowed else ""
+            print(f"      {pname} = {param.default}{quick}{allowed}: {param.doc}")
+    print("strategies:")
+    from simcore.strategies import get_strategy
+    for name in simcore.strategies():
+        cls = get_strategy(name)
+        print(f"  {name} ({cls.kernel}): {cls.description}")
+    print("backends:")
+    print("  sim: simcore, the simulator (default)")
+    return 0
+
+
+# ---- run ----------------------------------------------------------------------------------
+
+def _params(pairs):
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param {pair!r} must look like KEY=VALUE")
+        out[key] = value
+    return out
+
+
+class _Progress:
+    """One self-updating line on stderr when it is a terminal; nothing otherwise."""
+
+    def __init__(self, total):
+        self.total = total
+        self.done = 0
+        self.tty = sys.stderr.isatty()
+        self.start = time.perf_counter()
+
+    def step(self, label):
+        if self.tty:
+            width = 30
+            filled = width * self.done // max(self.total, 1)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
+                             f" {label:40.40s}")
+            sys.stderr.flush()
+
+    def finish(self):
+        if self.tty:
+            sys.stderr.write(f"\r{' ' * 80}\r")
+            sys.stderr.flush()
+
+
+def _run(args):
+    names = workloads.workloads() if args.all else [args.workload]
+    if not args.all and not args.workload:
+        raise UsageError("run needs a WORKLOAD or --all; see 'foliobench list'")
+    strategies = args.strategy or simcore.strategies()
+    for s in strategies:
+        from simcore.strategies import get_strategy
+        get_strategy(s)
+    params = _params(args.param)
+    if args.all and params:
+        raise UsageError("--param applies to one workload; give a WORKLOAD instead of --all")
+    if args.mem is not None:
+        simcore.parse_size(args.mem, "--mem")
+    plan = []
+    for name in names:
+        resolve_params(name, params, args.quick)          # validate before any work
+        for r in range(args.repeat):
+            for s in strategies:
+                plan.append((name, s, args.seed + r))
+    progress = _Progress(len(plan))
+    rows, keeps = [], []
+    interrupted = False
+    try:
+        for name, strategy, seed in plan:
+            progress.step(f"{name} {strategy} seed {seed}")
+            keep = {}
+            rows.append(run_one(name, strategy, args.mem, seed, params, args.quick, keep=keep))
+            keeps.append(keep)
+            progress.done += 1
+    except KeyboardInterrupt:
+        interrupted = True
+    progress.finish()
+    if not rows:
+        print("foliobench: interrupted before any run completed; nothing saved", file=sys.stderr)
+        return 130
+    df = pd.DataFrame(rows)
+    df.insert(0, "commit", results.git_commit())
+    print(results.format_table(_summary(df) if args.format == "table" else df, args.format))
+    if not args.no_save:
+        out = _save(df, keeps, names, args)
+        print(f"\nsaved: {out}" + ("  (interrupted: partial)" if interrupted else ""),
+              file=sys.stderr if args.format != "table" else sys.stdout)
+    return 130 if interrupted else 0
+
+
+def _summary(df):
+    cols = ["workload", "strategy", "seed"] + [c for c in SUMMARY if c in df.columns]
+    return df[cols]
+
+
+def _save(df, keeps, names, args):
+    root = pathlib.Path(args.out) if args.out else REPO_RESULTS
+    label = "all" if len(names) > 1 else names[0]
+    run_dir = results.new_run_dir(root, label)
+    for (_, row), keep in zip(df.iterrows(), keeps):
+        tag = f"{row['workload']}-{row['strategy']}-seed{row['seed']}"
+        results.write_json(run_dir, f"vmstat-delta-{tag}", keep.get("vmstat_delta", {}))
+        results.write_text(run_dir, f"buddyinfo-before-{tag}.txt", keep.get("buddyinfo_before", ""))
+        results.write_text(run_dir, f"buddyinfo-after-{tag}.txt", keep.get("buddyinfo_after", ""))
+    for name in names:
+        sub = df[df["workload"] == name]
+        panels = []
+        for (_, row), keep in zip(df.iterrows(), keeps):
+            if row["workload"] != name or row["seed"] != args.seed or "map_after" not in keep:
+                continue
+            if not panels:
+                mt, free = keep["map_before"]
+                panels.append({"title": f"fragmented ({row['strategy']} run)", "migratetype": mt,
+                               "free_share": free})
+            mt, free = keep["map_after"]
+            panels.append({"title": f"after: {row['strategy']}", "migratetype": mt,
+                           "free_share": free})
+        if panels:
+            report.fragmentation_map(panels, run_dir / f"fragmap-{name}.png",
+                                     title=f"{name}: physical memory, one cell per pageblock")
+        metrics = [m for m in BAR_METRICS if m in sub.columns]
+        report.metric_bars(sub, metrics, run_dir / f"metrics-{name}.png",
+                           title=f"{name} ({sub['mem'].iloc[0]}, {len(sub)} runs)")
+    results.write_table(run_dir, df, metadata={"workloads": names, "argv": sys.argv[1:]})
+    return run_dir
+
+
+# ---- show and demo ------------------------------------------------------------------------
+
+def _show(args):
+    df, meta = results.load_run(args.result)
+    print(results.format_table(_summary(df) if args.format == "table" else df, args.format))
+    return 0
+
+
 def _demo(args):
-    m = simcore.Machine(mem=args.mem, seed=args.seed)
+    m = simcore.Machine(mem=args.mem or "16G", seed=args.seed)
     print(f"# {m!r}, min_free_kbytes {m.min_free_kbytes}")
     fragment(m, fill=args.fill, free_share=args.free)
     m.check()
@@ -44,7 +217,7 @@ def _fraction(text):
     return value
 
 
-def _seed(text):
+def _nonneg_int(text):
     try:
         value = int(text)
     except ValueError:
@@ -54,13 +227,41 @@ def _seed(text):
     return value
 
 
+def _positive_int(text):
+    value = _nonneg_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def build_parser():
-    parser = _Parser(prog="foliobench", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="foliobench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="workloads, their parameters, strategies and backends") \
+        .set_defaults(func=_list)
+    run = sub.add_parser("run", help="run workloads under compaction strategies")
+    run.add_argument("workload", nargs="?", help="a workload from 'foliobench list'")
+    run.add_argument("--all", action="store_true", help="every workload x every strategy")
+    run.add_argument("--strategy", action="append", help="compaction strategy (repeatable; "
+                                                         "default: all)")
+    run.add_argument("--param", action="append", metavar="KEY=VALUE",
+                     help="workload parameter (repeatable)")
+    run.add_argument("--mem", help="machine size (default 16G, 1G with --quick)")
+    run.add_argument("--seed", type=_nonneg_int, default=0)
+    run.add_argument("--repeat", type=_positive_int, default=1, help="seeds seed..seed+N-1")
+    run.add_argument("--quick", action="store_true", help="quick sizes (seconds)")
+    run.add_argument("--format", choices=results.FORMATS, default="table")
+    run.add_argument("--out", help="results root (default: the repository's results/)")
+    run.add_argument("--no-save", action="store_true", help="print only, write nothing")
+    run.set_defaults(func=_run)
+    show = sub.add_parser("show", help="print a saved result again")
+    show.add_argument("result", help="a run directory or its results.json/results.csv")
+    show.add_argument("--format", choices=results.FORMATS, default="table")
+    show.set_defaults(func=_show)
     demo = sub.add_parser("demo", help="build a machine, fragment it, print buddyinfo and the "
                                        "fragmentation indices")
     demo.add_argument("--mem", default="16G", help="machine size (default 16G)")
-    demo.add_argument("--seed", type=_seed, default=0)
+    demo.add_argument("--seed", type=_nonneg_int, default=0)
     demo.add_argument("--fill", type=_fraction, default=0.9, help="share of memory to fill")
     demo.add_argument("--free", type=_fraction, default=0.5, help="share of movable folios freed")
     demo.set_defaults(func=_demo)
@@ -78,3 +279,5 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("foliobench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return 0

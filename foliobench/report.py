@@ -19,6 +19,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import blended_transform_factory
 
+from foliobench.results import file_mode
 from simcore.mmzone import MIGRATETYPE_NAMES, PAGEBLOCK_NR_PAGES, PAGE_SIZE
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), the darker
@@ -73,6 +74,7 @@ def _save(fig, path):
     FigureCanvasAgg(fig)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png", dpi=_DPI)
             f.flush()
@@ -112,9 +114,9 @@ def _check_panel(i, panel):
         mt = mt.astype(np.int64)
     bad = (mt < 0) | (mt >= len(MIGRATETYPE_NAMES))
     if bad.any():
+        names = ", ".join(f"{n} {name}" for n, name in enumerate(MIGRATETYPE_NAMES))
         raise ValueError(f"panel {i}: migratetype {mt[bad][0]} at pageblock "
-                         f"{int(np.flatnonzero(bad)[0])} is not one of 0..{len(MIGRATETYPE_NAMES) - 1}"
-                         f" ({', '.join(MIGRATETYPE_NAMES)})")
+                         f"{int(np.flatnonzero(bad)[0])} is not a migratetype ({names})")
     bad = ~((free >= 0) & (free <= 1))
     if bad.any():
         raise ValueError(f"panel {i}: free_share {free[bad][0]} at pageblock "
@@ -143,26 +145,32 @@ def _fragmentation_figure(panels, title=None):
     ncols = min(len(checked), 4)
     nrows = -(-len(checked) // ncols)
 
+    # Cells about 0.06 in (7 px) wide; the figure at least wide enough for the key; panels
+    # stretched (aspect "auto") rather than letting fixed-aspect images overlap their labels.
+    margin = 1.15                                            # y label and ticks, per panel
     panel_w = min(max(width * 0.06, 2.6), 5.5)
-    panel_h = min(max(panel_w * rows / width, 1.2), 9.0)
-    fig = Figure(figsize=(ncols * (panel_w + 1.0) + 0.4, nrows * (panel_h + 1.1) + 2.2),
-                 layout="constrained")
-    gs = fig.add_gridspec(nrows + 1, ncols, height_ratios=[panel_h + 1.1] * nrows + [1.5])
+    fig_w = max(ncols * (panel_w + margin) + 0.6, 8.0)
+    panel_w = (fig_w - 0.6) / ncols - margin
+    panel_h = min(max(panel_w * rows / width, 1.5), 9.0)
+    present = sorted(set(np.concatenate([np.unique(mt) for _, mt, _ in checked]).tolist()))
+    key_h = 0.35 + 0.22 * len(present)
+    fig = Figure(figsize=(fig_w, nrows * (panel_h + 1.2) + key_h + 1.3), layout="constrained")
+    gs = fig.add_gridspec(nrows + 1, 1, height_ratios=[panel_h + 1.2] * nrows + [key_h + 0.9])
+    grid = gs[:nrows, 0].subgridspec(nrows, ncols)
 
     total = nmax * _PAGEBLOCK_BYTES
     unit, scale = _size_unit(total)
     row_bytes = width * _PAGEBLOCK_BYTES
     for i, (name, mt, free) in enumerate(checked):
-        ax = fig.add_subplot(gs[i // ncols, i % ncols])
+        ax = fig.add_subplot(grid[i // ncols, i % ncols])
         img = np.ones((rows * width, 4))
         img[:, 3] = 0.0                                   # padding after the last block: blank
         img[:len(mt), :3] = _cell_colours(mt, free)
         img[:len(mt), 3] = 1.0
-        ax.imshow(img.reshape(rows, width, 4), interpolation="nearest", aspect="equal",
+        ax.imshow(img.reshape(rows, width, 4), interpolation="nearest", aspect="auto",
                   extent=(0, width, rows, 0))
-        free_pages = float(free.sum()) * PAGEBLOCK_NR_PAGES
-        ax.set_title(f"{name}\n{len(mt)} pageblocks, {free_pages / (len(mt) * PAGEBLOCK_NR_PAGES):.0%}"
-                     f" free, {int((free >= 1).sum())} wholly free", fontsize=9)
+        ax.set_title(f"{name}\n{len(mt)} pageblocks, {free.mean():.0%} of pages free, "
+                     f"{int((free >= 1).sum())} pageblocks wholly free", fontsize=9)
         # y: physical address of each row's first byte; x: offset inside the row
         yt = _ticks(rows)
         ax.set_yticks(yt)
@@ -177,19 +185,18 @@ def _fragmentation_figure(panels, title=None):
         ax.tick_params(length=2)
 
     # key: one strip per migratetype present, from fully used (left) to wholly free (right)
-    present = sorted(set(np.concatenate([np.unique(mt) for _, mt, _ in checked]).tolist()))
-    key = fig.add_subplot(gs[nrows, :])
+    side = 0.5 if ncols == 1 else 1.0             # the key spans the middle of the figure
+    key = fig.add_subplot(gs[nrows, 0].subgridspec(1, 3, width_ratios=[side, 4, side])[0, 1])
     shares = np.linspace(0, 1, 101)
     strip = np.stack([_cell_colours(np.full(shares.size, m), shares) for m in present])
     key.imshow(strip, aspect="auto", interpolation="nearest", extent=(0, 1, len(present), 0))
     key.set_yticks(np.arange(len(present)) + 0.5)
     key.set_yticklabels([MIGRATETYPE_NAMES[m] for m in present], fontsize=8)
     key.set_xticks(np.linspace(0, 1, 5))
-    key.set_xticklabels(["0 (full)", "0.25", "0.5", "0.75", "1 (wholly free)"], fontsize=8)
-    key.set_xlabel(f"free share of the pageblock (free pages / {PAGEBLOCK_NR_PAGES}): "
-                   "lighter = freer", fontsize=9)
+    key.set_xticklabels(["0", "0.25", "0.5", "0.75", "1"], fontsize=8)
+    key.set_xlabel(f"free share of the pageblock (free pages / {PAGEBLOCK_NR_PAGES}):\n"
+                   "0 = all pages in use, 1 = wholly free; lighter = freer", fontsize=9)
     key.set_title("key: colour = pageblock migratetype, lightness = free share", fontsize=9)
-    key.set_box_aspect(0.07 * max(len(present), 2))
     key.legend(handles=[Patch(color=MIGRATETYPE_COLOURS[m], label=MIGRATETYPE_NAMES[m])
                         for m in present],
                loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False,
@@ -224,9 +231,10 @@ def _metric_label(metric):
 
 
 def _fmt_value(v, _pos=None):
-    """3 significant digits; thousands as k, millions as M, billions as G."""
+    """3 significant digits; from 10 thousand on as k, M, G, T."""
     r = float(f"{v:.3g}")
-    for threshold, scale, suffix in ((1e12, 1e12, "T"), (1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+    for threshold, scale, suffix in ((1e12, 1e12, "T"), (1e9, 1e9, "G"), (1e6, 1e6, "M"),
+                                     (1e4, 1e3, "k")):
         if abs(r) >= threshold:
             return f"{r / scale:.3g}{suffix}"
     return f"{r:.0f}" if abs(r) >= 1e3 else f"{r:.3g}"

@@ -137,10 +137,26 @@ def _ensure_dir(run_dir):
         return False
 
 
+def file_mode():
+    """The mode a plain open() would give a new file (0666 less the umask); mkstemp's 0600
+    would otherwise survive the rename."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _temp_file(run_dir, name, data):
     """Write data to a temporary file in run_dir, flushed to disk; return its path."""
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -24,7 +24,7 @@ from .mmzone import (
     MIGRATE_TYPES, MIGRATE_MOVABLE, MIGRATE_CMA, MIGRATE_PCPTYPES, MIGRATETYPE_NAMES,
     ZONE_DMA32, ZONE_NORMAL, ZONE_MOVABLE, ZONE_NAMES, DMA32_LIMIT_BYTES, LOWMEM_RESERVE_RATIO,
     WATERMARK_SCALE_FACTOR, KINDS, KIND_NAMES, NR_KINDS, KIND_IS_LRU, KIND_IS_MIGRATABLE,
-    PAGE_DTYPE, PAGE_HEAD, PAGE_FLAG_NAMES, FALLBACK_TABLE, PB_MIGRATETYPE_MASK,
+    PAGE_DTYPE, PAGE_HEAD, PAGE_BUDDY, PAGE_FLAG_NAMES, FALLBACK_TABLE, PB_MIGRATETYPE_MASK, HPAGE_PMD_ORDER,
     KIND_ANON, KIND_FILE, KIND_SHMEM, KIND_SLAB, KIND_PAGETABLE,
 )
 from .pgdat import (
@@ -503,6 +503,52 @@ class Machine:
                                              & PB_MIGRATETYPE_MASK].lower(),
         }
 
+    def handles_of(self, pfns):
+        """The handles of the folios headed at `pfns` (stable across migration)."""
+        pfns = np.asarray(pfns, dtype=np.int64)
+        mem_map = self.pgdat.mem_map
+        if pfns.size and (pfns.min() < 0 or pfns.max() >= self.nr_pages
+                          or (mem_map["type"][pfns] != PAGE_HEAD).any()):
+            raise ValueError("a pfn is not the head of an allocated folio")
+        return mem_map["next"][pfns].astype(np.int64)
+
+    def set_flags(self, pfns, flags, on=True):
+        """Set (or with on=False clear) page flags on the folios headed at `pfns`, e.g. a
+        writeback that starts and later completes."""
+        mask = page_flags(flags)
+        pfns = np.asarray(pfns, dtype=np.int64)
+        self.handles_of(pfns)               # validates
+        field = self.pgdat.mem_map["flags"]
+        if on:
+            field[pfns] |= mask
+        else:
+            field[pfns] &= ~np.uint8(mask)
+
+    def fault_anon(self, count, orders, kind="anon"):
+        """Anonymous page faults with mTHP: each fault tries `orders` from the largest down and
+        falls back to the next (alloc_anon_folio()), ending at order 0. Counts per-size
+        anon_fault_alloc/anon_fault_fallback and thp_fault_alloc/thp_fault_fallback for PMD
+        size. Simplified in bulk: once an order fails, the remaining faults fall back at once.
+        Returns {order: head PFNs granted at that order}."""
+        orders = sorted({_order(o) for o in orders} | {0}, reverse=True)
+        stats = self.pgdat.mthp_stats
+        events = self.pgdat.events
+        got = {}
+        left = int(count)
+        for o in orders:
+            if left <= 0:
+                break
+            pfns = self.alloc_many(left, o, "movable", kind)
+            got[o] = pfns
+            if o > 0:
+                stats[o, ev.MTHP_STAT_ANON_FAULT_ALLOC] += len(pfns)
+                stats[o, ev.MTHP_STAT_ANON_FAULT_FALLBACK] += left - len(pfns)
+                if o == HPAGE_PMD_ORDER:
+                    events[ev.THP_FAULT_ALLOC] += len(pfns)
+                    events[ev.THP_FAULT_FALLBACK] += left - len(pfns)
+            left -= len(pfns)
+        return got
+
     def folios(self):
         """Every allocated folio as arrays: pfn, order, kind, flags, handle (ascending PFN)."""
         mem_map = self.pgdat.mem_map
@@ -545,6 +591,22 @@ class Machine:
         """Free blocks per (populated zone, order, migratetype): the buddy lists' lengths."""
         idx = [i for i, _ in self.zones]
         return self.pgdat.free_area[idx, :, :, FA_COUNT].copy()
+
+    def pageblock_map(self):
+        """Per pageblock: migratetype and the share of its pages that are free, for pictures."""
+        mts = (self.pgdat.pageblock_flags & PB_MIGRATETYPE_MASK).astype(np.int64)
+        free = np.zeros(self.nr_pages, dtype=np.int64)
+        mem_map = self.pgdat.mem_map
+        heads = np.flatnonzero(mem_map["type"] == PAGE_BUDDY)
+        sizes = np.int64(1) << mem_map["order"][heads].astype(np.int64)
+        np.add.at(free, heads, sizes)
+        # a buddy larger than a pageblock counts in every block it covers
+        per_block = np.zeros(len(mts), dtype=np.int64)
+        big = sizes > PAGEBLOCK_NR_PAGES
+        np.add.at(per_block, heads[~big] // PAGEBLOCK_NR_PAGES, sizes[~big])
+        for h, n in zip(heads[big], sizes[big]):
+            per_block[h // PAGEBLOCK_NR_PAGES:(h + n) // PAGEBLOCK_NR_PAGES] += PAGEBLOCK_NR_PAGES
+        return mts, per_block / PAGEBLOCK_NR_PAGES
 
     def nr_pageblocks(self):
         """Pageblocks per (populated zone, migratetype)."""

@@ -96,8 +96,8 @@ def register_strategy(name, cls):
 
 
 def strategies():
-    """Names of the registered strategies, sorted."""
-    return sorted(_REGISTRY)
+    """Names of the registered strategies, built-ins first in kernel order."""
+    return list(_REGISTRY)
 
 
 def get_strategy(name):

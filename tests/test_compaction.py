@@ -195,7 +195,7 @@ def test_bad_migrate_arguments():
         m.migrate([pfn], reason="boredom")
     with pytest.raises(ValueError, match="pfn 3"):
         m.migrate([3])
-    with pytest.raises(ValueError, match="compaction strategy 'nope'.*folio, legacy, split"):
+    with pytest.raises(ValueError, match="compaction strategy 'nope'.*legacy, split, folio"):
         simcore.Machine("16M", compaction="nope")
 
 

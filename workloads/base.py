@@ -1,0 +1,179 @@
+"""Workload definitions, parameters, the registry and the runner.
+
+A workload is a class with a name, documented parameters (default, quick value, allowed range)
+and a run(backend, p) method that drives the backend and returns its own figures (requests
+granted, cycles that succeeded, ...). The runner wraps every run the same way: counters before
+and after, simcore.metrics.compaction_metrics() over the deltas, one row per workload x
+strategy x seed.
+"""
+import dataclasses
+import math
+import time
+
+import pandas as pd
+
+import simcore
+from simcore.metrics import compaction_metrics, delta
+from simcore.strategies import get_strategy
+from simcore.units import parse_size
+
+from .backend import SimBackend
+
+QUICK_MEM = "1G"
+DEFAULT_MEM = "16G"
+_REGISTRY = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    default: object
+    doc: str
+    quick: object = None
+    low: float = None
+    high: float = None
+    choices: tuple = None
+
+    def parse(self, name, value):
+        """The value from a string (command line) or a Python value, checked against the range."""
+        kind = type(self.default)
+        if isinstance(value, str) and kind is not str:
+            try:
+                value = kind(value) if kind is not bool else value.lower() in ("1", "true", "yes")
+            except ValueError:
+                raise ValueError(f"parameter {name}={value!r} is not a {kind.__name__}") from None
+        if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"parameter {name}={value!r} is not a {kind.__name__}")
+        if kind is int and isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"parameter {name}={value!r} is not an integer")
+            value = int(value)
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"parameter {name}={value!r} is not allowed; "
+                             f"allowed: {', '.join(map(str, self.choices))}")
+        if self.low is not None and value < self.low or self.high is not None and value > self.high:
+            raise ValueError(f"parameter {name}={value!r} is out of range {self.low}..{self.high}")
+        return value
+
+    def describe(self):
+        allowed = f"one of {', '.join(map(str, self.choices))}" if self.choices else \
+            (f"{self.low}..{self.high}" if self.low is not None else "")
+        return allowed
+
+
+class Workload:
+    name = None
+    description = ""
+    params = {}
+    machine = {}          # extra simcore.Machine arguments, from params: {"cma": "cma_size"}
+
+    def run(self, backend, p, extra):
+        """Drive the backend with parameters p; return this workload's figures (a dict;
+        "requested" and "granted" feed highorder_success). `extra` takes artefacts for the
+        report (anything JSON-serialisable)."""
+        raise NotImplementedError
+
+
+def register(cls):
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def workloads():
+    return sorted(_REGISTRY)
+
+
+def get_workload(name):
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"workload {name!r} is unknown; known: {', '.join(workloads())}") from None
+
+
+def resolve_params(workload, overrides=None, quick=False):
+    """Defaults (or quick values) overlaid with overrides, every value checked."""
+    cls = get_workload(workload) if isinstance(workload, str) else workload
+    values = {}
+    for name, param in cls.params.items():
+        values[name] = param.quick if quick and param.quick is not None else param.default
+    for name, value in (overrides or {}).items():
+        if name not in cls.params:
+            raise ValueError(f"parameter {name!r} is unknown for workload {cls.name}; known: "
+                             f"{', '.join(cls.params) or '(none)'}")
+        values[name] = cls.params[name].parse(name, value)
+    return values
+
+
+def run_one(workload, strategy="folio", mem=None, seed=0, params=None, quick=False,
+            backend_factory=SimBackend, keep=None):
+    """One workload x strategy x seed: a dict row of parameters, figures and metrics.
+    `keep`, a dict, receives the backend and the before/after snapshots for reports."""
+    cls = get_workload(workload) if isinstance(workload, str) else workload
+    p = resolve_params(cls, params, quick)
+    mem = mem or (QUICK_MEM if quick else DEFAULT_MEM)
+    machine_kw = {arg: p[name] for arg, name in cls.machine.items()}
+    backend = backend_factory(mem=mem, seed=seed, strategy=strategy, **machine_kw)
+    wall0 = time.perf_counter()
+    before = backend.counters()
+    frag0 = backend.fragmentation()
+    extra = {}
+    if keep is not None:
+        keep["buddyinfo_before"] = backend.buddyinfo()
+        keep["map_before"] = backend.pageblock_map()
+    figures = cls().run(backend, p, extra)
+    after = backend.counters()
+    d = delta(after, before)
+    migration = {k[len("migrate_"):]: v for k, v in d.items() if k.startswith("migrate_")}
+    row = {"workload": cls.name, "strategy": strategy, "seed": seed, "mem": mem,
+           "backend": backend.name, "simcore_version": simcore.__version__}
+    row.update({f"param_{k}": v for k, v in p.items()})
+    row.update(compaction_metrics(d, migration=migration,
+                                  requested=figures.pop("requested", None),
+                                  granted=figures.pop("granted", None),
+                                  frag_before=frag0, frag_after=backend.fragmentation(),
+                                  wall_s=time.perf_counter() - wall0))
+    row.update(figures)
+    if keep is not None:
+        keep["backend"] = backend
+        keep["vmstat_delta"] = {k: v for k, v in d.items() if v}
+        keep["buddyinfo_after"] = backend.buddyinfo()
+        keep["map_after"] = backend.pageblock_map()
+        keep.update(extra)
+    return row
+
+
+def run(workload, strategies=("legacy", "split", "folio"), mem=None, seed=0, repeat=1,
+        params=None, quick=False):
+    """Every strategy on the same seeded workload (seeds seed..seed+repeat-1): a DataFrame with
+    one row per strategy x seed."""
+    if isinstance(strategies, str):
+        strategies = [strategies]
+    for s in strategies:
+        get_strategy(s)
+    rows = [run_one(workload, s, mem, seed + r, params, quick)
+            for r in range(repeat) for s in strategies]
+    return pd.DataFrame(rows)
+
+
+def share(num, den):
+    return num / den if den else math.nan
+
+
+def parse_size_mix(text):
+    """"16K:1,64K:2,2M:1" -> {order: weight}; sizes 4K..2M (orders 0..9)."""
+    mix = {}
+    for item in str(text).split(","):
+        size, _, weight = item.partition(":")
+        nbytes = parse_size(size.strip(), "folio size")
+        order = nbytes.bit_length() - 13
+        if nbytes < 4096 or nbytes & (nbytes - 1) or order > 9:
+            raise ValueError(f"folio size {size!r} must be a power of two from 4K to 2M")
+        try:
+            w = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"weight {weight!r} in {item!r} is not a number") from None
+        if w < 0:
+            raise ValueError(f"weight {weight!r} in {item!r} is negative")
+        mix[order] = mix.get(order, 0.0) + w
+    if not mix or sum(mix.values()) <= 0:
+        raise ValueError(f"size mix {text!r} has no positive weight")
+    return mix
