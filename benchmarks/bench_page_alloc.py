@@ -27,8 +27,8 @@ FILL_ORDERS = range(10)     # orders 0..9 (up to a PMD-sized THP), equal pages p
 FILL_FRACTION = 0.5         # of managed pages
 CHURN_FRACTION = 0.1        # of each order's folios, freed and reallocated per round
 NR_SUBSETS = 8              # precomputed random subsets per order, used in turn
-WARM_ROUNDS = 4             # untimed churn rounds in setup: the first rounds after the fill are
-                            # slower (up to 2x) until the free lists reach a steady state
+WARM_ROUNDS = 8             # untimed churn rounds in setup: the first rounds after the fill are
+                            # slower (up to 3x) until the free lists reach a steady state
 SEED = 20240601
 
 _warm = False
@@ -142,9 +142,9 @@ class AllocFreeChurn:
                             for _ in range(NR_SUBSETS)] for o in FILL_ORDERS}
         self.round = 0
         self.ops_per_round = 2 * sum(self.k.values())
-        for _ in range(WARM_ROUNDS):
-            self._churn_round()
-        gc.collect()
+        gc.collect()            # before the warm rounds: a collection walks every Python
+        for _ in range(WARM_ROUNDS):    # object and would leave the caches cold for the
+            self._churn_round()         # timed round (asv disables gc while timing)
 
     def _churn_round(self):
         m, held = self.m, self.held

@@ -159,6 +159,8 @@ def _save(df, keeps, names, args):
         results.write_text(run_dir, f"buddyinfo-after-{tag}.txt", keep.get("buddyinfo_after", ""))
     for name in names:
         sub = df[df["workload"] == name]
+        if sub.empty:                      # interrupted before this workload ran
+            continue
         panels = []
         for (_, row), keep in zip(df.iterrows(), keeps):
             if row["workload"] != name or row["seed"] != args.seed or "map_after" not in keep:

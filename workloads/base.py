@@ -134,7 +134,7 @@ def run_one(workload, strategy="folio", mem=None, seed=0, params=None, quick=Fal
     row.update(figures)
     if keep is not None:
         keep["backend"] = backend
-        keep["vmstat_delta"] = {k: v for k, v in d.items() if v}
+        keep["vmstat_delta"] = d
         keep["buddyinfo_after"] = backend.buddyinfo()
         keep["map_after"] = backend.pageblock_map()
         keep.update(extra)

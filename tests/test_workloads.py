@@ -1,0 +1,161 @@
+"""Workloads and the foliobench command: real runs at quick size, bad input, saved results."""
+import json
+import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import simcore
+import workloads
+from foliobench import cli, results
+from workloads.base import parse_size_mix, resolve_params
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+FOLIOBENCH = [sys.executable, "-m", "foliobench"]
+
+
+def run_cli(*args, cwd=REPO, timeout=600):
+    return subprocess.run(FOLIOBENCH + list(args), cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("name", workloads.workloads())
+def test_every_workload_runs_quick_under_every_strategy(name):
+    df = workloads.run(name, quick=True)
+    assert list(df["strategy"]) == ["legacy", "split", "folio"]
+    assert (df["workload"] == name).all()
+    for col in ("highorder_success", "pages_migrated", "large_folio_preservation",
+                "migration_gib_per_s", "sim_wall_s", "param_" + next(iter(
+                    workloads.get_workload(name).params))):
+        assert col in df.columns
+    assert df["highorder_granted"].le(df["highorder_requested"]).all()
+
+
+def test_same_seed_same_rows_other_seed_other_rows():
+    a = workloads.run("thp-heavy", strategies=["folio"], quick=True, seed=5)
+    b = workloads.run("thp-heavy", strategies=["folio"], quick=True, seed=5)
+    c = workloads.run("thp-heavy", strategies=["folio"], quick=True, seed=6,
+                      params={"mix": "16K:1,64K:1,2M:1"})
+    cols = [c for c in a.columns if c != "sim_wall_s"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    assert not a[cols].equals(c[cols])
+
+
+def test_thp_heavy_tells_the_strategies_apart():
+    df = workloads.run("thp-heavy").set_index("strategy")       # the 16G default size
+    assert math.isnan(df.loc["legacy", "large_folio_preservation"])   # never touched them
+    assert df.loc["split", "large_folio_preservation"] == 0
+    assert df.loc["folio", "large_folio_preservation"] > 0.8
+    assert df.loc["folio", "compact_stall"] > 0
+
+
+def test_hotunplug_with_zone_movable_succeeds_and_slab_blocks_normal():
+    with_movable = workloads.run("hotunplug-cycles", strategies=["folio"], quick=True)
+    assert with_movable["offline_success"].iloc[0] == 1.0
+    no_movable = workloads.run("hotunplug-cycles", strategies=["folio"], quick=True,
+                               params={"movable": "0", "slab": 0.2})
+    assert no_movable["offline_success"].iloc[0] < 1.0
+
+
+def test_cma_pinned_folios_make_cma_alloc_fail():
+    # 64M of requests in a 128M CMA area that holds movable folios: they migrate folios out
+    params = {"fill": 0.9, "requests": "32M:2"}
+    ok = workloads.run("cma-reservations", strategies=["folio"], quick=True,
+                       params=dict(params, pinned=0.0))
+    pinned = workloads.run("cma-reservations", strategies=["folio"], quick=True,
+                           params=dict(params, pinned=0.5))
+    assert ok["pages_migrated"].iloc[0] > 0
+    assert ok["highorder_success"].iloc[0] == 1.0
+    assert pinned["highorder_success"].iloc[0] < ok["highorder_success"].iloc[0]
+
+
+def test_parameter_checks():
+    with pytest.raises(ValueError, match="fill=2.0 is out of range"):
+        resolve_params("thp-heavy", {"fill": "2"})
+    with pytest.raises(ValueError, match="parameter 'bogus' is unknown"):
+        resolve_params("thp-heavy", {"bogus": 1})
+    with pytest.raises(ValueError, match="phase2='x' is not allowed"):
+        resolve_params("thp-heavy", {"phase2": "x"})
+    with pytest.raises(ValueError, match="power of two"):
+        parse_size_mix("24K:1")
+    assert parse_size_mix("16K:1,2M:3") == {2: 1.0, 9: 3.0}
+
+
+# ---- the command line ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "nope"], "workload 'nope' is unknown"),
+    (["run", "thp-heavy", "--strategy", "foo"], "compaction strategy 'foo' is unknown"),
+    (["run", "thp-heavy", "--param", "fill=2"], "fill=2.0 is out of range"),
+    (["run", "thp-heavy", "--param", "fill"], "must look like KEY=VALUE"),
+    (["run", "thp-heavy", "--mem", "12Q"], "'12Q' is not a size"),
+    (["run", "thp-heavy", "--repeat", "0"], "must be at least 1"),
+    (["run", "thp-heavy", "--format", "xml"], "invalid choice"),
+    (["run"], "needs a WORKLOAD or --all"),
+    (["show", "/nonexistent/run"], "/nonexistent/run"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, needle):
+    if args[0] == "run":
+        args = args + ["--out", str(tmp_path)]
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if l.strip() and "Warning" not in l
+             and not l.startswith("  ")]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_saves_results_that_show_reads_back(tmp_path):
+    proc = run_cli("run", "highalloc", "--quick", "--repeat", "2", "--out", str(tmp_path),
+                   "--format", "csv")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = next((tmp_path / "runs").iterdir())
+    df, meta = results.load_run(run_dir)
+    assert len(df) == 6 and set(df["seed"]) == {0, 1}
+    assert meta["git_commit"] is None or len(meta["git_commit"]) == 40
+    for name in ("fragmap-highalloc.png", "metrics-highalloc.png",
+                 "buddyinfo-after-highalloc-folio-seed0.txt",
+                 "vmstat-delta-highalloc-folio-seed1.json"):
+        assert (run_dir / name).stat().st_size > 0
+    delta = json.loads((run_dir / "vmstat-delta-highalloc-folio-seed0.json").read_text())
+    assert delta["compact_stall"] == df[(df.strategy == "folio") & (df.seed == 0)][
+        "compact_stall"].iloc[0]
+    shown = run_cli("show", str(run_dir), "--format", "json")
+    assert shown.returncode == 0
+    assert len(json.loads(shown.stdout)) == 6
+
+
+def test_list_names_everything():
+    proc = run_cli("list")
+    assert proc.returncode == 0
+    for name in workloads.workloads() + simcore.strategies():
+        assert name in proc.stdout
+
+
+def test_ctrl_c_keeps_completed_rows(tmp_path):
+    proc = subprocess.Popen(FOLIOBENCH + ["run", "--all", "--quick", "--repeat", "50", "--out",
+                                          str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        # wait until a few runs are done: the interpreter and compiled code load first
+        if time.time() > deadline - 300 + 25:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1
+    df, _ = results.load_run(runs[0])
+    assert 0 < len(df) < 5 * 3 * 50
