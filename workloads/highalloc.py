@@ -19,15 +19,19 @@ class HighAlloc(Workload):
     def run(self, backend, p, extra):
         total = backend.total_pages
         rng = backend.rng
-        # Background load: page cache and anon of mixed small orders, some slab.
+        # Background load: page cache and anon of mixed small orders and some slab, faulted
+        # over most of memory and then thinned at random to `load`, so that it is spread thin.
         load = []
-        load_pages = int(total * p["load"])
+        load_pages = int(total * 0.9)
         for order, kind, mt, part in ((0, "file", "movable", 0.3 - p["slab"]),
                                       (2, "anon", "movable", 0.3), (4, "anon", "movable", 0.4),
                                       (0, "slab", "unmovable", p["slab"])):
             load.append(backend.alloc(int(load_pages * max(part, 0)) >> order, order, kind, mt,
                                       compact=False))
         load = np.concatenate(load)
+        gone = rng.random(len(load)) < 1 - p["load"] / 0.9
+        backend.free(load[gone])
+        load = load[~gone]
         want = int(total * p["share"]) >> 9
         extra["map_before"] = backend.pageblock_map()
         figures = {"requested": 0, "granted": 0}
