@@ -546,10 +546,14 @@ def alloc_folio_slowpath(pgdat, order, mt, kind, flags, cc, pool, migratepages, 
 @jit
 def alloc_folios_slowpath(pgdat, out, order, mt, kind, flags, cc, pool, migratepages, knobs,
                           get_new_folio, put_new_folio, costs, stats):
-    """alloc_folio_slowpath() until `out` is full or one allocation fails; returns the count."""
+    """alloc_folio_slowpath() until `out` is full or one allocation fails; returns the count.
+    The fast path is tried here first: passing the compaction arrays down costs reference
+    counting on every call, which only the rare slow path should pay."""
     for i in range(out.shape[0]):
-        pfn = alloc_folio_slowpath(pgdat, order, mt, kind, flags, cc, pool, migratepages, knobs,
-                                   get_new_folio, put_new_folio, costs, stats)
+        pfn = page_alloc.alloc_folio(pgdat, order, mt, kind, flags, page_alloc.ALLOC_WMARK_LOW)
+        if pfn < 0:
+            pfn = alloc_folio_slowpath(pgdat, order, mt, kind, flags, cc, pool, migratepages,
+                                       knobs, get_new_folio, put_new_folio, costs, stats)
         if pfn < 0:
             return i
         out[i] = pfn
