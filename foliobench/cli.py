@@ -134,7 +134,6 @@ def _run(args):
         print("foliobench: interrupted before any run completed; nothing saved", file=sys.stderr)
         return 130
     df = pd.DataFrame(rows)
-    df.insert(0, "commit", results.git_commit())
     print(results.format_table(_summary(df) if args.format == "table" else df, args.format))
     if not args.no_save:
         out = _save(df, keeps, names, args)

@@ -137,7 +137,7 @@ def test_run_saves_results_that_show_reads_back(tmp_path):
 def test_list_names_everything():
     proc = run_cli("list")
     assert proc.returncode == 0
-    for name in workloads.workloads() + simcore.strategies():
+    for name in workloads.workloads() + ["legacy", "split", "folio"]:
         assert name in proc.stdout
 
 

@@ -7,7 +7,10 @@ and after, simcore.metrics.compaction_metrics() over the deltas, one row per wor
 strategy x seed.
 """
 import dataclasses
+import functools
 import math
+import pathlib
+import subprocess
 import time
 
 import pandas as pd
@@ -124,7 +127,8 @@ def run_one(workload, strategy="folio", mem=None, seed=0, params=None, quick=Fal
     d = delta(after, before)
     migration = {k[len("migrate_"):]: v for k, v in d.items() if k.startswith("migrate_")}
     row = {"workload": cls.name, "strategy": strategy, "seed": seed, "mem": mem,
-           "backend": backend.name, "simcore_version": simcore.__version__}
+           "backend": backend.name, "simcore_version": simcore.__version__,
+           "commit": git_commit()}
     row.update({f"param_{k}": v for k, v in p.items()})
     row.update(compaction_metrics(d, migration=migration,
                                   requested=figures.pop("requested", None),
@@ -156,6 +160,18 @@ def run(workload, strategies=("legacy", "split", "folio"), mem=None, seed=0, rep
 
 def share(num, den):
     return num / den if den else math.nan
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit():
+    """The checkout's HEAD commit, or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pathlib.Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
 
 
 def parse_size_mix(text):

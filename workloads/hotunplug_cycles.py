@@ -36,6 +36,7 @@ class HotunplugCycles(Workload):
                                       and b["removable"]] or [b["index"] for b in blocks
                                                               if b["removable"]]
         ok = 0
+        time0 = backend.counters()["migrate_time_ns"]
         extra["map_before"] = backend.pageblock_map()
         reasons = {}
         for cycle in range(p["cycles"]):
@@ -49,5 +50,7 @@ class HotunplugCycles(Workload):
                 reasons[key] = reasons.get(key, 0) + 1
             backend.tick(100)
         extra["offline_failures"] = reasons
+        cycle_ms = (backend.counters()["migrate_time_ns"] - time0) / 1e6 / p["cycles"]
         return {"requested": p["cycles"], "granted": ok, "offline_success": share(ok, p["cycles"]),
+                "modelled_ms_per_cycle": cycle_ms,
                 "zone_movable_blocks": len(movable_zone)}
