@@ -213,6 +213,15 @@ class Machine:
         numba's dispatcher costs a type resolution per call; the entry point skips it."""
         self._alloc_folio = _entry(page_alloc.entry_alloc_folio, self.pgdat, 0, 0, 0, 0, 0)
         self._free_folio = _entry(page_alloc.entry_free_folio, self.pgdat, 0)
+        pfns = np.empty(0, dtype=np.int64)
+        self._alloc_folios = _entry(page_alloc.entry_alloc_folios, self.pgdat, pfns, 0, 0, 0, 0, 0)
+        self._free_folios = _entry(page_alloc.entry_free_folios, self.pgdat, pfns)
+        if self.strategy.compaction_alloc is None:      # a user's own is compiled on first use
+            compaction_state = (self._cc, self._pool, self._migratepages, self.knobs, self.costs,
+                                self.migrate_stats)
+            self._slowpath = _entry(self._slowpath, self.pgdat, 0, 0, 0, 0, *compaction_state)
+            self._slowpath_many = _entry(self._slowpath_many, self.pgdat, pfns, 0, 0, 0, 0,
+                                         *compaction_state)
 
     def _reserve_handles(self, count):
         node = self.pgdat.node
@@ -265,7 +274,6 @@ class Machine:
         k = _choice(kind, KINDS, "kind")
         flags = page_flags(flags)
         count = min(int(count), self.nr_pages >> order)
-        self._reserve_handles(count)
         out = np.empty(count, dtype=np.int64)
         if order > 0 and compact:
             self._reserve_for_compaction(count)
@@ -273,8 +281,9 @@ class Machine:
                                     self._migratepages, self.knobs, self.costs,
                                     self.migrate_stats)
         else:
-            n = page_alloc.entry_alloc_folios(self.pgdat, out, order, mt, k, flags,
-                                              page_alloc.ALLOC_WMARK_LOW)
+            self._reserve_handles(count)
+            n = self._alloc_folios(self.pgdat, out, order, mt, k, flags,
+                                   page_alloc.ALLOC_WMARK_LOW)
         return out[:n]
 
     def free(self, pfn):
@@ -290,8 +299,8 @@ class Machine:
         arr = np.ascontiguousarray(pfns)
         if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
             raise ValueError(f"pfns must be a 1-D array of integers, got {arr.dtype} {arr.shape}")
-        arr = arr.astype(np.int64, copy=False)
-        err, bad = page_alloc.entry_free_folios(self.pgdat, arr)
+        arr = arr.astype(np.int64, copy=not arr.flags.writeable)
+        err, bad = self._free_folios(self.pgdat, arr)
         if err:
             raise ValueError(f"pfn {int(arr[bad])} (entry {bad}) {_ERRORS[err]}; "
                              f"free_many() takes folio head PFNs; nothing was freed")
