@@ -1,0 +1,159 @@
+"""The CI gate on the deterministic track_ benchmarks: any change against results/baseline.json
+fails, with a table of what moved, unless the same commit updates the baseline.
+
+    python -m benchmarks.gate             # compare asv's results for HEAD with the baseline
+    python -m benchmarks.gate --update    # write the baseline from asv's results for HEAD
+    python -m benchmarks.gate --direct    # compute the values in-process instead of from asv
+
+Values come from the asv results file of the checked-out commit (asv run --set-commit-hash, see
+tools/bench), or, with --direct, from calling the same benchmark classes here.
+"""
+import argparse
+import inspect
+import itertools
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+BASELINE = REPO / "results" / "baseline.json"
+ASV_RESULTS = REPO / "results" / "asv"
+# The benchmark classes whose track_ values are exact (deterministic simulator runs).
+DETERMINISTIC = ("bench_workloads.WorkloadOutcome", "bench_compaction.CompactionOutcome")
+
+
+def _key(name, params):
+    return f"{name}({', '.join(params)})" if params else name
+
+
+def from_asv(commit, results_dir=ASV_RESULTS):
+    """{benchmark(params): value} of the deterministic track_ benchmarks for `commit`."""
+    files = sorted(results_dir.glob(f"*/{commit[:8]}-*.json"))
+    if not files:
+        raise FileNotFoundError(f"no asv results for commit {commit[:8]} under {results_dir}; "
+                                f"run tools/bench first")
+    out = {}
+    for path in files:
+        doc = json.loads(path.read_text())
+        cols = doc["result_columns"]
+        for name, entry in doc["results"].items():
+            if not name.startswith(DETERMINISTIC) or ".track_" not in name:
+                continue
+            record = dict(zip(cols, entry))
+            values = record["result"]
+            params = record.get("params") or []
+            combos = list(itertools.product(*params)) if params else [()]
+            if values is None:
+                values = [None] * len(combos)
+            for combo, value in zip(combos, values):
+                out[_key(name, [p.strip("'") for p in combo])] = _clean(value)
+    return out
+
+
+def direct():
+    """The same values computed in this process from the benchmark classes."""
+    sys.path.insert(0, str(REPO))
+    import importlib
+    out = {}
+    for qualname in DETERMINISTIC:
+        module_name, class_name = qualname.split(".")
+        cls = getattr(importlib.import_module(f"benchmarks.{module_name}"), class_name)
+        bench = cls()
+        cache = bench.setup_cache()
+        for meth_name, meth in inspect.getmembers(bench, inspect.ismethod):
+            if not meth_name.startswith("track_"):
+                continue
+            for combo in itertools.product(*cls.params):
+                value = meth(cache, *combo)
+                out[_key(f"{qualname}.{meth_name}", [str(c) for c in combo])] = _clean(value)
+    return out
+
+
+def _clean(value):
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else round(value, 12)
+
+
+def compare(baseline, current):
+    """Rows (benchmark, baseline, now) for every value that moved, appeared or vanished."""
+    moved = []
+    for key in sorted(set(baseline) | set(current)):
+        old, new = baseline.get(key, "missing"), current.get(key, "missing")
+        if old != new:
+            moved.append((key, old, new))
+    return moved
+
+
+def format_moved(moved):
+    width = max(len(k) for k, _, _ in moved)
+    lines = [f"{'benchmark':{width}}  {'baseline':>14}  {'now':>14}  direction"]
+    for key, old, new in moved:
+        direction = ""
+        if isinstance(old, float) and isinstance(new, float):
+            direction = "worse (higher)" if new > old else "better (lower)"
+        lines.append(f"{key:{width}}  {_fmt(old):>14}  {_fmt(new):>14}  {direction}")
+    return "\n".join(lines)
+
+
+def _fmt(v):
+    return "n/a" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
+
+
+def write_baseline(values, path=BASELINE):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".baseline.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(dict(sorted(values.items())), fh, indent=1)
+            fh.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gate", description=__doc__)
+    parser.add_argument("--update", action="store_true", help="write the baseline")
+    parser.add_argument("--direct", action="store_true", help="compute values in-process")
+    parser.add_argument("--commit", help="asv results of this commit (default: HEAD)")
+    args = parser.parse_args(argv)
+    try:
+        if args.direct:
+            current = direct()
+        else:
+            commit = args.commit or subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO,
+                                                   capture_output=True, text=True,
+                                                   check=True).stdout.strip()
+            current = from_asv(commit)
+    except (FileNotFoundError, subprocess.CalledProcessError) as exc:
+        print(f"gate: {exc}", file=sys.stderr)
+        return 2
+    if args.update:
+        write_baseline(current)
+        print(f"gate: baseline written: {len(current)} values -> {BASELINE}")
+        return 0
+    if not BASELINE.exists():
+        print(f"gate: no baseline at {BASELINE}; create it with --update", file=sys.stderr)
+        return 2
+    moved = compare(json.loads(BASELINE.read_text()), current)
+    if moved:
+        print(f"gate: {len(moved)} deterministic benchmark value(s) moved against "
+              f"{BASELINE.relative_to(REPO)}:\n{format_moved(moved)}\n"
+              f"If the change is intended, run `python -m benchmarks.gate --update` and commit "
+              f"the new baseline with it.")
+        return 1
+    print(f"gate: {len(current)} deterministic benchmark values match the baseline")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
