@@ -181,6 +181,58 @@ def _save(df, keeps, names, args):
     return run_dir
 
 
+# ---- compare (pyperf) ---------------------------------------------------------------------
+
+def _compare(args):
+    from simcore.strategies import get_strategy
+    import pyperf
+    import subprocess
+    for s in (args.strategy_a, args.strategy_b):
+        get_strategy(s)
+    if args.strategy_a == args.strategy_b:
+        raise UsageError("compare needs two different strategies")
+    resolve_params(args.workload, None, True)
+    out = pathlib.Path(args.o) if args.o else REPO_RESULTS / "pyperf"
+    out.mkdir(parents=True, exist_ok=True)
+    mode = ["--rigorous"] if args.rigorous else (["--fast"] if args.fast else [])
+    files = []
+    for strategy in (args.strategy_a, args.strategy_b):
+        path = out / f"{args.workload}-{strategy}.json"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "foliobench.perfcompare", "--strategy", strategy,
+               "--workload", args.workload, "--seed", str(args.seed), "-o", str(tmp),
+               "--quiet"] + mode + list(args.pyperf_args or ())
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            tmp.unlink(missing_ok=True)
+            raise UsageError(f"pyperf run for {strategy} failed: "
+                             f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+        tmp.replace(path)
+        files.append(path)
+    table = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", "--table",
+                            str(files[0]), str(files[1])], capture_output=True, text=True)
+    print(table.stdout.rstrip())
+    a, b = (pyperf.Benchmark.load(str(f)) for f in files)
+    rows = [run_one(args.workload, s, seed=args.seed, quick=True)
+            for s in (args.strategy_a, args.strategy_b)]
+    metrics = ["highorder_success", "compaction_success_rate", "migration_gib_per_s",
+               "large_folio_preservation", "pages_migrated"]
+    side = pd.DataFrame({row["strategy"]: [row[m] for m in metrics] for row in rows},
+                        index=metrics)
+    print("\ndeterministic figures (same seed, quick size):")
+    print(results.format_table(side.reset_index(names="metric"), "table"))
+    ratio = a.mean() / b.mean()
+    faster = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+    pa, pb = (row["large_folio_preservation"] for row in rows)
+    pct = lambda v: "n/a (no large folio migrated)" if v != v else f"{v:.1%}"
+    print(f"\n{args.strategy_b} runs {args.workload} {faster} than {args.strategy_a} (simulator "
+          f"wall time, pyperf means) and preserves {pct(pb)} of the large folios it migrates "
+          f"vs {pct(pa)}.")
+    print(f"pyperf files: {files[0]} {files[1]} (python -m pyperf stats/hist/compare_to)")
+    return 0
+
+
 # ---- show and demo ------------------------------------------------------------------------
 
 def _show(args):
@@ -255,6 +307,18 @@ def build_parser():
     run.add_argument("--out", help="results root (default: the repository's results/)")
     run.add_argument("--no-save", action="store_true", help="print only, write nothing")
     run.set_defaults(func=_run)
+    comp = sub.add_parser("compare", help="time one workload under two strategies with pyperf")
+    comp.add_argument("strategy_a")
+    comp.add_argument("strategy_b")
+    comp.add_argument("--workload", default="thp-heavy")
+    comp.add_argument("--seed", type=_nonneg_int, default=0)
+    speed = comp.add_mutually_exclusive_group()
+    speed.add_argument("--fast", action="store_true", help="pyperf --fast")
+    speed.add_argument("--rigorous", action="store_true", help="pyperf --rigorous")
+    comp.add_argument("-o", help="directory for the pyperf JSON files (default results/pyperf)")
+    comp.add_argument("--pyperf-args", nargs=argparse.REMAINDER,
+                      help="further options for pyperf's Runner, e.g. --processes 2")
+    comp.set_defaults(func=_compare)
     show = sub.add_parser("show", help="print a saved result again")
     show.add_argument("result", help="a run directory or its results.json/results.csv")
     show.add_argument("--format", choices=results.FORMATS, default="table")

@@ -159,3 +159,29 @@ def test_ctrl_c_keeps_completed_rows(tmp_path):
     assert len(runs) == 1
     df, _ = results.load_run(runs[0])
     assert 0 < len(df) < 5 * 3 * 50
+
+
+def test_compare_writes_pyperf_files_and_prints_both_tables(tmp_path):
+    proc = run_cli("compare", "split", "folio", "--workload", "thp-heavy", "-o", str(tmp_path),
+                   "--pyperf-args", "--processes", "1", "--values", "1", "--warmups", "1",
+                   "--loops", "1")
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(tmp_path.glob("*.json"))
+    assert [f.name for f in files] == ["thp-heavy-folio.json", "thp-heavy-split.json"]
+    stats = subprocess.run([sys.executable, "-m", "pyperf", "stats", str(files[0])],
+                           capture_output=True, text=True)
+    assert stats.returncode == 0
+    assert "thp-heavy-split" in proc.stdout and "thp-heavy-folio" in proc.stdout   # compare_to
+    assert "large_folio_preservation" in proc.stdout
+    assert "folio runs thp-heavy" in proc.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["compare", "legacy", "nope"], "compaction strategy 'nope' is unknown"),
+    (["compare", "legacy", "folio", "--workload", "nope"], "workload 'nope' is unknown"),
+    (["compare", "folio", "folio"], "two different strategies"),
+])
+def test_compare_bad_input(tmp_path, args, needle):
+    proc = run_cli(*args, "-o", str(tmp_path))
+    assert proc.returncode == 2 and needle in proc.stderr
+    assert not any(tmp_path.iterdir())
