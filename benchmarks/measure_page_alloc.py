@@ -23,7 +23,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def _child(what, mem, rounds):
     sys.path.insert(0, HERE)
     import gc
-    import numpy as np
     import simcore
     import bench_page_alloc as B
 

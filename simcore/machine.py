@@ -10,27 +10,26 @@ set_recommended_min_free_kbytes() does when THP is enabled); watermarks from
 __setup_per_zone_wmarks(); lowmem_reserve from setup_per_zone_lowmem_reserve().
 """
 import hashlib
-import math
 
 import numba
 import numpy as np
 
-from . import compaction as _compaction, debug_vm, migrate, page_alloc, page_isolation, vmstat
-from .costs import cost_array, DEFAULT_COSTS
+from . import compaction as _compaction, debug_vm, freescan, migrate, page_alloc, page_isolation, vmstat
+from .costs import cost_array
 from .strategies import get_strategy
 from . import vm_event as ev
 from .mmzone import (
     PAGE_SIZE, PAGE_SHIFT, MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES,
     MIGRATE_TYPES, MIGRATE_MOVABLE, MIGRATE_CMA, MIGRATE_PCPTYPES, MIGRATETYPE_NAMES,
     ZONE_DMA32, ZONE_NORMAL, ZONE_MOVABLE, ZONE_NAMES, DMA32_LIMIT_BYTES, LOWMEM_RESERVE_RATIO,
-    WATERMARK_SCALE_FACTOR, KINDS, KIND_NAMES, NR_KINDS, KIND_IS_LRU, KIND_IS_MIGRATABLE,
+    KINDS, KIND_NAMES, NR_KINDS, KIND_IS_LRU, KIND_IS_MIGRATABLE,
     PAGE_DTYPE, PAGE_HEAD, PAGE_BUDDY, PAGE_FLAG_NAMES, FALLBACK_TABLE, PB_MIGRATETYPE_MASK, HPAGE_PMD_ORDER,
     KIND_ANON, KIND_FILE, KIND_SHMEM, KIND_SLAB, KIND_PAGETABLE,
 )
 from .pgdat import (
     PgData, grown_handle_table, Z_START, Z_END, Z_MANAGED, Z_FREE, Z_FREE_CMA, Z_WMARK_MIN,
     Z_WMARK_LOW, Z_WMARK_HIGH, Z_WMARK_PROMO, Z_LOWMEM_RESERVE, Z_CMA_PAGES,
-    Z_COMPACT_CACHED_FREE, NR_ZONE_FIELDS, FA_HEAD, FA_TAIL, FA_COUNT, N_HANDLE_FREE,
+    Z_COMPACT_CACHED_FREE, NR_ZONE_FIELDS, FA_COUNT, N_HANDLE_FREE,
     N_HANDLES_AVAIL, N_NR_FOLIOS, N_KIND_PAGES, NR_NODE_FIELDS,
 )
 from .units import parse_size, format_size
@@ -178,7 +177,7 @@ class Machine:
         self.knobs[:3] = self.strategy.knobs()
         self.knobs[_compaction.K_EXTFRAG_THRESHOLD] = extfrag_threshold
         self.knobs[_compaction.K_PROACTIVENESS] = compaction_proactiveness
-        self._cc, self._pool, self._migratepages = _compaction.new_compact_control()
+        self._cc, self._pool, self._migratepages = freescan.new_compact_control()
         self.migrate_stats = np.zeros(migrate.NR_MS, dtype=np.int64)
         self.clock_ns = 0
         self._cma_allocations = {}          # start pfn -> nr_pages

@@ -14,11 +14,10 @@ retries a fixed number of passes instead of looping until a signal.
 import numba as nb
 import numpy as np
 
-from . import freescan, migrate, page_alloc
+from . import migrate, page_alloc
 from .mmzone import (
-    MAX_PAGE_ORDER, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, MIGRATE_ISOLATE, MIGRATE_CMA,
-    MIGRATE_MOVABLE, NR_PAGE_ORDERS, PAGE_TAIL, PAGE_BUDDY, PAGE_HEAD, PG_HWPOISON,
-    FOLIO_ON_LRU, FOLIO_ISOLATED, KIND_KERNEL, PAGE_OFFLINE,
+    MAX_PAGE_ORDER, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, MIGRATE_ISOLATE, PAGE_TAIL, PAGE_BUDDY, PAGE_HEAD, PG_HWPOISON,
+    KIND_KERNEL, PAGE_OFFLINE,
 )
 from .pgdat import Z_START, Z_END
 
@@ -131,14 +130,12 @@ def evacuate_range(pgdat, start, end, mode, reason, costs, stats):
     """Migrate every folio in [start, end) out (isolate_migratepages_range() with alloc_contig
     set, then migrate_pages() to buddy targets), retrying up to ALLOC_CONTIG_RETRIES times.
     Returns the number of folios still in the range."""
-    mem_map = pgdat.mem_map
-    left = 0
     for _ in range(ALLOC_CONTIG_RETRIES):
         heads = collect_folios(pgdat, start, end)
         if heads.shape[0] == 0:
             return 0
-        left = migrate.migrate_folios_to_buddy(pgdat, heads, mode, reason, True, 2, costs, stats)
-        if left == 0:
+        if migrate.migrate_folios_to_buddy(pgdat, heads, mode, reason, True, 2, costs,
+                                           stats) == 0:
             return 0
     return collect_folios(pgdat, start, end).shape[0]
 

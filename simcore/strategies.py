@@ -12,7 +12,7 @@ A strategy decides three things the kernel changed across releases:
     simcore.register_strategy("mine", Mine)    # a CompactionStrategy subclass
     simcore.Machine(mem="16G", compaction="mine")
 """
-from . import compaction
+from . import compaction, freescan
 
 _REGISTRY = {}
 
@@ -25,8 +25,8 @@ class CompactionStrategy:
     description = ""
     isolate_large_folios = True
     split_free_pages = False
-    target_policy = compaction.TARGET_SMALLEST_FIT
-    # Optional numba-compiled functions (see compaction.compaction_alloc for the signature):
+    target_policy = freescan.TARGET_SMALLEST_FIT
+    # Optional numba-compiled functions (see freescan.compaction_alloc for the signature):
     # compaction_alloc(pgdat, target, src_pfn, order) -> target pfn or -1, where
     # target = (cc, pool); compaction_free(pgdat, target, pfn, order) takes an unused one back.
     compaction_alloc = None
@@ -57,7 +57,7 @@ class Legacy(CompactionStrategy):
                    "compaction_alloc() hands out base pages only")
     isolate_large_folios = False
     split_free_pages = True
-    target_policy = compaction.TARGET_ORDER0
+    target_policy = freescan.TARGET_ORDER0
 
 
 class Split(CompactionStrategy):
@@ -66,7 +66,7 @@ class Split(CompactionStrategy):
                    "base pages: migrate_pages() splits each large folio and moves its pieces")
     isolate_large_folios = True
     split_free_pages = True
-    target_policy = compaction.TARGET_ORDER0
+    target_policy = freescan.TARGET_ORDER0
 
 
 class Folio(CompactionStrategy):
@@ -76,7 +76,7 @@ class Folio(CompactionStrategy):
                    "migrate whole")
     isolate_large_folios = True
     split_free_pages = False
-    target_policy = compaction.TARGET_SMALLEST_FIT
+    target_policy = freescan.TARGET_SMALLEST_FIT
 
 
 def register_strategy(name, cls):
@@ -88,7 +88,7 @@ def register_strategy(name, cls):
     if (cls.compaction_alloc is None) != (cls.compaction_free is None):
         raise ValueError(f"strategy {name!r} must define both compaction_alloc and "
                          f"compaction_free, or neither")
-    if cls.target_policy not in (compaction.TARGET_ORDER0, compaction.TARGET_SMALLEST_FIT):
+    if cls.target_policy not in (freescan.TARGET_ORDER0, freescan.TARGET_SMALLEST_FIT):
         raise ValueError(f"strategy {name!r}: target_policy {cls.target_policy!r} is unknown")
     cls.name = name
     _REGISTRY[name] = cls

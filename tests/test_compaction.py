@@ -5,8 +5,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import simcore
-from simcore import compaction
-from simcore.mmzone import PAGEBLOCK_NR_PAGES
 from workloads.fragment import fragment
 
 STRATEGIES = ("legacy", "split", "folio")

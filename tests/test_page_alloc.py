@@ -1,12 +1,11 @@
 """The buddy allocator's rules, one test each, on small machines built to show the rule."""
 import numpy as np
-import pytest
 
 import simcore
 from simcore import page_alloc
 from simcore.mmzone import (
     PAGEBLOCK_NR_PAGES, MIGRATE_UNMOVABLE, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_CMA,
-    PB_MIGRATETYPE_MASK, ZONE_DMA32, ZONE_NORMAL,
+    PB_MIGRATETYPE_MASK, ZONE_DMA32,
 )
 from simcore.pgdat import FA_HEAD, FA_TAIL
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from benchmarks import gate
-from simcore import compaction
+from simcore import freescan
 from simcore.strategies import Folio
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ def test_a_behaviour_change_fails_the_gate_and_names_the_benchmark(monkeypatch):
     baseline = json.loads(gate.BASELINE.read_text())
     # make "folio" behave like the 6.9 interim step: large folios split for want of targets
     monkeypatch.setattr(Folio, "split_free_pages", True)
-    monkeypatch.setattr(Folio, "target_policy", compaction.TARGET_ORDER0)
+    monkeypatch.setattr(Folio, "target_policy", freescan.TARGET_ORDER0)
     moved = gate.compare(baseline, gate.direct())
     names = [key for key, _, _ in moved]
     assert any(k.startswith("bench_workloads.WorkloadOutcome.track_large_folio_split_rate")

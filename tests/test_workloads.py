@@ -1,20 +1,17 @@
 """Workloads and the foliobench command: real runs at quick size, bad input, saved results."""
 import json
 import math
-import os
 import pathlib
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 
-import simcore
 import workloads
-from foliobench import cli, results
+from foliobench import results
 from workloads.base import parse_size_mix, resolve_params
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

@@ -2,7 +2,7 @@
 cma_alloc of contiguous ranges of a size mix, migrating out what is there (alloc_contig_range)."""
 import numpy as np
 
-from .base import Param, Workload, parse_size_mix, register, share
+from .base import Param, Workload, parse_size_mix, register
 
 
 @register

@@ -5,7 +5,7 @@ import collections
 
 import numpy as np
 
-from .base import Param, Workload, register, share
+from .base import Param, Workload, register
 
 
 @register
