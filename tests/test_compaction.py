@@ -287,3 +287,59 @@ def test_compaction_metrics_tell_the_strategies_apart():
     assert rows["folio"]["migration_pages_per_s"] > 2 * rows["split"]["migration_pages_per_s"]
     assert rows["folio"]["unusable_9_after"] < rows["folio"]["unusable_9_before"]
     assert np.isnan(rows["folio"]["compaction_success_rate"])     # no direct compaction ran
+
+
+# ---- alloc_contig_range and memory offlining --------------------------------------------
+
+def test_cma_alloc_migrates_folios_out_and_keeps_them():
+    m = simcore.Machine("128M", seed=0, cma="32M", min_free_kbytes=0)
+    lo, hi = m.cma_range
+    held = m.alloc_many(m.nr_pages // 16 * 7 // 8, 4, compact=False)  # 7/8 full of 64K folios
+    assert ((held >= lo) & (held < hi)).any()
+    before = handles_of(m)
+    start = m.cma_alloc(2048)
+    assert start is not None and lo <= start and start + 2048 <= hi
+    assert m.vmstat()["cma_alloc_success"] == 1 and m.vmstat()["pgmigrate_success"] > 0
+    after = handles_of(m)
+    assert set(before) <= set(after)
+    assert all(not (start <= after[h][0] < start + 2048) for h in before)  # moved out
+    assert m.migration_stats()["large_succeeded"] > 0                         # whole, not split
+    m.check()
+    m.cma_release(start)
+    m.check()
+    with pytest.raises(ValueError, match="not the start of a CMA allocation"):
+        m.cma_release(start)
+
+
+def test_cma_alloc_fails_where_pinned_folios_sit():
+    m = simcore.Machine("64M", seed=0, cma="8M", min_free_kbytes=0)
+    lo, hi = m.cma_range
+    m.alloc_many(m.nr_pages, 0, compact=False)
+    f = m.folios()
+    inside = f["pfn"][(f["pfn"] >= lo) & (f["pfn"] < hi)]
+    m.set_flags(inside[::256], "pinned")               # one pinned page in every 1 MiB
+    m.free_many(f["pfn"][(f["pfn"] < lo)][:4096])       # room to migrate into
+    assert m.cma_alloc(512) is None
+    assert m.vmstat()["cma_alloc_fail"] == 1
+    m.check()
+
+
+def test_offline_refuses_unmovable_memory_and_onlines_back():
+    m = simcore.Machine("256M", seed=0, memory_block="32M", min_free_kbytes=0)
+    m.alloc_many(1000, 0, "unmovable", "slab")           # lands in the first block
+    m.alloc_many(8000, 2, "movable", "anon")
+    ok, why = m.offline_memory_block(0)
+    assert not ok and why.startswith("EBUSY: unmovable page at pfn")
+    managed = m.managed_pages
+    before = handles_of(m)
+    ok, why = m.offline_memory_block(1)
+    assert ok, why
+    assert m.managed_pages == managed - m.memory_block_pages
+    assert m.memory_blocks()[1]["state"] == "offline"
+    assert set(before) <= set(handles_of(m))
+    m.check()
+    assert m.online_memory_block(1) == (True, "")
+    assert m.managed_pages == managed
+    m.check()
+    with pytest.raises(ValueError, match="memory block 99 does not exist"):
+        m.offline_memory_block(99)
