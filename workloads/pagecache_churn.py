@@ -7,21 +7,26 @@ import numpy as np
 
 from .base import Param, Workload, register
 
+SLICE_PAGES = 256      # 1 MiB of reads between slab allocations
+
 
 @register
 class PagecacheChurn(Workload):
     name = "pagecache-churn"
     description = " ".join(__doc__.split("\n\n")[0].split()).split(": ", 1)[1]
     params = {
-        "cache": Param(0.85, "page cache size kept, share of memory", low=0.05, high=0.9),
-        "rounds": Param(12, "read rounds, each reading a fresh set of files", quick=6,
+        "cache": Param(0.9, "page cache size kept, share of memory", low=0.05, high=0.95),
+        "rounds": Param(6, "read rounds, each reading a fresh set of files", quick=4,
                         low=1, high=200),
         "readahead": Param(5, "largest readahead folio order (5 = 128K)", low=0, high=9),
-        "slab": Param(0.03, "slab pages allocated per page-cache page read", low=0.0, high=0.5),
+        "slab": Param(0.005, "slab pages allocated per page-cache page read", low=0.0,
+                      high=0.5),
+        "hot": Param(0.1, "share of files read that stay cached (hot), never evicted",
+                     low=0.0, high=0.9),
         "dirty": Param(0.1, "share of new folios written (dirty)", low=0.0, high=1.0),
         "writeback": Param(0.05, "share of new folios under writeback for a round",
                            low=0.0, high=1.0),
-        "highorder": Param(0.08, "order-9 requests after the churn, as a share of memory",
+        "highorder": Param(0.15, "order-9 requests after the churn, as a share of memory",
                            low=0.0, high=0.9),
     }
 
@@ -33,27 +38,47 @@ class PagecacheChurn(Workload):
         lru = collections.deque()        # oldest first: (handles, pages)
         cached = 0
         writeback = np.empty(0, dtype=np.int64)
+        slab_debt = 0.0
         for _ in range(p["rounds"]):
             backend.set_flags(writeback, "writeback", on=False)    # last round's I/O completed
-            orders = rng.integers(0, p["readahead"] + 1, size=64)
-            batch = []
-            for o in range(p["readahead"] + 1):
-                pages = per_round * int((orders == o).sum()) // len(orders)
-                got = backend.alloc(pages >> o, o, "file", compact=False)
-                batch.append(got)
-                lru.append((got, len(got) << o))
-                cached += len(got) << o
-            backend.alloc(int(per_round * p["slab"]), 0, "slab", "unmovable", compact=False)
-            new = np.concatenate(batch)
+            new = []
+            # Many readers at once: 1 MiB slices of files of readahead sizes, each followed by
+            # the slab its reads allocate, so slab ends up scattered through memory.
+            for _ in range(max(1, per_round // SLICE_PAGES)):
+                batch = np.concatenate([
+                    backend.alloc(max(1, (SLICE_PAGES // (p["readahead"] + 1)) >> o), o, "file",
+                                  compact=False) for o in range(p["readahead"] + 1)])
+                sizes = np.int64(1) << backend.folio_orders(batch)
+                cold = rng.random(len(batch)) >= p["hot"]     # hot files stay cached
+                lru.append((batch[cold], int(sizes[cold].sum())))
+                cached += int(sizes.sum())
+                new.append(batch)
+                slab_debt += SLICE_PAGES * p["slab"]
+                if slab_debt >= 1:
+                    backend.alloc(int(slab_debt), 0, "slab", "unmovable", compact=False)
+                    slab_debt -= int(slab_debt)
+            new = np.concatenate(new)
             backend.set_flags(new[rng.random(len(new)) < p["dirty"]], "dirty")
             writeback = new[rng.random(len(new)) < p["writeback"]]
             backend.set_flags(writeback, "writeback")
-            while cached > target and lru:               # LRU eviction, oldest first
-                handles, pages = lru.popleft()
+            while cached > target and len(lru) > 1:
+                # LRU with many readers: one of the oldest few slices goes first
+                oldest = [lru.popleft() for _ in range(min(8, len(lru) - 1))]
+                handles, pages = oldest.pop(int(rng.integers(len(oldest))))
+                lru.extendleft(reversed(oldest))
                 backend.free(handles)
                 cached -= pages
             backend.tick(100)
         want = int(total * p["highorder"]) >> 9
+        # Reclaim makes room first, as kswapd would before the requests: old slices dropped.
+        reclaim = int(total * p["highorder"] * 1.5)
+        while reclaim > 0 and len(lru) > 1:
+            oldest = [lru.popleft() for _ in range(min(8, len(lru) - 1))]
+            handles, pages = oldest.pop(int(rng.integers(len(oldest))))
+            lru.extendleft(reversed(oldest))
+            backend.free(handles)
+            cached -= pages
+            reclaim -= pages
         extra["map_before"] = backend.pageblock_map()
         got = backend.alloc(want, 9)
         return {"requested": want, "granted": len(got),
