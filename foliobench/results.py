@@ -21,13 +21,13 @@ import os
 import pathlib
 import platform
 import re
-import subprocess
 import tempfile
 
 import numpy as np
 import pandas as pd
 
 import simcore
+from workloads.base import git_commit  # noqa: F401  (part of this module's API)
 
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
@@ -207,20 +207,6 @@ def _write_files(run_dir, files):
 
 
 # --- metadata ---------------------------------------------------------------------------------
-
-def git_commit(repo_dir=None):
-    """`git rev-parse HEAD` of repo_dir (default: this repository), or None without git/a repo."""
-    repo_dir = _REPO_DIR if repo_dir is None else pathlib.Path(repo_dir)
-    try:
-        out = subprocess.run(["git", "-C", str(repo_dir), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    if out.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", commit):
-        return None
-    return commit
-
 
 def _metadata(extra=None, now=None):
     now = now or _dt.datetime.now(_dt.timezone.utc)

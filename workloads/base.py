@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import math
 import pathlib
+import re
 import subprocess
 import time
 
@@ -162,16 +163,21 @@ def share(num, den):
     return num / den if den else math.nan
 
 
-@functools.lru_cache(maxsize=1)
-def git_commit():
-    """The checkout's HEAD commit, or None outside a git checkout."""
+@functools.lru_cache(maxsize=8)
+def git_commit(repo_dir=None):
+    """`git rev-parse HEAD` of repo_dir (default: this checkout), or None without git or a
+    repository."""
+    repo_dir = pathlib.Path(__file__).resolve().parent.parent if repo_dir is None \
+        else pathlib.Path(repo_dir)
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pathlib.Path(__file__).parent,
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "-C", str(repo_dir), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     commit = out.stdout.strip()
-    return commit if out.returncode == 0 and len(commit) == 40 else None
+    if out.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", commit):
+        return None
+    return commit
 
 
 def parse_size_mix(text):
