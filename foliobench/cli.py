@@ -233,6 +233,20 @@ def _compare(args):
     return 0
 
 
+# ---- live ---------------------------------------------------------------------------------
+
+def _live_probe(args):
+    import dataclasses
+    import json
+    from workloads.live import format_probe, probe
+    caps = probe()
+    if args.json:
+        print(json.dumps({k: dataclasses.asdict(v) for k, v in caps.items()}, indent=1))
+    else:
+        print(format_probe(caps))
+    return 0
+
+
 # ---- show and demo ------------------------------------------------------------------------
 
 def _show(args):
@@ -319,6 +333,11 @@ def build_parser():
     comp.add_argument("--pyperf-args", nargs=argparse.REMAINDER,
                       help="further options for pyperf's Runner, e.g. --processes 2")
     comp.set_defaults(func=_compare)
+    live = sub.add_parser("live", help="the running kernel (read-only probe for now)")
+    live_sub = live.add_subparsers(dest="live_command", required=True, parser_class=_Parser)
+    live_probe = live_sub.add_parser("probe", help="what this kernel lets foliobench exercise")
+    live_probe.add_argument("--json", action="store_true")
+    live_probe.set_defaults(func=_live_probe)
     show = sub.add_parser("show", help="print a saved result again")
     show.add_argument("result", help="a run directory or its results.json/results.csv")
     show.add_argument("--format", choices=results.FORMATS, default="table")
