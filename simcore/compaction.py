@@ -527,12 +527,11 @@ def alloc_pages_direct_compact(pgdat, order, mt, kind, flags, prio, cc, pool, mi
 @jit
 def alloc_folio_slowpath(pgdat, order, mt, kind, flags, cc, pool, migratepages, knobs,
                          get_new_folio, put_new_folio, costs, stats):
-    """The part of __alloc_pages_slowpath() we model: after the fast path failed, direct
-    compaction at COMPACT_PRIO_ASYNC, then at COMPACT_PRIO_SYNC_LIGHT (no reclaim, no OOM).
-    Only orders above 0 compact."""
-    pfn = page_alloc.alloc_folio(pgdat, order, mt, kind, flags, page_alloc.ALLOC_WMARK_LOW)
-    if pfn >= 0 or order == 0:
-        return pfn
+    """The part of __alloc_pages_slowpath() we model, for callers whose fast path
+    (page_alloc.alloc_folio) already failed: direct compaction at COMPACT_PRIO_ASYNC, then at
+    COMPACT_PRIO_SYNC_LIGHT (no reclaim, no OOM). Only orders above 0 compact."""
+    if order == 0:
+        return -1
     for prio in (COMPACT_PRIO_ASYNC, COMPACT_PRIO_SYNC_LIGHT):
         pfn = alloc_pages_direct_compact(pgdat, order, mt, kind, flags, prio, cc, pool,
                                          migratepages, knobs, get_new_folio, put_new_folio,
