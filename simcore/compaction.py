@@ -17,7 +17,7 @@ run that follows a direct compaction which reached the end (compact_blockskip_fl
 import numba as nb
 import numpy as np
 
-from . import migrate, page_alloc
+from . import migrate, page_alloc, vmstat
 from .freescan import (
     CC_ORDER, CC_MODE, CC_ZONE, CC_MIGRATE_PFN, CC_FREE_PFN, CC_NR_MIGRATEPAGES, CC_NR_FREEPAGES,
     CC_TOTAL_MIGRATE_SCANNED, CC_TOTAL_FREE_SCANNED, CC_WHOLE_ZONE, CC_IGNORE_SKIP_HINT,
@@ -215,38 +215,25 @@ def zone_nr_free(pgdat, z):
     return nr
 
 
+_contig_page_info = jit(vmstat.contig_page_info)
+_fragindex_of = jit(vmstat.fragindex_of)
+_unusable_share = jit(vmstat.unusable_share)
+
+
 @jit
 def fragmentation_index(pgdat, z, order):
-    """__fragmentation_index() x1000 for zone z (see vmstat.fragmentation_index)."""
-    nr = zone_nr_free(pgdat, z)
-    free_pages = 0
-    blocks = 0
-    suitable = 0
-    for o in range(NR_PAGE_ORDERS):
-        free_pages += nr[o] << o
-        blocks += nr[o]
-        if o >= order:
-            suitable += nr[o] << (o - order)
-    if blocks == 0:
-        return 0
-    if suitable:
-        return -1000
-    return 1000 - (1000 + (free_pages * 1000 // (np.int64(1) << order))) // blocks
+    """__fragmentation_index() x1000 for zone z (the formula: vmstat.fragindex_of)."""
+    free_pages, blocks, suitable = _contig_page_info(zone_nr_free(pgdat, z), order)
+    return _fragindex_of(free_pages, blocks, suitable, order)
 
 
 @jit
 def fragmentation_score_zone(pgdat, z):
     """fragmentation_score_zone(): extfrag_for_order(zone, HPAGE_PMD_ORDER), percent."""
-    nr = zone_nr_free(pgdat, z)
-    free_pages = 0
-    suitable = 0
-    for o in range(NR_PAGE_ORDERS):
-        free_pages += nr[o] << o
-        if o >= PAGEBLOCK_ORDER:
-            suitable += nr[o] << (o - PAGEBLOCK_ORDER)
+    free_pages, _, suitable = _contig_page_info(zone_nr_free(pgdat, z), PAGEBLOCK_ORDER)
     if free_pages == 0:
         return 0
-    return (free_pages - (suitable << PAGEBLOCK_ORDER)) * 100 // free_pages
+    return _unusable_share(free_pages, suitable, PAGEBLOCK_ORDER, 100)
 
 
 @jit

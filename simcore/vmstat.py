@@ -5,7 +5,7 @@ extfrag_for_order and the seq_file printers behind /proc/buddyinfo, /proc/pagety
 /proc/vmstat and debugfs extfrag/*) and the proactive-compaction score of mm/compaction.c.
 
 All maths is on Python ints, with the kernel's unsigned, truncating division, so results are
-the integers the kernel would compute. Renderers print one node; for several nodes, call once
+the integers the kernel would compute; compaction.py compiles the same formula functions. Renderers print one node; for several nodes, call once
 per node and join the texts (the kernel walks nodes the same way).
 """
 import numpy as np
@@ -42,6 +42,40 @@ def _check_order(order):
     return int(order)
 
 
+# The formulas below are written once, in the subset of Python numba compiles: vmstat.py runs
+# them on Python ints (exact, like the kernel's unsigned maths), compaction.py compiles the same
+# functions for its hot paths.
+
+def contig_page_info(counts, order):
+    """fill_contig_page_info() on one zone's free-block counts per order: (free_pages,
+    free_blocks_total, free_blocks_suitable). No checks; fill_contig_page_info() checks."""
+    free_pages = 0
+    free_blocks_total = 0
+    free_blocks_suitable = 0
+    for o in range(len(counts)):
+        blocks = counts[o]
+        free_blocks_total += blocks
+        free_pages += blocks << o
+        if o >= order:
+            free_blocks_suitable += blocks << (o - order)
+    return free_pages, free_blocks_total, free_blocks_suitable
+
+
+def fragindex_of(free_pages, free_blocks_total, free_blocks_suitable, order):
+    """__fragmentation_index() from fill_contig_page_info()'s three figures, x1000."""
+    if free_blocks_total == 0:
+        return 0
+    if free_blocks_suitable:
+        return -1000
+    return 1000 - (1000 + (free_pages * 1000) // (1 << order)) // free_blocks_total
+
+
+def unusable_share(free_pages, free_blocks_suitable, order, scale):
+    """Share of free pages in blocks smaller than `order`, times `scale` (1000 for
+    unusable_free_index(), 100 for extfrag_for_order()); free_pages must not be 0."""
+    return ((free_pages - (free_blocks_suitable << order)) * scale) // free_pages
+
+
 def fill_contig_page_info(nr_free, order):
     """fill_contig_page_info(): (free_pages, free_blocks_total, free_blocks_suitable).
 
@@ -49,15 +83,7 @@ def fill_contig_page_info(nr_free, order):
     and above would make. Simplified: takes nr_free rather than a zone; an order outside
     0..MAX_PAGE_ORDER raises ValueError.
     """
-    counts = _zone_counts(nr_free)
-    order = _check_order(order)
-    free_pages = free_blocks_total = free_blocks_suitable = 0
-    for o, blocks in enumerate(counts):
-        free_blocks_total += blocks
-        free_pages += blocks << o
-        if o >= order:
-            free_blocks_suitable += blocks << (o - order)
-    return free_pages, free_blocks_total, free_blocks_suitable
+    return contig_page_info(_zone_counts(nr_free), _check_order(order))
 
 
 def fragmentation_index(nr_free, order):
@@ -68,12 +94,8 @@ def fragmentation_index(nr_free, order):
     like the kernel, small cases go below 0 (one free page, order 1 gives -500).
     Simplified: an order above MAX_PAGE_ORDER raises ValueError (the kernel WARNs, returns 0).
     """
-    free_pages, total, suitable = fill_contig_page_info(nr_free, order)
-    if total == 0:
-        return 0
-    if suitable:
-        return -1000
-    return 1000 - (1000 + (free_pages * 1000) // (1 << order)) // total
+    order = _check_order(order)
+    return fragindex_of(*fill_contig_page_info(nr_free, order), order)
 
 
 def unusable_free_index(nr_free, order):
@@ -84,7 +106,7 @@ def unusable_free_index(nr_free, order):
     free_pages, _, suitable = fill_contig_page_info(nr_free, order)
     if free_pages == 0:
         return 1000
-    return ((free_pages - (suitable << order)) * 1000) // free_pages
+    return unusable_share(free_pages, suitable, int(order), 1000)
 
 
 def extfrag_for_order(nr_free, order):
@@ -92,7 +114,7 @@ def extfrag_for_order(nr_free, order):
     free_pages, _, suitable = fill_contig_page_info(nr_free, order)
     if free_pages == 0:
         return 0
-    return ((free_pages - (suitable << order)) * 100) // free_pages
+    return unusable_share(free_pages, suitable, int(order), 100)
 
 
 def fragmentation_score_zone(nr_free, order=PAGEBLOCK_ORDER):
