@@ -23,7 +23,8 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 BASELINE = REPO / "results" / "baseline.json"
 ASV_RESULTS = REPO / "results" / "asv"
 # The benchmark classes whose track_ values are exact (deterministic simulator runs).
-DETERMINISTIC = ("bench_workloads.WorkloadOutcome", "bench_compaction.CompactionOutcome")
+DETERMINISTIC = ("bench_workloads.WorkloadOutcome", "bench_compaction.CompactionOutcome",
+                 "bench_matrix.MatrixOutcome")
 
 
 def _key(name, params):
@@ -39,6 +40,8 @@ def from_asv(commit, results_dir=ASV_RESULTS):
     out = {}
     for path in files:
         doc = json.loads(path.read_text())
+        if (doc.get("env_vars") or {}).get("FOLIOBENCH_SOURCE") == "commit":
+            continue        # tools/history's run of the committed code, not this working tree
         cols = doc["result_columns"]
         for name, entry in doc["results"].items():
             if not name.startswith(DETERMINISTIC) or ".track_" not in name:

@@ -4,6 +4,11 @@
     foliobench run WORKLOAD [--strategy NAME ...] [--param KEY=VALUE ...] [--mem 16G] [--seed N]
                    [--repeat N] [--quick] [--format table|csv|json] [--out DIR]
     foliobench run --all
+    foliobench run WORKLOAD --backend live [--backend sim] [--dry-run] [--allow-offline]
+                   [--mem ARENA] [--mem-cap 50%|SIZE] [--sim-mem SIZE]     (root)
+    foliobench live probe [--json] | live calibrate [-o FILE] | live restore
+    foliobench matrix [--backend sim|live] [--profile NAME ...] [--sizes 4K,64K,2M]
+                      [--format md|html|json] [-o DIR]
     foliobench show RESULT [--format ...]
     foliobench demo
 
@@ -22,7 +27,7 @@ import workloads
 from workloads.base import get_workload, resolve_params, run_one
 from workloads.fragment import fragment
 
-from . import report, results
+from . import matrix, report, results
 
 REPO_RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
 SUMMARY = ["highorder_success", "compaction_success_rate", "pages_migrated",
@@ -60,6 +65,11 @@ def _list(args):
         print(f"  {name} ({cls.kernel}): {cls.description}")
     print("backends:")
     print("  sim: simcore, the simulator (default)")
+    print("  live: the running kernel (--backend live, root; see 'foliobench live probe')")
+    print("kernel profiles (foliobench matrix --profile NAME):")
+    from simcore import profiles
+    for name in profiles.profiles():
+        print(f"  {name}: {profiles.get_profile(name).description}")
     return 0
 
 
@@ -99,10 +109,18 @@ class _Progress:
 
 
 def _run(args):
+    import contextlib
     names = workloads.workloads() if args.all else [args.workload]
     if not args.all and not args.workload:
         raise UsageError("run needs a WORKLOAD or --all; see 'foliobench list'")
-    strategies = args.strategy or simcore.strategies()
+    backends = list(dict.fromkeys((args.backend or []) + (["live"] if args.live else [])))
+    backends = backends or ["sim"]
+    live_opts = args.dry_run or args.allow_offline or args.mem_cap or args.sim_mem
+    if "live" not in backends and live_opts:
+        raise UsageError("--dry-run, --allow-offline, --mem-cap and --sim-mem apply to live "
+                         "runs: add --backend live")
+    # a side-by-side run compares the kernel with the strategy of kernels 6.9 and later
+    strategies = args.strategy or (["folio"] if "live" in backends else simcore.strategies())
     for s in strategies:
         from simcore.strategies import get_strategy
         get_strategy(s)
@@ -111,25 +129,54 @@ def _run(args):
         raise UsageError("--param applies to one workload; give a WORKLOAD instead of --all")
     if args.mem is not None:
         simcore.parse_size(args.mem, "--mem")
-    plan = []
+    costs = _load_costs(args.costs) if args.costs else None
     for name in names:
         resolve_params(name, params, args.quick)          # validate before any work
+    live = None
+    if "live" in backends:
+        from livekernel.session import LiveSession
+        live = LiveSession(mem=args.mem, mem_cap=args.mem_cap or "50%", dry_run=args.dry_run,
+                           allow_offline=args.allow_offline, workdir=args.live_dir,
+                           out=sys.stdout if args.dry_run else None)
+        if args.dry_run:
+            backends, args.no_save = ["live"], True
+    from livekernel.compare import live_machine_size, sim_factory
+    if live is not None:
+        sim_mem = args.sim_mem or live_machine_size()
+        sim_backend = sim_factory(live.arena, costs)
+    else:
+        sim_mem, sim_backend = args.mem, sim_factory(None, costs)
+    plan = []
+    for name in names:
         for r in range(args.repeat):
-            for s in strategies:
-                plan.append((name, s, args.seed + r))
+            for backend in backends:
+                for s in (strategies if backend == "sim" else ["kernel"]):
+                    plan.append((name, backend, s, args.seed + r))
     progress = _Progress(len(plan))
     rows, keeps = [], []
     interrupted = False
-    try:
-        for name, strategy, seed in plan:
-            progress.step(f"{name} {strategy} seed {seed}")
-            keep = {}
-            rows.append(run_one(name, strategy, args.mem, seed, params, args.quick, keep=keep))
-            keeps.append(keep)
-            progress.done += 1
-    except KeyboardInterrupt:
-        interrupted = True
+    with live if live is not None else contextlib.nullcontext():
+        try:
+            for name, backend, strategy, seed in plan:
+                progress.step(f"{name} {backend} {strategy} seed {seed}")
+                keep = {}
+                if backend == "live":
+                    row = run_one(name, strategy, live.mem, seed, params, args.quick, keep=keep,
+                                  backend_factory=live.factory)
+                else:
+                    row = run_one(name, strategy, sim_mem, seed, params, args.quick, keep=keep,
+                                  backend_factory=sim_backend)
+                rows.append(row)
+                keeps.append(keep)
+                progress.done += 1
+        except KeyboardInterrupt:
+            interrupted = True
     progress.finish()
+    if live is not None and live.journal.errors:
+        print("foliobench: some settings could not be restored (see above)", file=sys.stderr)
+    if args.dry_run:
+        print(f"dry run: {len(live.journal.log)} writes listed above; nothing was changed")
+        return 130 if interrupted else 0
     if not rows:
         print("foliobench: interrupted before any run completed; nothing saved", file=sys.stderr)
         return 130
@@ -143,8 +190,15 @@ def _run(args):
 
 
 def _summary(df):
-    cols = ["workload", "strategy", "seed"] + [c for c in SUMMARY if c in df.columns]
-    return df[cols]
+    cols = ["workload", "backend", "strategy", "seed"] + [c for c in SUMMARY if c in df.columns]
+    if "unsupported" in df.columns and df["unsupported"].fillna("").astype(bool).any():
+        cols.append("unsupported")
+    return df[[c for c in cols if c in df.columns]]
+
+
+def _load_costs(path):
+    from livekernel.calibrate import load_costs
+    return load_costs(path)
 
 
 def _save(df, keeps, names, args):
@@ -238,13 +292,36 @@ def _compare(args):
 def _live_probe(args):
     import dataclasses
     import json
-    from workloads.live import format_probe, probe
+    from livekernel.probe import format_probe, probe
     caps = probe()
     if args.json:
         print(json.dumps({k: dataclasses.asdict(v) for k, v in caps.items()}, indent=1))
     else:
         print(format_probe(caps))
     return 0
+
+
+def _live_calibrate(args):
+    from livekernel.calibrate import calibrate, format_calibration
+    from livekernel.session import LiveSession
+    with LiveSession(mem=args.mem, mem_cap=args.mem_cap) as live:
+        doc = calibrate(live, repeat=args.repeat, output=args.output)
+    print(format_calibration(doc))
+    print(f"written: {args.output} (use with: foliobench run ... --costs {args.output})")
+    return 0
+
+
+def _live_restore(args):
+    from livekernel.journal import restore_leftovers
+    from livekernel.session import STATE_DIR, require_root
+    require_root()
+    done = restore_leftovers(STATE_DIR)
+    for pid, problems in done:
+        print(f"restored the settings of live run pid {pid}" +
+              (f" except: {'; '.join(problems)}" if problems else ""))
+    if not done:
+        print(f"nothing to restore (no journal of a finished live run in {STATE_DIR})")
+    return 1 if any(problems for _, problems in done) else 0
 
 
 # ---- show and demo ------------------------------------------------------------------------
@@ -320,6 +397,23 @@ def build_parser():
     run.add_argument("--format", choices=results.FORMATS, default="table")
     run.add_argument("--out", help="results root (default: the repository's results/)")
     run.add_argument("--no-save", action="store_true", help="print only, write nothing")
+    run.add_argument("--backend", action="append", choices=("sim", "live"),
+                     help="sim (default) and/or live: the running kernel, root only "
+                          "(repeatable: one table with a backend column)")
+    run.add_argument("--live", action="store_true", help="same as --backend live")
+    run.add_argument("--dry-run", action="store_true",
+                     help="live: print every write a run would make, change nothing")
+    run.add_argument("--allow-offline", action="store_true",
+                     help="live: let workloads offline removable memory blocks")
+    run.add_argument("--mem-cap", metavar="PCT%%|SIZE",
+                     help="live: memory the run may use (default 50%% of MemAvailable); --mem "
+                          "(the live arena) must fit under it")
+    run.add_argument("--live-dir", default="/var/tmp",
+                     help="live: where the page-cache files go (a disk filesystem)")
+    run.add_argument("--sim-mem", help="with --backend live: simulated machine size (default: "
+                                       "this machine's MemTotal)")
+    run.add_argument("--costs", metavar="FILE",
+                     help="simulator cost model from 'foliobench live calibrate'")
     run.set_defaults(func=_run)
     comp = sub.add_parser("compare", help="time one workload under two strategies with pyperf")
     comp.add_argument("strategy_a")
@@ -333,11 +427,25 @@ def build_parser():
     comp.add_argument("--pyperf-args", nargs=argparse.REMAINDER,
                       help="further options for pyperf's Runner, e.g. --processes 2")
     comp.set_defaults(func=_compare)
-    live = sub.add_parser("live", help="the running kernel (read-only probe for now)")
+    live = sub.add_parser("live", help="the running kernel: capability probe, calibration")
     live_sub = live.add_subparsers(dest="live_command", required=True, parser_class=_Parser)
     live_probe = live_sub.add_parser("probe", help="what this kernel lets foliobench exercise")
     live_probe.add_argument("--json", action="store_true")
     live_probe.set_defaults(func=_live_probe)
+    live_cal = live_sub.add_parser("calibrate", help="measure this kernel's migration cost and "
+                                                     "write the simulator's cost model")
+    live_cal.add_argument("-o", "--output", default=str(REPO_RESULTS / "costs-live.json"),
+                          help="cost model file (default results/costs-live.json)")
+    live_cal.add_argument("--mem", default="1G", help="size of the fragmented region per folio "
+                                                      "size (default 1G)")
+    live_cal.add_argument("--mem-cap", default="50%", help="as for run (default 50%%)")
+    live_cal.add_argument("--repeat", type=_positive_int, default=3,
+                          help="compactions per folio size (default 3)")
+    live_cal.set_defaults(func=_live_calibrate)
+    live_restore = live_sub.add_parser("restore", help="undo what a live run killed with "
+                                                       "SIGKILL left changed")
+    live_restore.set_defaults(func=_live_restore)
+    matrix.add_parser(sub)
     show = sub.add_parser("show", help="print a saved result again")
     show.add_argument("result", help="a run directory or its results.json/results.csv")
     show.add_argument("--format", choices=results.FORMATS, default="table")

@@ -276,7 +276,8 @@ def _metric_bars_figure(df, metrics, group="strategy", title=None):
         ax.bar(x[ok], mean[ok], color=[colours[g] for g, o in zip(groups, ok) if o],
                width=0.65, zorder=2)
         if many.any():
-            ax.errorbar(x[many], mean[many], yerr=[mean[many] - lo[many], hi[many] - mean[many]],
+            ax.errorbar(x[many], mean[many], yerr=[np.maximum(mean[many] - lo[many], 0),
+                                                    np.maximum(hi[many] - mean[many], 0)],
                         fmt="none", ecolor="#333333", capsize=4, lw=1.2, zorder=3)
         top = np.nanmax(np.where(ok, np.fmax(hi, mean), np.nan)) if ok.any() else 1.0
         bottom = np.nanmin(np.where(ok, np.fmin(lo, mean), np.nan)) if ok.any() else 0.0

@@ -30,7 +30,7 @@ from . import vm_event as ev
 from .costs import COST_SCAN_PFN
 from .mmzone import (
     MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, PAGE_ALLOC_COSTLY_ORDER,
-    MIGRATE_MOVABLE, MIGRATE_CMA, PAGE_TAIL, PAGE_HEAD,
+    MIGRATE_MOVABLE, MIGRATE_CMA, PAGE_TAIL, PAGE_HEAD, PAGE_BUDDY,
     FOLIO_ON_LRU, FOLIO_ISOLATED, PB_MIGRATE_SKIP, PB_MIGRATETYPE_MASK, PG_PINNED, PG_WRITEBACK, PG_DIRTY,
     AS_NO_MIGRATE_FOLIO, KIND_ANON, KIND_HUGETLB,
 )
@@ -92,8 +92,12 @@ def isolate_migratepages_block(pgdat, cc, migratepages, low_pfn, end_pfn):
     nr = 0
     scanned = 0
     pfn = low_pfn
-    if mem_map[pfn].type == PAGE_TAIL and pfn & ((1 << MAX_PAGE_ORDER) - 1):
-        cc[CC_TOTAL_MIGRATE_SCANNED] += end_pfn - low_pfn   # inside an order-10 block
+    # Inside a free MAX_PAGE_ORDER block: nothing to isolate up to end_pfn. Any other tail
+    # (of a buddy merged after the last batch migrated out) is stepped over page by page.
+    top = pfn & ~((1 << MAX_PAGE_ORDER) - 1)
+    if mem_map[pfn].type == PAGE_TAIL and pfn != top and mem_map[top].type == PAGE_BUDDY \
+            and mem_map[top].order == MAX_PAGE_ORDER:
+        cc[CC_TOTAL_MIGRATE_SCANNED] += end_pfn - low_pfn
         return end_pfn, 0
     while pfn < end_pfn:
         t = mem_map[pfn].type

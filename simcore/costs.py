@@ -14,6 +14,19 @@ real kernel and writes a replacement):
   in well under the 0.1 s total).
 - writeback_wait_ns = 1_000_000: a synchronous migration waiting for one folio's writeback (a
   1 ms device write).
+
+The other subsystems (swap, zswap, KSM, memory-failure, khugepaged, NUMA balancing) reuse the
+fixed and copy costs where they migrate or copy, and add (order-of-magnitude figures, to be
+replaced by `foliobench live calibrate` measurements like the others):
+- split_fixed_ns = 2000, split_ns_per_page = 50: __folio_split() unmaps the folio (one TLB
+  flush, like migration's fixed part), rewrites every struct page and remaps.
+- swap_folio_fixed_ns = 5000: reclaiming one folio to swap: rmap walk and unmap with its TLB
+  flush, swap-cache insertion and one bio, paid once per folio whatever its size.
+- compress_ns_per_page = 1500, decompress_ns_per_page = 500: lzo-rle on 4 KiB at about 2.7
+  GB/s and 8 GB/s, what zram and zswap pay per page on swap-out and swap-in.
+- swapin_fault_ns = 1000: one swap-in fault (swap cache lookup, PTE install) per folio.
+- ksm_merge_ns_per_page = 1000: KSM's checksum, memcmp against the stable tree and
+  replace_page() with its TLB flush, per merged page.
 """
 import numpy as np
 
@@ -22,11 +35,19 @@ DEFAULT_COSTS = {
     "copy_ns_per_page": 400.0,
     "scan_ns_per_pfn": 10.0,
     "writeback_wait_ns": 1_000_000.0,
+    "split_fixed_ns": 2000.0,
+    "split_ns_per_page": 50.0,
+    "swap_folio_fixed_ns": 5000.0,
+    "compress_ns_per_page": 1500.0,
+    "decompress_ns_per_page": 500.0,
+    "swapin_fault_ns": 1000.0,
+    "ksm_merge_ns_per_page": 1000.0,
 }
 COST_FIXED = 0
 COST_COPY_PAGE = 1
 COST_SCAN_PFN = 2
 COST_WRITEBACK_WAIT = 3
+COST_INDEX = {name: i for i, name in enumerate(DEFAULT_COSTS)}
 
 
 def cost_array(overrides=None):
@@ -44,3 +65,11 @@ def cost_array(overrides=None):
 def migration_ns(costs, order):
     """Modelled time to migrate one folio of `order`."""
     return costs[COST_FIXED] + costs[COST_COPY_PAGE] * (1 << order)
+
+
+def split_ns(costs, order):
+    """Modelled time to split one folio of `order` (0 for order 0: nothing to split)."""
+    if order == 0:
+        return 0.0
+    return float(costs[COST_INDEX["split_fixed_ns"]]
+                 + costs[COST_INDEX["split_ns_per_page"]] * (1 << order))

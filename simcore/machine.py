@@ -15,6 +15,7 @@ import numba
 import numpy as np
 
 from . import compaction as _compaction, debug_vm, freescan, migrate, page_alloc, page_isolation, vmstat
+from . import khugepaged, ksm, memory_failure, numa, profiles as _profiles, swap, zswap
 from .costs import cost_array
 from .strategies import get_strategy
 from . import vm_event as ev
@@ -24,7 +25,7 @@ from .mmzone import (
     ZONE_DMA32, ZONE_NORMAL, ZONE_MOVABLE, ZONE_NAMES, DMA32_LIMIT_BYTES, LOWMEM_RESERVE_RATIO,
     KINDS, KIND_NAMES, NR_KINDS, KIND_IS_LRU, KIND_IS_MIGRATABLE,
     PAGE_DTYPE, PAGE_HEAD, PAGE_BUDDY, PAGE_FLAG_NAMES, FALLBACK_TABLE, PB_MIGRATETYPE_MASK, HPAGE_PMD_ORDER,
-    KIND_ANON, KIND_FILE, KIND_SHMEM, KIND_SLAB, KIND_PAGETABLE,
+    KIND_ANON, KIND_FILE, KIND_SHMEM, KIND_SLAB, KIND_PAGETABLE, PG_HWPOISON,
 )
 from .pgdat import (
     PgData, grown_handle_table, Z_START, Z_END, Z_MANAGED, Z_FREE, Z_FREE_CMA, Z_WMARK_MIN,
@@ -94,14 +95,18 @@ class Machine:
     cma: size of a CMA area (MIGRATE_CMA pageblocks) at the top of the highest non-movable zone.
     min_free_kbytes: vm.min_free_kbytes; default as the kernel computes it.
     thp: THP enabled, which raises min_free_kbytes as khugepaged does (default True).
-    compaction: the compaction strategy by name (simcore.strategies(); default "folio").
+    profile: the kernel release whose large-folio behaviour to model (simcore.profiles:
+        "linux-6.1" .. "linux-6.18"; default the newest): compaction strategy, swap, zswap,
+        KSM, memory-failure, khugepaged and NUMA-balancing policies.
+    compaction: the compaction strategy by name (simcore.strategies(); default the profile's,
+        "folio" for the newest), overriding the profile's.
     extfrag_threshold, compaction_proactiveness: the vm sysctls (defaults 500 and 20).
     costs: overrides of the migration cost model (simcore.costs.DEFAULT_COSTS).
     memory_block: memory block size for hot(un)plug (block_size_bytes; default 128M).
     """
 
     def __init__(self, mem="4G", seed=0, *, movable=0, cma=0, min_free_kbytes=None, thp=True,
-                 compaction="folio", extfrag_threshold=500, compaction_proactiveness=20,
+                 compaction=None, profile=None, extfrag_threshold=500, compaction_proactiveness=20,
                  costs=None, memory_block="128M"):
         total = parse_size(mem, "mem")
         movable = parse_size(movable, "movable")
@@ -118,7 +123,8 @@ class Machine:
                              f"the kernel's own allocations")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed {seed!r} must be a non-negative integer")
-        self.strategy = get_strategy(compaction)
+        self.profile = _profiles.newest() if profile is None else _profiles.get_profile(profile)
+        self.strategy = get_strategy(self.profile.compaction if compaction is None else compaction)
         for what, value, high in (("extfrag_threshold", extfrag_threshold, 1000),
                                   ("compaction_proactiveness", compaction_proactiveness, 100)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
@@ -183,6 +189,14 @@ class Machine:
         self._cma_allocations = {}          # start pfn -> nr_pages
         self._offline_blocks = set()
         self._kcompactd_next_ns = KCOMPACTD_INTERVAL_NS
+        self.swap_device = None
+        self.zswap = zswap.Zswap(self.profile.zswap_store)
+        self.ksm = ksm.KsmState()
+        self.memory_failure_counts = memory_failure.MemoryFailureStats()
+        self.hwpoisoned = set()
+        # modelled time (ns) of the subsystems outside migrate_pages(), by subsystem
+        self.model_ns = dict.fromkeys(("swap_out", "swap_in", "ksm", "memory_failure",
+                                       "collapse", "numa"), 0.0)
         self._slowpath, self._slowpath_many, self._compact_node = self.strategy.entries()
         self._bind()
 
@@ -494,6 +508,87 @@ class Machine:
             raise ValueError(f"memory block {index!r} does not exist; allowed: 0..{len(blocks) - 1}")
         return blocks[index]
 
+    # -- swap, zswap, KSM, memory-failure, khugepaged, NUMA balancing ----------------------
+
+    def swapon(self, size, synchronous=True, solid_state=True, blkdev=True):
+        """swapon(8) of a swap area of `size` ("512M" or bytes), replacing none: one area per
+        machine. synchronous: SWP_SYNCHRONOUS_IO (zram-like); solid_state: non-rotational;
+        blkdev: a block device rather than a swap file. See simcore.swap."""
+        if self.swap_device is not None:
+            raise ValueError("this machine already has a swap area")
+        self.swap_device = swap.SwapDevice(parse_size(size, "swap size") // PAGE_SIZE,
+                                           synchronous, solid_state, blkdev)
+        return self.swap_device.info()
+
+    def swap_out(self, pfns):
+        """Reclaim the folios at `pfns` to swap (shrink_folio_list() -> add_to_swap() ->
+        pageout()), whole or split as the profile's swap_alloc policy allows. Returns one
+        simcore.swap.SwapRecord per folio, or None where it stayed resident."""
+        if self.swap_device is None:
+            raise ValueError("no swap area; call swapon() first")
+        pfns = self._heads(pfns)
+        return [swap.swap_out_folio(self, int(p), self.profile.swap_alloc) for p in pfns]
+
+    def swap_in(self, records):
+        """Fault every swapped-out folio of `records` back in (do_swap_page()), large or order
+        0 as the profile's swapin policy allows. Returns, per record, the head PFNs of the
+        folios brought back."""
+        if self.swap_device is None:
+            raise ValueError("no swap area; call swapon() first")
+        return [swap.swap_in(self, r, self.profile.swapin) for r in records]
+
+    def zswap_enable(self, on=True):
+        """echo Y|N > /sys/module/zswap/parameters/enabled."""
+        self.zswap.enable(on)
+
+    def ksm_merge(self, pfns_a, pfns_b):
+        """One KSM full scan over pairs of folios of identical content (simcore.ksm.merge)."""
+        return ksm.merge(self, self._heads(pfns_a), self._heads(pfns_b), self.profile.ksm)
+
+    def memory_failure(self, pfn):
+        """memory_failure(pfn) of an in-use page: (recovered, action). The poisoned page stays
+        allocated (kind "kernel", flag hwpoison) for good; see simcore.memory_failure."""
+        if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)):
+            raise ValueError(f"pfn {pfn!r} is not an integer")
+        self._reserve_handles(1 << MAX_PAGE_ORDER)
+        return memory_failure.memory_failure(self, int(pfn), self.profile.memory_failure)
+
+    def collapse(self, pfns, order=HPAGE_PMD_ORDER):
+        """khugepaged/MADV_COLLAPSE of the folios at `pfns` into one folio of `order`:
+        (head PFN, "") or (None, reason)."""
+        return khugepaged.collapse(self, self._heads(pfns), _order(order),
+                                   self.profile.khugepaged)
+
+    def numa_migrate(self, node, pfns):
+        """NUMA hinting faults on the folios at `pfns`, migrating them to `node` (another
+        Machine). Per folio its head PFN on `node`, or None."""
+        if not isinstance(node, Machine) or node is self:
+            raise ValueError("node must be another Machine (the second NUMA node)")
+        return numa.migrate_misplaced(self, node, self._heads(pfns), self.profile.numa_balancing)
+
+    def subsystem_stats(self):
+        """Counters outside /proc/vmstat, named by their sysfs/debugfs paths: KSM, memory
+        failure, zswap, the swap area, and modelled time per subsystem."""
+        out = {f"ksm/{k}": v for k, v in self.ksm.stats().items()}
+        out.update({f"memory_failure/{k}": v
+                    for k, v in self.memory_failure_counts.stats().items()})
+        out.update({f"zswap/{k}": v for k, v in self.zswap.stats().items()})
+        if self.swap_device is not None:
+            out.update({f"swap/{k}": int(v) for k, v in self.swap_device.info().items()})
+        out.update({f"time_ns/{k}": v for k, v in self.model_ns.items()})
+        return out
+
+    def _heads(self, pfns):
+        arr = np.atleast_1d(np.asarray(pfns, dtype=np.int64))
+        if arr.size and (arr.min() < 0 or arr.max() >= self.nr_pages
+                         or (self.pgdat.mem_map["type"][arr] != PAGE_HEAD).any()):
+            raise ValueError("a pfn is not the head of an allocated folio")
+        if len(np.unique(arr)) != len(arr):
+            raise ValueError("a pfn appears twice")
+        self._reserve_handles(int((np.int64(1) << self.pgdat.mem_map["order"][arr]
+                                   .astype(np.int64)).sum()) + 1)
+        return arr
+
     # -- folio queries ---------------------------------------------------------------------
 
     def folio(self, pfn):
@@ -706,6 +801,14 @@ class Machine:
         if code:
             where = f"pfn {pfn}" if pfn >= 0 else "node 0"
             raise InvariantError(f"{where}: {debug_vm.RULES[code]} (detail {detail})")
+        if self.swap_device is not None:
+            problem = self.swap_device.check()
+            if problem:
+                raise InvariantError(problem)
+        mem_map = self.pgdat.mem_map
+        for pfn in self.hwpoisoned:
+            if mem_map[pfn]["type"] != PAGE_HEAD or not mem_map[pfn]["flags"] & PG_HWPOISON:
+                raise InvariantError(f"pfn {pfn}: a poisoned page went back into use")
 
     def digest(self):
         """SHA-256 over every array of state: equal digests mean identical machines."""

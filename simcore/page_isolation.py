@@ -24,6 +24,14 @@ from .pgdat import Z_START, Z_END
 jit = nb.njit(cache=True, nogil=True)
 
 EBUSY = 16
+# How offline_pages() and alloc_contig_range() move large folios out of the range (the hotunplug
+# and cma policies of a kernel profile). Every profile we model migrates them whole: the
+# isolation paths took compound pages whole (cc->alloc_contig, do_migrate_range()) and
+# alloc_migration_target() allocated same-order targets before 6.1 already, splitting only on
+# -ENOMEM (migrate_pages()).
+RANGE_MIGRATION_POLICIES = {
+    "migrate_whole": "isolate whole folios, same-order targets, split on -ENOMEM",
+}
 EINVAL = 22
 ALLOC_CONTIG_RETRIES = 5
 

@@ -8,6 +8,7 @@ VM_EVENT_NAMES = (
     "pswpin", "pswpout",
     "pgalloc_dma32", "pgalloc_normal", "pgalloc_movable",
     "pgfree",
+    "numa_hint_faults", "numa_pages_migrated",
     "pgmigrate_success", "pgmigrate_fail", "thp_migration_success", "thp_migration_fail",
     "thp_migration_split",
     "compact_migrate_scanned", "compact_free_scanned", "compact_isolated", "compact_stall",
@@ -16,9 +17,10 @@ VM_EVENT_NAMES = (
     "htlb_buddy_alloc_success", "htlb_buddy_alloc_fail",
     "cma_alloc_success", "cma_alloc_fail",
     "thp_fault_alloc", "thp_fault_fallback", "thp_fault_fallback_charge",
+    "thp_collapse_alloc", "thp_collapse_alloc_failed",
     "thp_split_page", "thp_split_page_failed", "thp_deferred_split_page",
     "thp_swpout", "thp_swpout_fallback",
-    "ksm_swpin_copy", "zswpin", "zswpout",
+    "ksm_swpin_copy", "cow_ksm", "zswpin", "zswpout",
 )
 NR_VM_EVENTS = len(VM_EVENT_NAMES)
 for _i, _name in enumerate(VM_EVENT_NAMES):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from workloads.live import probe
+from livekernel.probe import probe
 
 REAL = os.path.exists("/sys/kernel/mm")
 

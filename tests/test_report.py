@@ -104,6 +104,13 @@ def test_metric_bars(tmp_path):
     assert_picture(path)
 
 
+def test_metric_bars_equal_repeats_whose_mean_rounds_outside_min_max(tmp_path):
+    """The mean of 0.1 repeated 50 times is one ulp below 0.1: no negative error bar."""
+    df = pd.DataFrame({"strategy": ["folio"] * 50, "highorder_success": [0.1] * 50})
+    report.metric_bars(df, ["highorder_success"], tmp_path / "bars.png")
+    assert (tmp_path / "bars.png").stat().st_size > 0
+
+
 def test_metric_bars_nan_is_not_a_bar():
     df = results_table()
     fig = report._metric_bars_figure(df, ["compaction_success_rate", "large_folio_preservation",

@@ -139,11 +139,11 @@ def test_list_names_everything():
 
 
 def test_ctrl_c_keeps_completed_rows(tmp_path):
-    proc = subprocess.Popen(FOLIOBENCH + ["run", "--all", "--quick", "--repeat", "50", "--out",
+    proc = subprocess.Popen(FOLIOBENCH + ["run", "--all", "--quick", "--repeat", "400", "--out",
                                           str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    # let a few runs complete (the interpreter and the compiled code load first; 750 runs
-    # take minutes, so the run is still going when the signal comes)
+    # let a few runs complete (the interpreter and the compiled code load first; 6000 quick
+    # runs take minutes, so the run is still going when the signal comes)
     start = time.time()
     while time.time() - start < 40 and proc.poll() is None:
         time.sleep(0.5)
@@ -155,7 +155,7 @@ def test_ctrl_c_keeps_completed_rows(tmp_path):
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1
     df, _ = results.load_run(runs[0])
-    assert 0 < len(df) < 5 * 3 * 50
+    assert 0 < len(df) < 5 * 3 * 400
 
 
 def test_compare_writes_pyperf_files_and_prints_both_tables(tmp_path):

@@ -86,15 +86,68 @@ class Backend(abc.ABC):
         """(migratetype per pageblock, free share per pageblock), for the fragmentation map."""
         raise Unsupported("pageblock map")
 
+    # Optional steps (the feature-matrix probes): a backend that cannot do one raises
+    # Unsupported with the reason, and the probe's cell becomes "untested" with that reason.
+
+    def extra_counters(self):
+        """Counters outside /proc/vmstat, by sysfs path: per-size mTHP stats
+        ("hugepages-64kB/swpout"), "ksm/pages_sharing", "memory_failure/recovered", ...,
+        and modelled or measured time per subsystem ("time_ns/swap_out")."""
+        return {}
+
+    def migrate(self, handles, mode="sync"):
+        """migrate_pages() of the folios (move_pages(2)); how many were not migrated."""
+        raise Unsupported("migrate_pages of chosen folios")
+
+    def swap_out(self, handles):
+        """Reclaim the folios to swap; per folio a token for swap_in(), None if it stayed."""
+        raise Unsupported("swap-out")
+
+    def swap_in(self, tokens):
+        """Fault swapped-out folios back; per token the handles of the folios it became."""
+        raise Unsupported("swap-in")
+
+    def set_zswap(self, on):
+        """Enable or disable zswap in front of the swap device."""
+        raise Unsupported("zswap")
+
+    def ksm_merge(self, handles_a, handles_b):
+        """Merge folios of identical content pairwise; {"merged_pages", "failed_pages",
+        "split_folios"}."""
+        raise Unsupported("KSM")
+
+    def memory_failure(self, handle, page_index):
+        """Poison page `page_index` of the folio; (recovered, action)."""
+        raise Unsupported("memory-failure injection")
+
+    def collapse(self, handles, order):
+        """Collapse the folios (2^order pages together) into one; (handle or None, reason)."""
+        raise Unsupported("khugepaged collapse")
+
+    def numa_migrate(self, handles):
+        """NUMA-balancing migration of the folios to the other node; per folio True if moved."""
+        raise Unsupported("NUMA balancing (needs two nodes)")
+
 
 class SimBackend(Backend):
     """simcore.Machine behind the Backend interface."""
 
     name = "sim"
 
-    def __init__(self, mem="16G", seed=0, strategy="folio", **machine_kw):
-        self.machine = simcore.Machine(mem=mem, seed=seed, compaction=strategy, **machine_kw)
+    def __init__(self, mem="16G", seed=0, strategy=None, profile=None, swap=None, nodes=1,
+                 **machine_kw):
+        """strategy: compaction strategy (default the profile's); profile: simcore kernel
+        profile (default the newest); swap: size of a zram-like swap area; nodes: 2 adds a
+        second node of the same size for NUMA balancing."""
+        self.machine = simcore.Machine(mem=mem, seed=seed, compaction=strategy, profile=profile,
+                                       **machine_kw)
         self.rng = self.machine.rng
+        if swap:
+            self.machine.swapon(swap)
+        if nodes not in (1, 2):
+            raise ValueError(f"nodes {nodes!r} must be 1 or 2")
+        self.node1 = simcore.Machine(mem=mem, seed=seed + 1, compaction=strategy,
+                                     profile=profile) if nodes == 2 else None
 
     @property
     def total_pages(self):
@@ -174,3 +227,49 @@ class SimBackend(Backend):
         """Current order of each folio (to see which were split)."""
         pfns = self._pfns(handles)
         return self.machine.pgdat.mem_map["order"][pfns].astype(np.int64)
+
+    def extra_counters(self):
+        m = self.machine
+        out = {f"{size}/{name}": v for size, stats in m.mthp_stats().items()
+               for name, v in stats.items()}
+        out.update(m.subsystem_stats())
+        return out
+
+    def migrate(self, handles, mode="sync"):
+        return self.machine.migrate(self._pfns(handles), mode=mode)
+
+    def swap_out(self, handles):
+        if self.machine.swap_device is None:
+            raise Unsupported("no swap area (SimBackend(swap=...))")
+        return self.machine.swap_out(self._pfns(handles))
+
+    def swap_in(self, tokens):
+        if self.machine.swap_device is None:
+            raise Unsupported("no swap area (SimBackend(swap=...))")
+        heads = self.machine.swap_in([t for t in tokens if t is not None])
+        return [self._handles(np.array(h, dtype=np.int64)) for h in heads]
+
+    def set_zswap(self, on):
+        self.machine.zswap_enable(on)
+
+    def ksm_merge(self, handles_a, handles_b):
+        got = self.machine.ksm_merge(self._pfns(handles_a), self._pfns(handles_b))
+        return {k: got[k] for k in ("merged_pages", "failed_pages", "split_folios")}
+
+    def memory_failure(self, handle, page_index):
+        pfn = int(self._pfns([handle])[0])
+        order = int(self.machine.pgdat.mem_map["order"][pfn])
+        if not 0 <= page_index < 1 << order:
+            raise ValueError(f"page_index {page_index!r} is outside the folio's {1 << order} "
+                             f"pages")
+        return self.machine.memory_failure(pfn + int(page_index))
+
+    def collapse(self, handles, order):
+        pfn, reason = self.machine.collapse(self._pfns(handles), order)
+        return (None if pfn is None else int(self._handles([pfn])[0])), reason
+
+    def numa_migrate(self, handles):
+        if self.node1 is None:
+            raise Unsupported("one node (SimBackend(nodes=2) models a second)")
+        moved = self.machine.numa_migrate(self.node1, self._pfns(handles))
+        return [pfn is not None for pfn in moved]

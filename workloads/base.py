@@ -21,7 +21,7 @@ from simcore.metrics import compaction_metrics, delta
 from simcore.strategies import get_strategy
 from simcore.units import parse_size
 
-from .backend import SimBackend
+from .backend import SimBackend, Unsupported
 
 QUICK_MEM = "1G"
 DEFAULT_MEM = "16G"
@@ -116,20 +116,45 @@ def run_one(workload, strategy="folio", mem=None, seed=0, params=None, quick=Fal
     mem = mem or (QUICK_MEM if quick else DEFAULT_MEM)
     machine_kw = {arg: p[name] for arg, name in cls.machine.items()}
     backend = backend_factory(mem=mem, seed=seed, strategy=strategy, **machine_kw)
+    try:
+        return _run_on(cls, p, backend, strategy, mem, seed, keep)
+    finally:
+        close = getattr(backend, "close", None)      # the live backend gives memory back
+        if close is not None:
+            close()
+
+
+def _pageblock_map(backend):
+    """The backend's pageblock map, or None where it cannot observe one."""
+    try:
+        return backend.pageblock_map()
+    except Unsupported:
+        return None
+
+
+def _run_on(cls, p, backend, strategy, mem, seed, keep):
     wall0 = time.perf_counter()
     before = backend.counters()
     frag0 = backend.fragmentation()
     extra = {}
     if keep is not None:
         keep["buddyinfo_before"] = backend.buddyinfo()
-        keep["map_before"] = backend.pageblock_map()
-    figures = cls().run(backend, p, extra)
+        keep["map_before"] = _pageblock_map(backend)
+    try:
+        figures = cls().run(backend, p, extra)
+        unsupported = ""
+    except Unsupported as exc:
+        # the step the backend cannot do ends this workload; its own figures stay untested
+        figures = {}
+        unsupported = f"unsupported on this kernel: {exc}"
     after = backend.counters()
     d = delta(after, before)
     migration = {k[len("migrate_"):]: v for k, v in d.items() if k.startswith("migrate_")}
     row = {"workload": cls.name, "strategy": strategy, "seed": seed, "mem": mem,
            "backend": backend.name, "simcore_version": simcore.__version__,
-           "commit": git_commit()}
+           "commit": git_commit(), "unsupported": unsupported}
+    if getattr(backend, "notes", ""):
+        row["backend_notes"] = backend.notes
     row.update({f"param_{k}": v for k, v in p.items()})
     row.update(compaction_metrics(d, migration=migration,
                                   requested=figures.pop("requested", None),
@@ -141,15 +166,30 @@ def run_one(workload, strategy="folio", mem=None, seed=0, params=None, quick=Fal
         keep["backend"] = backend
         keep["vmstat_delta"] = d
         keep["buddyinfo_after"] = backend.buddyinfo()
-        keep["map_after"] = backend.pageblock_map()
+        keep["map_after"] = _pageblock_map(backend)
         keep.update(extra)
+        for name in ("map_before", "map_after"):
+            if keep.get(name) is None:
+                keep.pop(name, None)
     return row
 
 
 def run(workload, strategies=("legacy", "split", "folio"), mem=None, seed=0, repeat=1,
-        params=None, quick=False):
+        params=None, quick=False, backend="sim", live=None):
     """Every strategy on the same seeded workload (seeds seed..seed+repeat-1): a DataFrame with
-    one row per strategy x seed."""
+    one row per strategy x seed.
+
+    backend="live" runs it on the running kernel instead (root; one row per seed, strategy
+    "kernel"); `mem` is then the arena and `live` takes livekernel.session.LiveSession's other
+    options (mem_cap, dry_run, allow_offline, workdir)."""
+    if backend == "live":
+        from livekernel.session import LiveSession
+        with LiveSession(mem=mem, **(live or {})) as session:
+            rows = [run_one(workload, "kernel", session.mem, seed + r, params, quick,
+                            backend_factory=session.factory) for r in range(repeat)]
+        return pd.DataFrame(rows)
+    if backend != "sim":
+        raise ValueError(f"backend {backend!r} is unknown; allowed: sim, live")
     if isinstance(strategies, str):
         strategies = [strategies]
     for s in strategies:

@@ -1,9 +1,10 @@
 """The live kernel: what this machine's kernel lets foliobench exercise (the capability probe).
 
-probe() only reads: /proc/sys/vm, /proc/meminfo, /proc/swaps, /sys/kernel/mm and
-/sys/devices/system/memory. Every capability is available (with what was seen) or unavailable
-with the reason seen (a missing file, a permission refused, an error from the kernel), never
-guessed. `root` points the probe at another tree (tests use a fake one).
+probe() only reads: /proc/sys/vm, /proc/meminfo, /proc/zoneinfo, /proc/swaps, /sys/kernel/mm
+and /sys/devices/system/memory (and checks that /proc/kpageflags exists). Every capability is
+available (with what was seen) or unavailable with the reason seen (a missing file, a
+permission refused, an error from the kernel), never guessed. `root` points the probe at
+another tree (tests use a fake one).
 """
 import dataclasses
 import errno
@@ -145,6 +146,38 @@ def probe(root="/"):
     else:
         caps["cma"] = Capability(True, f"CmaTotal {cma.group(1)} kB",
                                  {"cma_kb": int(cma.group(1))})
+
+    zoneinfo, why = r.read("/proc/zoneinfo")
+    zones = {}
+    for m in re.finditer(r"^Node\s+(\d+), zone\s+(\S+)\n(.*?)(?=^Node|\Z)", zoneinfo or "",
+                         re.M | re.S):
+        present = re.search(r"^\s+present\s+(\d+)", m.group(3), re.M)
+        managed = re.search(r"^\s+managed\s+(\d+)", m.group(3), re.M)
+        if present and managed and int(present.group(1)):
+            zones[f"{m.group(1)}/{m.group(2)}"] = (int(present.group(1)), int(managed.group(1)))
+    if not zones:
+        caps["zones"] = Capability(False, why or "no populated zone in /proc/zoneinfo")
+    else:
+        present = sum(p for p, _ in zones.values())
+        managed = sum(m for _, m in zones.values())
+        detail = ", ".join(f"{k} {m * 4 >> 10} of {p * 4 >> 10} MiB managed"
+                           for k, (p, m) in zones.items())
+        if managed < present * 0.9:
+            detail += (f"; the buddy allocator manages {managed * 100 // present}% of present "
+                       f"memory (deferred or lazy struct page init?): the rest joins later")
+        caps["zones"] = Capability(True, detail, {"present_pages": present,
+                                                  "managed_pages": managed})
+
+    kpf = r.path("/proc/kpageflags")
+    if not kpf.exists():
+        caps["pagemap"] = Capability(False, "missing file /proc/kpageflags (kernel without "
+                                            "CONFIG_PROC_PAGE_MONITOR): fault sizes not observable")
+    elif not is_root:
+        caps["pagemap"] = Capability(False, "/proc/kpageflags and the PFNs of /proc/self/pagemap "
+                                            "need root")
+    else:
+        caps["pagemap"] = Capability(True, "/proc/self/pagemap PFNs and /proc/kpageflags "
+                                           "readable: fault sizes are observed")
 
     swaps, why = r.read("/proc/swaps")
     devices = [line.split()[0] for line in (swaps or "").splitlines()[1:] if line.strip()]

@@ -1,0 +1,4 @@
+"""The live kernel: capability probe, settings journal, LiveBackend, calibration.
+
+Everything that touches a running kernel lives here; simcore never imports it.
+"""

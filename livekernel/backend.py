@@ -1,0 +1,710 @@
+"""LiveBackend: the Backend interface on the running kernel.
+
+What each step does on the live kernel (and where it cannot be faithful):
+- fault_anon(count, orders): an anonymous mapping aligned to 2 MiB, with only the mTHP sizes of
+  `orders` enabled (hugepages-<N>kB/enabled = madvise, every other size never, through the
+  journal) and MADV_HUGEPAGE (MADV_NOHUGEPAGE for order 0), touched by one strided numpy write
+  (one byte per 4 KiB page). The kernel picks the largest enabled size that fits and falls back
+  by itself (alloc_anon_folio()); what each fault got is read back from /proc/self/pagemap and
+  /proc/kpageflags, so handles are the folios the kernel really made.
+- alloc(kind="anon"): faults with that one size enabled; order 9 with compact=True is a hugetlb
+  pool request instead (nr_hugepages asked vs got: the kernel's own order-9 allocation with
+  compaction, as mmtests measures high-order success), compact=False a THP fault.
+- alloc(kind="file"): page cache of sparse files in a private temporary directory on a disk
+  filesystem, read with one pread per call (order 0 with POSIX_FADV_RANDOM, so readahead makes
+  base pages; larger orders with normal readahead, which picks the folio sizes itself: observed,
+  not imposed). free() evicts with POSIX_FADV_DONTNEED; "dirty" rewrites the folios; "writeback"
+  starts it with sync_file_range(WRITE) and clearing it waits for it.
+- alloc(kind="slab" or an unmovable/reclaimable migratetype): user space cannot allocate slab
+  where it likes, so these are pipe buffer pages (1 MiB pipes, one 4 KiB page per handle):
+  order-0 unmovable kernel pages that neither compaction nor offlining can move, which is what
+  the simulator's slab stands for. Freed by reading them out of the pipe.
+- split(): relabels handles; the kernel splits a large folio itself when part of it is unmapped
+  (deferred split), which is what the workloads model.
+- compact(): echo 1 > /proc/sys/vm/compact_memory. tick(ms): sleep (kcompactd runs meanwhile).
+- offline_block()/online_block(): /sys/devices/system/memory/memoryN/state, only with
+  allow_offline and only blocks listed removable; each offline is undone through the journal.
+- cma_alloc(): Unsupported (no user-space cma_alloc without debugfs or a CMA dma-heap).
+- set_flags("pinned"): vmsplice() of one byte of each anonymous folio into a pipe, which
+  holds a folio reference as get_user_pages() does: migration fails on it until released.
+- pageblock_map(): None; pageblock migratetypes are not exported to user space.
+
+Memory: total_pages is the arena this backend may use (the cap), never the host. Every
+allocation is charged against it and trimmed when the arena is full, as memory running out.
+
+Kernel paths exercised: alloc_anon_folio() and thp_vma_allowable_orders() (mm/memory.c,
+mm/huge_memory.c) for faults; page_cache_ra_order() (mm/readahead.c) for the page cache;
+anon_pipe_write() (fs/pipe.c, GFP_HIGHUSER without __GFP_MOVABLE) for unmovable pages;
+set_max_huge_pages() (mm/hugetlb.c) for the pool; sysctl_compaction_handler() ->
+compact_nodes() (mm/compaction.c); offline_pages() (mm/memory_hotplug.c).
+Machine arguments a workload gives the simulator (cma=, movable=, memory_block=) cannot be
+applied to a running kernel; they are listed in `notes` and in the row's backend_notes.
+"""
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import mmap
+import os
+import pathlib
+import shutil
+import signal
+import tempfile
+import time
+
+import numpy as np
+
+from simcore import vmstat as simvmstat
+from simcore.procfs import parse_buddyinfo, parse_vmstat
+from workloads.backend import Backend, Unsupported
+
+from . import pageflags
+
+PAGE = 4096
+PMD_PAGES = 512
+THP = "/sys/kernel/mm/transparent_hugepage"
+HUGETLB_POOL = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+MEMORY = "/sys/devices/system/memory"
+COMPACT_MEMORY = "/proc/sys/vm/compact_memory"
+PIPE_PAGES = 256                # F_SETPIPE_SZ of 1 MiB
+OFFLINE_TIMEOUT_S = 20.0
+ANON, FILE, PIPE, HUGETLB = 0, 1, 2, 3
+SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE, SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
+
+
+def mthp_sizes():
+    """{order: hugepages-<N>kB directory} for the anonymous mTHP sizes this kernel offers."""
+    out = {}
+    for d in pathlib.Path(THP).glob("hugepages-*kB"):
+        if (d / "enabled").exists():
+            order = (int(d.name[10:-2]) // 4).bit_length() - 1
+            out[order] = d
+    return dict(sorted(out.items()))
+
+
+def _libc_sync_file_range():
+    import ctypes
+    import ctypes.util
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fn = libc.sync_file_range
+    fn.argtypes = (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
+    return fn
+
+
+def _libc_vmsplice():
+    import ctypes
+    import ctypes.util
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fn = libc.vmsplice
+    fn.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint)
+    fn.restype = ctypes.c_ssize_t
+    return fn
+
+
+def _iovec():
+    import ctypes
+
+    class Iovec(ctypes.Structure):
+        _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+    return Iovec
+
+
+_Iovec = _iovec()
+
+
+class Mapping:
+    """A mapping made with libc mmap() and removed with munmap() whatever Python still holds
+    (an interrupted frame's numpy view must not keep memory mapped past cleanup). Pages are
+    touched through numpy arrays over the raw address, with no buffer export to outlive."""
+
+    def __init__(self, length, fd=-1, offset=0, prot=mmap.PROT_READ | mmap.PROT_WRITE):
+        self.length = int(length)
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS if fd < 0 else mmap.MAP_SHARED
+        addr = _LIBC.mmap(None, self.length, prot, flags, fd, offset)
+        if addr in (None, _MAP_FAILED):
+            raise OSError(ctypes.get_errno(), f"mmap of {self.length} bytes failed")
+        self.addr = int(addr)
+
+    def bytes(self, start, length):
+        """A numpy uint8 array over [start, start + length) of the mapping."""
+        buf = (ctypes.c_uint8 * length).from_address(self.addr + start)
+        return np.ctypeslib.as_array(buf)
+
+    def madvise(self, advice, start, length):
+        if _LIBC.madvise(ctypes.c_void_p(self.addr + start), length, advice):
+            raise OSError(ctypes.get_errno(), f"madvise({advice}) failed")
+
+    def close(self):
+        if self.addr:
+            _LIBC.munmap(ctypes.c_void_p(self.addr), self.length)
+            self.addr = 0
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_LIBC.mmap.restype = ctypes.c_void_p
+_LIBC.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long)
+_LIBC.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_LIBC.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class _OfflineTimeout(Exception):
+    pass
+
+
+class LiveBackend(Backend):
+    """The running kernel behind the Backend interface (see the module docstring)."""
+
+    name = "live"
+
+    def __init__(self, mem=None, seed=0, strategy="kernel", *, journal, arena_bytes,
+                 allow_offline=False, workdir="/var/tmp", **machine_kw):
+        self.journal = journal
+        self.dry_run = journal.dry_run
+        self.rng = np.random.default_rng(seed)
+        self.arena_pages = int(arena_bytes) // PAGE
+        self.used_pages = 0
+        self.allow_offline = allow_offline
+        self.ignored_machine_args = dict(machine_kw)     # cma=, movable=: the host decides
+        self.notes = "; ".join(f"{k}={v} not applied (the running kernel's own layout)"
+                               for k, v in machine_kw.items())
+        self.migrate_time_ns = 0
+        self._sizes = mthp_sizes()
+        self._mthp_now = {}
+        # the handle table
+        self._kind = np.empty(0, dtype=np.int8)
+        self._obj = np.empty(0, dtype=np.int64)
+        self._off = np.empty(0, dtype=np.int64)
+        self._order = np.empty(0, dtype=np.int64)
+        self._alive = np.empty(0, dtype=bool)
+        self._nh = 0                # handles issued
+        self._regions = {}          # id -> dict(mm, addr, start, pages, alive)
+        self._files = {}            # stream key -> dict(fd, path, next)
+        self._file_by_id = {}
+        self._pipes = {}            # id -> [rfd, wfd, pages]
+        self._open_pipe = None
+        self._next_obj = 0
+        self._hugetlb_grown = 0
+        self._closed = False
+        self._sync_file_range = None
+        self._vmsplice = None
+        self._pins = {}             # id -> (rfd, wfd) of pipes holding folio references
+        self.workdir = None
+        if not self.dry_run:
+            self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="foliobench-live-", dir=workdir))
+        self._undo = journal.add_undo("live backend memory (mappings, files, pipes)", self.close,
+                                      remove=[self.workdir] if self.workdir else ())
+
+    # -- the arena -------------------------------------------------------------------------
+
+    @property
+    def total_pages(self):
+        return self.arena_pages
+
+    def _budget(self, count, order):
+        """How many of `count` folios of `order` still fit in the arena."""
+        room = max(self.arena_pages - self.used_pages, 0)
+        return int(min(count, room >> order))
+
+    # -- handles ---------------------------------------------------------------------------
+
+    def _new_handles(self, kind, obj, offsets, orders):
+        offsets = np.asarray(offsets, dtype=np.int64)
+        n = len(offsets)
+        first = self._nh
+        if first + n > len(self._kind):                 # grow by doubling: amortised O(1)
+            cap = max(2 * len(self._kind), first + n, 1024)
+            for name in ("_kind", "_obj", "_off", "_order", "_alive"):
+                old = getattr(self, name)
+                grown = np.zeros(cap, dtype=old.dtype)
+                grown[:first] = old[:first]
+                setattr(self, name, grown)
+        sl = slice(first, first + n)
+        self._kind[sl] = kind
+        self._obj[sl] = obj
+        self._off[sl] = offsets
+        self._order[sl] = orders
+        self._alive[sl] = True
+        self._nh = first + n
+        return np.arange(first, first + n, dtype=np.int64)
+
+    def _check(self, handles):
+        handles = np.asarray(handles, dtype=np.int64)
+        if handles.size and (handles.min() < 0 or handles.max() >= self._nh
+                             or not self._alive[handles].all()):
+            raise ValueError("a handle does not name a live folio")
+        return handles
+
+    def _new_obj(self):
+        self._next_obj += 1
+        return self._next_obj
+
+    @staticmethod
+    def _ranges(obj, off, pages):
+        """Merge (obj, page offset, pages) triples into maximal contiguous ranges."""
+        order = np.lexsort((off, obj))
+        obj, off, pages = obj[order], off[order], pages[order]
+        new = np.ones(len(obj), dtype=bool)
+        new[1:] = (obj[1:] != obj[:-1]) | (off[1:] != off[:-1] + pages[:-1])
+        starts = np.flatnonzero(new)
+        ends = np.append(starts[1:], len(obj))
+        lengths = np.add.reduceat(pages, starts) if len(starts) else pages[:0]
+        return list(zip(obj[starts].tolist(), off[starts].tolist(), lengths.tolist())), ends
+
+    # -- settings --------------------------------------------------------------------------
+
+    def _enable_orders(self, orders):
+        """mTHP enabled = madvise for `orders`, never for every other size."""
+        for order, d in self._sizes.items():
+            want = "madvise" if order in orders else "never"
+            if order not in self._mthp_now:
+                self._mthp_now[order] = self.journal.read(d / "enabled")
+            if self._mthp_now[order] != want:
+                self.journal.write(d / "enabled", want)
+                self._mthp_now[order] = want
+
+    # -- anonymous memory ------------------------------------------------------------------
+
+    def fault_anon(self, count, orders):
+        orders = sorted({int(o) for o in orders}, reverse=True)
+        top = orders[0]
+        count = self._budget(int(count), top)
+        if count <= 0:
+            return {}
+        pages = count << top
+        self._enable_orders({o for o in orders if o in self._sizes})
+        rid = self._new_obj()
+        if self.dry_run:
+            handles = self._new_handles(ANON, rid, np.arange(count, dtype=np.int64) << top, top)
+            self._regions[rid] = {"pages": pages, "alive": pages, "mm": None}
+            self.used_pages += pages
+            return {top: handles}
+        mm = Mapping(pages * PAGE + PMD_PAGES * PAGE)
+        start = (-(mm.addr // PAGE)) % PMD_PAGES         # first 2 MiB-aligned page
+        region = {"mm": mm, "addr": mm.addr + start * PAGE, "start": start,
+                  "pages": pages, "alive": pages}
+        self._regions[rid] = region
+        self.used_pages += pages
+        advice = mmap.MADV_HUGEPAGE if top > 0 else mmap.MADV_NOHUGEPAGE
+        mm.madvise(advice, start * PAGE, pages * PAGE)
+        t0 = time.perf_counter_ns()
+        mm.bytes(start * PAGE, pages * PAGE)[::PAGE] = 1
+        self.migrate_time_ns += time.perf_counter_ns() - t0
+        pfns, present = pageflags.pagemap(region["addr"], pages)
+        first, _, got = pageflags.folio_runs(pfns, present)
+        keep = got >= 0
+        handles = self._new_handles(ANON, rid, first[keep], got[keep])
+        return {int(o): handles[got[keep] == o] for o in np.unique(got[keep])}
+
+    def _hugetlb(self, count):
+        count = self._budget(count, 9)
+        if count <= 0:
+            return np.empty(0, dtype=np.int64)
+        before = int(self.journal.read(HUGETLB_POOL))
+        t0 = time.perf_counter_ns()
+        self.journal.write(HUGETLB_POOL, before + count)
+        self.migrate_time_ns += time.perf_counter_ns() - t0
+        got = count if self.dry_run else int(self.journal.read(HUGETLB_POOL)) - before
+        got = max(got, 0)
+        self._hugetlb_grown += got
+        self.used_pages += got << 9
+        return self._new_handles(HUGETLB, 0, np.zeros(got, dtype=np.int64), 9)
+
+    # -- page cache ------------------------------------------------------------------------
+
+    def _stream(self, order):
+        key = min(order, 9)
+        if key not in self._files:
+            fid = self._new_obj()
+            path = self.workdir / f"cache-{key}" if self.workdir else None
+            fd = -1
+            if not self.dry_run:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM if order == 0
+                                 else os.POSIX_FADV_NORMAL)
+            self._files[key] = {"fd": fd, "path": path, "next": 0, "id": fid, "size": 0}
+            self._file_by_id[fid] = self._files[key]
+        return self._files[key]
+
+    def _file(self, count, order):
+        count = self._budget(count, order)
+        if count <= 0:
+            return np.empty(0, dtype=np.int64)
+        f = self._stream(order)
+        pages = count << order
+        off = f["next"]
+        # each call starts on a fresh 2 MiB boundary so calls never share a folio
+        f["next"] = off + -(-pages // PMD_PAGES) * PMD_PAGES
+        self.used_pages += pages
+        if self.dry_run:
+            return self._new_handles(FILE, f["id"], off + (np.arange(count) << order), order)
+        if f["next"] * PAGE > f["size"]:
+            # sparse growth: holes read as zeroes into the page cache, no disk blocks written
+            f["size"] = max(2 * f["size"], f["next"] * PAGE)
+            os.ftruncate(f["fd"], f["size"])
+        os.pread(f["fd"], pages * PAGE, off * PAGE)
+        mm = Mapping(pages * PAGE, fd=f["fd"], offset=off * PAGE, prot=mmap.PROT_READ)
+        try:
+            int(mm.bytes(0, pages * PAGE)[::PAGE].sum())   # map every page to observe it
+            pfns, present = pageflags.pagemap(mm.addr, pages)
+        finally:
+            mm.close()
+        first, _, got = pageflags.folio_runs(pfns, present)
+        keep = got >= 0
+        return self._new_handles(FILE, f["id"], off + first[keep], got[keep])
+
+    # -- unmovable kernel pages (pipe buffers) ---------------------------------------------
+
+    def _pipe_pages(self, count):
+        count = self._budget(count, 0)
+        out = []
+        left = count
+        while left > 0:
+            if self._open_pipe is None or self._pipes[self._open_pipe][2] >= PIPE_PAGES:
+                pid = self._new_obj()
+                if self.dry_run:
+                    self._pipes[pid] = [-1, -1, 0]
+                else:
+                    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+                    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_PAGES * PAGE)
+                    self._pipes[pid] = [r, w, 0]
+                self._open_pipe = pid
+            pid = self._open_pipe
+            entry = self._pipes[pid]
+            n = min(left, PIPE_PAGES - entry[2])
+            if not self.dry_run:
+                written = os.write(entry[1], b"\1" * (n * PAGE)) // PAGE
+                if written < n:
+                    entry[2] = PIPE_PAGES           # full: start a new pipe next time
+                    n = written
+            out.append(self._new_handles(PIPE, pid, np.full(n, entry[2], dtype=np.int64)
+                                         + np.arange(n), 0))
+            entry[2] += n
+            self.used_pages += n
+            left -= n
+        return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+    # -- Backend: allocation ---------------------------------------------------------------
+
+    def alloc(self, count, order, kind="anon", migratetype="movable", flags=0, compact=True):
+        count, order = int(count), int(order)
+        if count <= 0:
+            return np.empty(0, dtype=np.int64)
+        if kind in ("slab", "pagetable", "kernel") or migratetype in ("unmovable",
+                                                                        "reclaimable"):
+            handles = self._pipe_pages(count << order)
+        elif kind in ("file", "shmem"):
+            handles = self._file(count, order)
+        elif kind == "hugetlb" or (order == 9 and compact):
+            handles = self._hugetlb(count)
+        else:
+            got = self.fault_anon(count, [order])
+            handles = np.concatenate(list(got.values())) if got else np.empty(0, np.int64)
+        if flags and len(handles):
+            self.set_flags(handles, flags)
+        return handles
+
+    def free(self, handles):
+        handles = self._check(handles)
+        if not len(handles):
+            return
+        kind = self._kind[handles]
+        self._alive[handles] = False
+        pages = np.int64(1) << np.maximum(self._order[handles], 0)
+        self.used_pages -= int(pages.sum())
+        for k in (ANON, FILE):
+            sel = kind == k
+            if not sel.any():
+                continue
+            ranges, _ = self._ranges(self._obj[handles[sel]], self._off[handles[sel]], pages[sel])
+            for obj, off, n in ranges:
+                if k == ANON:
+                    self._free_anon(obj, off, n)
+                elif not self.dry_run:
+                    fd = self._file_by_id[obj]["fd"]
+                    os.posix_fadvise(fd, off * PAGE, n * PAGE, os.POSIX_FADV_DONTNEED)
+        sel = kind == PIPE
+        if sel.any():
+            pids, counts = np.unique(self._obj[handles[sel]], return_counts=True)
+            for pid, n in zip(pids.tolist(), counts.tolist()):
+                self._free_pipe(pid, n)
+        n = int((kind == HUGETLB).sum())
+        if n:
+            now = int(self.journal.read(HUGETLB_POOL))
+            self.journal.write(HUGETLB_POOL, max(now - n, 0))
+            self._hugetlb_grown -= n
+
+    def _free_anon(self, rid, off, n):
+        region = self._regions[rid]
+        region["alive"] -= n
+        if region["mm"] is None:
+            return
+        if region["alive"] <= 0:
+            self._unmap(rid)
+        else:
+            region["mm"].madvise(mmap.MADV_DONTNEED, (region["start"] + off) * PAGE, n * PAGE)
+
+    def _unmap(self, rid):
+        region = self._regions.pop(rid)
+        if region.get("mm") is not None:
+            region["mm"].close()
+
+    def _free_pipe(self, pid, n):
+        entry = self._pipes[pid]
+        if not self.dry_run:
+            os.read(entry[0], n * PAGE)
+        entry[2] -= n
+        if entry[2] <= 0:
+            self._close_pipe(pid)
+
+    def _close_pipe(self, pid):
+        r, w, _ = self._pipes.pop(pid)
+        if self._open_pipe == pid:
+            self._open_pipe = None
+        for fd in (r, w):
+            if fd >= 0:
+                os.close(fd)
+
+    def set_flags(self, handles, flags, on=True):
+        handles = self._check(handles)
+        names = (flags,) if isinstance(flags, str) else tuple(flags)
+        if not len(handles):
+            return
+        for name in names:
+            if name == "pinned":
+                self._pin(handles, on)
+                continue
+            if name not in ("dirty", "writeback"):
+                raise Unsupported(f"page flag {name!r} cannot be set from user space")
+            sel = self._kind[handles] == FILE
+            if not sel.any() or self.dry_run:
+                continue                       # anon folios we wrote are dirty already
+            h = handles[sel]
+            ranges, _ = self._ranges(self._obj[h], self._off[h],
+                                     np.int64(1) << np.maximum(self._order[h], 0))
+            for obj, off, n in ranges:
+                fd = self._file_by_id[obj]["fd"]
+                if name == "dirty" and on:
+                    os.pwrite(fd, b"\0" * (n * PAGE), off * PAGE)
+                elif name == "writeback":
+                    self._writeback(fd, off, n, wait=not on)
+
+    def _pin(self, handles, on):
+        """Pin folios as a driver's get_user_pages() does: vmsplice() one byte of each into a
+        pipe, which holds a reference to the folio until the pipe is drained. Migration sees
+        the refcount beyond the mapcount and fails (-EAGAIN), as it does for a pinned folio.
+        Anonymous folios only; unpinning drains the pipes."""
+        if not on:
+            for pid in [p for p, e in self._pins.items()]:
+                self._close_fds(self._pins.pop(pid))
+            return
+        anon = handles[self._kind[handles] == ANON]
+        if self.dry_run or not len(anon):
+            return
+        if self._vmsplice is None:
+            self._vmsplice = _libc_vmsplice()
+        import ctypes
+        addrs = np.array([self._regions[o]["addr"] for o in self._obj[anon].tolist()],
+                         dtype=np.int64) + self._off[anon] * PAGE
+        for chunk in np.array_split(addrs, -(-len(addrs) // PIPE_PAGES)):
+            r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_PAGES * PAGE)
+            self._pins[self._new_obj()] = (r, w)
+            iov = (_Iovec * len(chunk))(*[_Iovec(int(a), 1) for a in chunk])
+            done = self._vmsplice(w, iov, len(chunk), 0)
+            if done < 0:
+                raise OSError(ctypes.get_errno(), "vmsplice failed")
+
+    @staticmethod
+    def _close_fds(fds):
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+
+    def _writeback(self, fd, off, n, wait):
+        if self._sync_file_range is None:
+            self._sync_file_range = _libc_sync_file_range()
+        mode = SYNC_FILE_RANGE_WRITE | (SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WAIT_AFTER
+                                        if wait else 0)
+        if self._sync_file_range(fd, off * PAGE, n * PAGE, mode):
+            raise OSError(errno.EIO, "sync_file_range failed")
+
+    def split(self, handles, new_order):
+        """The kernel splits a folio itself once part of it is unmapped; here each handle of a
+        larger order becomes the handles of its pieces (same memory, relabelled)."""
+        handles = self._check(handles)
+        pieces = []
+        for h in handles.tolist():
+            order = int(self._order[h])
+            if order <= new_order or self._kind[h] not in (ANON, FILE):
+                pieces.append(np.array([h]))
+                continue
+            self._alive[h] = False
+            step = 1 << new_order
+            offs = self._off[h] + np.arange(0, 1 << order, step)
+            pieces.append(self._new_handles(self._kind[h], self._obj[h], offs, new_order))
+        return np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int64)
+
+    def folio_orders(self, handles):
+        """Each folio's order as the kernel has it now (anon: from pagemap and kpageflags, so a
+        folio the kernel split shows its smaller order), capped at the handle's own order."""
+        handles = self._check(handles)
+        out = self._order[handles].copy()
+        if self.dry_run or not len(handles):
+            return out
+        anon = np.flatnonzero(self._kind[handles] == ANON)
+        if len(anon):
+            h = handles[anon]
+            pfn = np.full(len(h), -1, dtype=np.int64)
+            for rid in np.unique(self._obj[h]).tolist():
+                region = self._regions[rid]
+                sel = self._obj[h] == rid
+                pfns, present = pageflags.pagemap(region["addr"], region["pages"])
+                offs = self._off[h[sel]]
+                pfn[sel] = np.where(present[offs], pfns[offs], -1)
+            ok = pfn >= 0
+            orders = np.full(len(h), 0, dtype=np.int64)
+            orders[ok] = pageflags.folio_order_at(pfn[ok])
+            # a tail page heads no folio: the piece still belongs to a larger folio
+            seen = np.where(orders < 0, self._order[h], orders)
+            out[anon] = np.minimum(seen, self._order[h])
+        return out
+
+    # -- compaction, time ------------------------------------------------------------------
+
+    def compact(self):
+        t0 = time.perf_counter_ns()
+        self.journal.write_only(COMPACT_MEMORY, 1)
+        self.migrate_time_ns += time.perf_counter_ns() - t0
+
+    def tick(self, ms):
+        if not self.dry_run:
+            time.sleep(ms / 1000)
+
+    # -- CMA and memory blocks -------------------------------------------------------------
+
+    def cma_alloc(self, nr_pages):
+        with open("/proc/meminfo") as fh:
+            cma = [line for line in fh if line.startswith("CmaTotal:")]
+        if not cma or int(cma[0].split()[1]) == 0:
+            raise Unsupported("cma_alloc: no CMA area (CmaTotal 0 kB; reserve one with cma= on "
+                              "the kernel command line)")
+        raise Unsupported("cma_alloc: the kernel offers no user-space cma_alloc without "
+                          "debugfs cma/<area>/alloc (CONFIG_CMA_DEBUGFS); not implemented")
+
+    def cma_release(self, token):
+        raise Unsupported("cma_release: no cma_alloc on the live kernel")
+
+    def memory_blocks(self):
+        base = pathlib.Path(MEMORY)
+        try:
+            block_pages = int((base / "block_size_bytes").read_text(), 16) // PAGE
+        except OSError as exc:
+            raise Unsupported(f"memory blocks: {exc}") from None
+        out = []
+        for d in sorted(base.glob("memory[0-9]*"), key=lambda p: int(p.name[6:])):
+            idx = int(d.name[6:])
+            read = lambda n: (d / n).read_text().strip() if (d / n).exists() else ""
+            zones = read("valid_zones").split()
+            out.append({"index": idx, "start_pfn": idx * block_pages, "nr_pages": block_pages,
+                        "zone": zones[0] if len(zones) == 1 else (zones[0] if zones else "none"),
+                        "state": read("state"), "removable": read("removable") == "1"})
+        return out
+
+    def offline_block(self, index):
+        if not self.allow_offline:
+            raise Unsupported("memory offline needs --allow-offline (allow_offline=True)")
+        path = pathlib.Path(MEMORY) / f"memory{int(index)}"
+        if not path.is_dir():
+            raise ValueError(f"memory block {index!r} does not exist")
+        if (path / "removable").read_text().strip() != "1":
+            return False, "not listed removable by the kernel"
+        if self.journal.read(path / "state") != "online":
+            return False, "already offline"
+        t0 = time.perf_counter_ns()
+        old = signal.signal(signal.SIGALRM, self._alarm)
+        signal.setitimer(signal.ITIMER_REAL, OFFLINE_TIMEOUT_S)
+        try:
+            self.journal.write(path / "state", "offline")
+        except _OfflineTimeout:
+            return False, f"ETIMEDOUT: offline still migrating after {OFFLINE_TIMEOUT_S:.0f} s"
+        except Exception as exc:            # JournalError with the kernel's reason (EBUSY...)
+            return False, str(exc).split(": ", 1)[-1]
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+            self.migrate_time_ns += time.perf_counter_ns() - t0
+        return True, ""
+
+    @staticmethod
+    def _alarm(signum, frame):
+        raise _OfflineTimeout
+
+    def online_block(self, index):
+        path = pathlib.Path(MEMORY) / f"memory{int(index)}" / "state"
+        if self.journal.read(path) == "online":
+            return False, "already online"
+        self.journal.write(path, "online")
+        return True, ""
+
+    # -- counters --------------------------------------------------------------------------
+
+    def counters(self):
+        with open("/proc/vmstat") as fh:
+            out = parse_vmstat(fh.read())
+        for order, d in self._sizes.items():
+            stats = d / "stats"
+            for f in stats.iterdir() if stats.is_dir() else ():
+                try:
+                    out[f"mthp_{4 << order}K_{f.name}"] = int(f.read_text())
+                except (OSError, ValueError):
+                    pass
+        out["migrate_time_ns"] = self.migrate_time_ns
+        out["migrate_large_succeeded"] = out.get("thp_migration_success", 0)
+        out["migrate_nr_split"] = out.get("thp_migration_split", 0)
+        return out
+
+    def _nr_free(self):
+        with open("/proc/buddyinfo") as fh:
+            return parse_buddyinfo(fh.read())
+
+    def fragmentation(self):
+        zones = self._nr_free().values()
+        return {"fragindex": max(simvmstat.fragmentation_index(nr, 9) for nr in zones),
+                "unusable": max(simvmstat.unusable_free_index(nr, 9) for nr in zones)}
+
+    def buddyinfo(self):
+        with open("/proc/buddyinfo") as fh:
+            return fh.read()
+
+    def pageblock_map(self):
+        """None: pageblock migratetypes are not exported to user space (pagetypeinfo has only
+        per-zone counts), so the live kernel has no fragmentation map."""
+        return None
+
+    # -- teardown --------------------------------------------------------------------------
+
+    def close(self):
+        """Unmap every region, close every pipe, remove the files, give back hugetlb pages."""
+        if self._closed:
+            return
+        self._closed = True
+        self.journal.discard_undo(self._undo)
+        for rid in list(self._regions):
+            self._unmap(rid)
+        for pid in list(self._pins):
+            self._close_fds(self._pins.pop(pid))
+        for pid in list(self._pipes):
+            self._close_pipe(pid)
+        for f in self._files.values():
+            if f["fd"] >= 0:
+                os.close(f["fd"])
+        if self._hugetlb_grown > 0 and not self.journal.restored:
+            now = int(self.journal.read(HUGETLB_POOL))
+            self.journal.write(HUGETLB_POOL, max(now - self._hugetlb_grown, 0))
+        self._hugetlb_grown = 0
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.used_pages = 0
+

@@ -1,0 +1,106 @@
+"""A live run's guard rails: root, the memory cap, the arena, the journal around it all.
+
+    with LiveSession(mem="1G", mem_cap="50%") as live:
+        row = workloads.run_one("highalloc", "kernel", backend_factory=live.factory)
+
+The arena is what the workloads size themselves against (backend.total_pages): `mem` when
+given, else the cap. The cap defaults to 50% of MemAvailable (psutil), so a workload that
+"fills 95% of memory" fills 95% of the arena, never of the host. Asking for an arena above the
+cap is refused before anything is touched.
+"""
+import functools
+import os
+import re
+
+import psutil
+
+from simcore.units import format_size, parse_size
+
+from .backend import LiveBackend
+from .journal import SettingsJournal
+
+DEFAULT_CAP = "50%"
+# where a live run keeps its journal for `foliobench live restore` after a SIGKILL
+STATE_DIR = os.environ.get("FOLIOBENCH_STATE_DIR", "/run/foliobench")
+MIN_ARENA = 64 << 20
+LIVE_STRATEGY = "kernel"
+
+
+class LiveRefused(ValueError):
+    """The live run will not start (no root, over the cap): one line for the user."""
+
+
+def require_root():
+    uid = os.geteuid()
+    if uid != 0:
+        raise LiveRefused(f"live runs change kernel settings and need root (running as uid "
+                          f"{uid}); --dry-run shows what a run would change")
+
+
+def mem_cap_bytes(spec=DEFAULT_CAP, available=None):
+    """The cap in bytes: "NN%" of MemAvailable or a size ("4G")."""
+    available = psutil.virtual_memory().available if available is None else available
+    text = str(spec).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", text)
+    if match:
+        pct = float(match.group(1))
+        if not 0 < pct <= 90:
+            raise LiveRefused(f"--mem-cap {spec!r}: a share of MemAvailable must be in (0, 90]%")
+        return int(available * pct / 100)
+    cap = parse_size(text, "--mem-cap")
+    if cap > available * 0.9:
+        raise LiveRefused(f"--mem-cap {spec!r} is above 90% of MemAvailable "
+                          f"({format_size(available >> 20 << 20)})")
+    return cap
+
+
+def arena_bytes(mem=None, cap=DEFAULT_CAP, available=None):
+    """The arena for a live run: `mem` (refused above the cap) or the cap itself, in whole
+    2 MiB units."""
+    available = psutil.virtual_memory().available if available is None else available
+    cap_bytes = mem_cap_bytes(cap, available)
+    if mem is None:
+        size = cap_bytes
+    else:
+        size = parse_size(mem, "--mem")
+        if size > cap_bytes:
+            raise LiveRefused(f"--mem {mem} would exceed the live memory cap of "
+                              f"{cap_bytes >> 20} MiB ({cap} of MemAvailable "
+                              f"{available >> 20} MiB); lower --mem or raise --mem-cap")
+    size = size >> 21 << 21
+    if size < MIN_ARENA:
+        raise LiveRefused(f"the live arena ({size >> 20} MiB) is below {MIN_ARENA >> 20} MiB")
+    return size
+
+
+class LiveSession:
+    """Root check, arena, and the journal every live backend writes through.
+
+    dry_run: nothing is written, mapped or allocated; each write is printed (no root needed).
+    allow_offline: memory blocks may be offlined (each onlined again at the end).
+    workdir: where the private temporary directory for page-cache files goes (a disk
+    filesystem: tmpfs holes never enter the page cache)."""
+
+    def __init__(self, mem=None, mem_cap=DEFAULT_CAP, dry_run=False, allow_offline=False,
+                 workdir="/var/tmp", out=None):
+        if not dry_run:
+            require_root()
+        self.arena = arena_bytes(mem, mem_cap)
+        self.mem = format_size(self.arena)
+        self.journal = SettingsJournal(dry_run=dry_run, out=out, state_dir=STATE_DIR)
+        self.allow_offline = allow_offline
+        self.workdir = workdir
+        if not os.path.isdir(workdir):
+            raise LiveRefused(f"--live-dir {workdir!r} is not a directory")
+
+    @property
+    def factory(self):
+        return functools.partial(LiveBackend, journal=self.journal, arena_bytes=self.arena,
+                                 allow_offline=self.allow_offline, workdir=self.workdir)
+
+    def __enter__(self):
+        self.journal.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.journal.__exit__(*exc)

@@ -1,0 +1,56 @@
+"""khugepaged / MADV_COLLAPSE: collapsing the small folios that map a range into one large
+folio, after mm/khugepaged.c hpage_collapse_scan_pmd() and collapse_huge_page().
+
+collapse() takes the folios that back a naturally aligned range of 2^order pages and, when the
+profile's policy collapses to that order, allocates the new folio as khugepaged does
+(alloc_charge_folio() with khugepaged's defrag: direct compaction allowed), copies every page
+(__collapse_huge_page_copy()), and frees the old folios. Released kernels collapse to PMD size
+only; mTHP collapse (Nico Pache's "khugepaged: mTHP support") is pending upstream and no
+profile selects it.
+
+Counters: thp_collapse_alloc, thp_collapse_alloc_failed (PMD size, as /proc/vmstat prints them).
+
+Simplified: the caller names the range's folios; no PTE scan (max_ptes_none/swap/shared), no
+mmap lock, no cgroup charge.
+"""
+import numpy as np
+
+from . import vm_event as ev
+from .costs import COST_COPY_PAGE, COST_FIXED
+from .mmzone import HPAGE_PMD_ORDER, KIND_NAMES, PG_KSM, PG_PINNED
+
+COLLAPSE_POLICIES = {
+    "pmd_only": "collapse to PMD size only (every released kernel)",
+    "mthp": "collapse to any enabled mTHP order (pending upstream; no profile selects it)",
+}
+
+
+def collapse(m, pfns, order, policy="pmd_only"):
+    """Collapse the folios at `pfns` (together 2^order pages of one kind) into one folio of
+    `order`. Returns (head PFN, "") or (None, reason: SCAN_* as the kernel's tracepoint names
+    it)."""
+    if policy not in COLLAPSE_POLICIES:
+        raise ValueError(f"khugepaged policy {policy!r} is unknown; allowed: "
+                         f"{', '.join(COLLAPSE_POLICIES)}")
+    pfns = np.asarray(pfns, dtype=np.int64)
+    mem_map = m.pgdat.mem_map
+    orders = mem_map["order"][pfns].astype(np.int64)
+    if int((np.int64(1) << orders).sum()) != 1 << order:
+        raise ValueError(f"the folios hold {int((np.int64(1) << orders).sum())} pages, not the "
+                         f"{1 << order} of an order-{order} collapse")
+    if policy == "pmd_only" and order != HPAGE_PMD_ORDER:
+        return None, "SCAN_ORDER_NOT_SUPPORTED"
+    if (mem_map["flags"][pfns] & PG_PINNED).any():
+        return None, "SCAN_PAGE_COUNT"
+    if (mem_map["flags"][pfns] & PG_KSM).any():       # shared with another mapping
+        return None, "SCAN_EXCEED_SHARED_PTE"
+    kind = KIND_NAMES[int(mem_map["kind"][pfns[0]])]
+    events = m.pgdat.events
+    new = m.alloc(order, "movable", kind, compact=True)
+    if order == HPAGE_PMD_ORDER:
+        events[ev.THP_COLLAPSE_ALLOC_FAILED if new is None else ev.THP_COLLAPSE_ALLOC] += 1
+    if new is None:
+        return None, "SCAN_ALLOC_HUGE_PAGE_FAIL"
+    m.model_ns["collapse"] += m.costs[COST_FIXED] + m.costs[COST_COPY_PAGE] * (1 << order)
+    m.free_many(pfns)
+    return new, ""

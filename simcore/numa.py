@@ -1,0 +1,66 @@
+"""NUMA-balancing migration between two nodes, after mm/memory.c do_numa_page() and
+mm/migrate.c migrate_misplaced_folio().
+
+A NUMA hinting fault on a folio whose memory sits on the wrong node migrates it to the faulting
+CPU's node. Before 6.10 do_numa_page() skipped PTE-mapped large folios ("TODO: handle
+PTE-mapped THP") and only PMD-mapped THPs moved (do_huge_pmd_numa_page()); since Baolin Wang's
+"support multi-size THP numa balancing" (6.10) every folio moves whole. The target comes from
+the other node only (__GFP_THISNODE), without reclaim or direct compaction, and only while that
+node is above its high watermark (migrate_balanced_pgdat()); a failure never splits the folio.
+
+Each node is a Machine; counters go to the source node's events, as the global /proc/vmstat
+would show them: numa_hint_faults, numa_pages_migrated, pgmigrate_success/fail,
+thp_migration_success/fail.
+
+Simplified: one hinting fault per folio; no task placement, scan periods or rate limits.
+"""
+from . import vm_event as ev
+from .costs import COST_COPY_PAGE, COST_FIXED
+from .mmzone import HPAGE_PMD_ORDER, KIND_NAMES, PG_PINNED
+from .pgdat import Z_WMARK_HIGH
+
+NUMA_POLICIES = {
+    "pmd_only": "only PMD-mapped THPs (and order-0 pages) migrate; PTE-mapped large folios "
+                "are skipped",
+    "whole": "every folio migrates whole; no split on failure",
+}
+
+
+def migrate_misplaced(src, dst, pfns, policy="whole"):
+    """Hinting faults on the folios at `pfns` of node `src`, migrating them to node `dst`.
+    Returns a list with, per folio, its new head PFN on dst or None (left where it was)."""
+    if policy not in NUMA_POLICIES:
+        raise ValueError(f"numa_balancing policy {policy!r} is unknown; allowed: "
+                         f"{', '.join(NUMA_POLICIES)}")
+    events = src.pgdat.events
+    mem_map = src.pgdat.mem_map
+    out = []
+    for pfn in pfns:
+        pfn = int(pfn)
+        order, kind, flags = (int(mem_map[pfn]["order"]), int(mem_map[pfn]["kind"]),
+                              int(mem_map[pfn]["flags"]))
+        n = 1 << order
+        events[ev.NUMA_HINT_FAULTS] += 1
+        if 0 < order < HPAGE_PMD_ORDER and policy == "pmd_only":
+            out.append(None)
+            continue
+        high = int(dst.pgdat.zones[:, Z_WMARK_HIGH].sum())
+        if dst.free_pages() - n <= high:          # migrate_balanced_pgdat()
+            out.append(None)
+            continue
+        new = None if flags & PG_PINNED else dst.alloc(order, "movable", KIND_NAMES[kind],
+                                                       flags, compact=False)
+        if new is None:
+            events[ev.PGMIGRATE_FAIL] += n
+            if order == HPAGE_PMD_ORDER:
+                events[ev.THP_MIGRATION_FAIL] += 1
+            out.append(None)
+            continue
+        src.free(pfn)
+        src.model_ns["numa"] += src.costs[COST_FIXED] + src.costs[COST_COPY_PAGE] * n
+        events[ev.PGMIGRATE_SUCCESS] += n
+        events[ev.NUMA_PAGES_MIGRATED] += n
+        if order == HPAGE_PMD_ORDER:
+            events[ev.THP_MIGRATION_SUCCESS] += 1
+        out.append(new)
+    return out

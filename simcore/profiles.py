@@ -1,0 +1,191 @@
+"""Kernel profiles: which release's large-folio behaviour the simulator models, one policy per
+mechanism.
+
+A profile bundles small named policies, each one the behaviour a kernel release had and the
+mechanism module that implements it (the allowed names live there):
+
+- compaction: a compaction strategy (simcore.strategies: legacy, split, folio)
+- swap_alloc: how swap-out finds slots for a large folio (simcore.swap.SWAP_ALLOC_POLICIES)
+- swapin: which order do_swap_page() brings a folio back at (simcore.swap.SWAPIN_POLICIES)
+- zswap_store: whether zswap takes large folios (simcore.zswap.ZSWAP_STORE_POLICIES)
+- ksm: what KSM does to a large folio before merging (simcore.ksm.KSM_POLICIES)
+- memory_failure: how memory_failure() isolates a poisoned page of a large folio
+  (simcore.memory_failure.MEMORY_FAILURE_POLICIES)
+- khugepaged: which orders khugepaged collapses to (simcore.khugepaged.COLLAPSE_POLICIES)
+- numa_balancing: which folios NUMA-hinting faults migrate (simcore.numa.NUMA_POLICIES)
+- hotunplug, cma: how offline_pages() and alloc_contig_range() migrate large folios
+  (simcore.page_isolation.RANGE_MIGRATION_POLICIES)
+
+    simcore.profiles.profiles()                 -> ["linux-6.1", ..., "linux-6.18"]
+    simcore.Machine(mem="4G", profile="linux-6.1")
+
+`sources` names, per policy that changed, the upstream series (and release) that changed it.
+Versions come from merge windows; where the notes mark a version (~) it was inferred.
+"""
+import dataclasses
+
+POLICY_FIELDS = ("compaction", "swap_alloc", "swapin", "zswap_store", "ksm", "memory_failure",
+                 "khugepaged", "numa_balancing", "hotunplug", "cma")
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelProfile:
+    name: str
+    version: str
+    description: str
+    compaction: str
+    swap_alloc: str
+    swapin: str
+    zswap_store: str
+    ksm: str
+    memory_failure: str
+    khugepaged: str
+    numa_balancing: str
+    hotunplug: str
+    cma: str
+    sources: tuple = ()          # ((policy field, "what changed, series, release"), ...)
+
+    def policies(self):
+        """{policy field: policy name}."""
+        return {f: getattr(self, f) for f in POLICY_FIELDS}
+
+    def source(self, field):
+        """Where this profile's behaviour for `field` comes from ("" when unchanged since
+        before the oldest profile)."""
+        return dict(self.sources).get(field, "")
+
+
+# Behaviour that was already there in the oldest profile, with where it comes from.
+BASELINE_SOURCES = (
+    ("compaction", "isolate_migratepages_block() skips compound pages unless alloc_contig; "
+                   "split_map_pages() hands out order-0 targets (before 6.9)"),
+    ("swap_alloc", "THP_SWAP (\"THP swap: delay splitting THP during swap out\", 4.13/4.14): "
+                   "a PMD-mapped THP goes to swap whole when a free cluster exists on a block "
+                   "device (swap_alloc_cluster()); PTE-mapped large folios are split first in "
+                   "shrink_folio_list()"),
+    ("swapin", "do_swap_page() allocates order-0 folios only"),
+    ("zswap_store", "zswap (frontswap) rejects THP: \"THP isn't supported\" in "
+                    "zswap_frontswap_store(); 6.8's zswap_store() returns false for large "
+                    "folios; the folio goes to the backing device"),
+    ("ksm", "try_to_merge_one_page() splits a large folio (split_huge_page()) before merging "
+            "its pages; a merged KSM page is order 0"),
+    ("memory_failure", "memory_failure() -> try_to_split_thp_page(): split the folio to order 0 "
+                       "and isolate the poisoned page; a failed split leaves it unisolated "
+                       "(MF_MSG_UNSPLIT_THP)"),
+    ("khugepaged", "khugepaged/MADV_COLLAPSE collapse to PMD size only "
+                   "(hpage_collapse_scan_pmd(), collapse_huge_page())"),
+    ("numa_balancing", "do_numa_page(): \"TODO: handle PTE-mapped THP\" skips large folios "
+                       "mapped by PTEs; do_huge_pmd_numa_page() migrates PMD-mapped THPs whole"),
+    ("hotunplug", "do_migrate_range() isolates whole folios; migrate_pages() with "
+                  "alloc_migration_target() allocates a target of the same order and splits on "
+                  "-ENOMEM"),
+    ("cma", "alloc_contig_range() isolates compound pages whole (cc->alloc_contig) and migrates "
+            "them to same-order targets, splitting on -ENOMEM"),
+)
+
+_REGISTRY = {}
+
+
+def register_profile(profile):
+    """Register a KernelProfile (replacing one of the same name); every policy name is checked
+    against its mechanism's table."""
+    if not isinstance(profile, KernelProfile):
+        raise ValueError(f"profile {profile!r} must be a KernelProfile")
+    from . import khugepaged, ksm, memory_failure, numa, page_isolation, swap, zswap
+    from .strategies import get_strategy
+    tables = {
+        "swap_alloc": swap.SWAP_ALLOC_POLICIES, "swapin": swap.SWAPIN_POLICIES,
+        "zswap_store": zswap.ZSWAP_STORE_POLICIES, "ksm": ksm.KSM_POLICIES,
+        "memory_failure": memory_failure.MEMORY_FAILURE_POLICIES,
+        "khugepaged": khugepaged.COLLAPSE_POLICIES, "numa_balancing": numa.NUMA_POLICIES,
+        "hotunplug": page_isolation.RANGE_MIGRATION_POLICIES,
+        "cma": page_isolation.RANGE_MIGRATION_POLICIES,
+    }
+    get_strategy(profile.compaction)
+    for field, table in tables.items():
+        value = getattr(profile, field)
+        if value not in table:
+            raise ValueError(f"profile {profile.name!r}: {field} policy {value!r} is unknown; "
+                             f"allowed: {', '.join(table)}")
+    _REGISTRY[profile.name] = profile
+    return profile
+
+
+def profiles():
+    """Names of the registered profiles, oldest kernel first."""
+    return list(_REGISTRY)
+
+
+def get_profile(name):
+    """The profile registered as `name`; ValueError listing the known ones otherwise."""
+    if isinstance(name, KernelProfile):
+        return name
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"kernel profile {name!r} is unknown; known: "
+                         f"{', '.join(profiles())}") from None
+
+
+def newest():
+    return _REGISTRY[profiles()[-1]]
+
+
+_V61 = KernelProfile(
+    name="linux-6.1", version="6.1",
+    description="6.1 LTS: compaction skips large folios, swap-out splits all but PMD THPs, "
+                "NUMA balancing skips PTE-mapped large folios",
+    compaction="legacy", swap_alloc="pmd_free_cluster", swapin="order0",
+    zswap_store="reject_large", ksm="split", memory_failure="split_order0",
+    khugepaged="pmd_only", numa_balancing="pmd_only", hotunplug="migrate_whole",
+    cma="migrate_whole", sources=BASELINE_SOURCES)
+
+_V69 = dataclasses.replace(
+    _V61, name="linux-6.9", version="6.9",
+    description="6.9: anonymous mTHP (6.8) and folio compaction; swap still splits mTHP",
+    compaction="folio",
+    sources=_V61.sources + (
+        ("compaction", "Zi Yan, \"enable >0 order folio memory compaction\" (6.9): large "
+                       "folios below cc->order isolated, per-order free lists, "
+                       "compaction_alloc() splits free pages buddy-style"),))
+
+_V610 = dataclasses.replace(
+    _V69, name="linux-6.10", version="6.10",
+    description="6.10: mTHP swapped out whole into free clusters, mTHP NUMA balancing",
+    swap_alloc="free_cluster", numa_balancing="whole",
+    sources=_V69.sources + (
+        ("swap_alloc", "Ryan Roberts, \"Swap-out mTHP without splitting\" (6.10): "
+                       "folio_alloc_swap() for every order from a per-order per-cpu cluster; "
+                       "only free clusters start one, else split (swpout_fallback)"),
+        ("numa_balancing", "Baolin Wang, \"support multi-size THP numa balancing\" (6.10): "
+                           "do_numa_page() migrates PTE-mapped large folios whole")))
+
+_V612 = dataclasses.replace(
+    _V610, name="linux-6.12", version="6.12",
+    description="6.12: per-order non-full swap clusters, large swap-in from synchronous "
+                "devices",
+    swap_alloc="nonfull_cluster", swapin="sync_io_large",
+    sources=_V610.sources + (
+        ("swap_alloc", "Chris Li and Kairui Song, \"mTHP swap allocator base on swap cluster "
+                       "order\" (6.12): non-full clusters kept per order and reused before a "
+                       "free cluster is taken"),
+        ("swapin", "Barry Song and Chuanhua Han, \"support large folios swap-in for sync io "
+                   "devices\" (6.12): alloc_swap_folio() for orders below PMD_ORDER when the "
+                   "device is SWP_SYNCHRONOUS_IO and zswap was never enabled")))
+
+_V618 = dataclasses.replace(
+    _V612, name="linux-6.18", version="6.18",
+    description="6.18 (newest): zswap stores large folios page by page",
+    zswap_store="per_page",
+    sources=_V612.sources + (
+        ("zswap_store", "Kanchana P Sridhar, \"mm: zswap swap-out of large folios\" (6.13): "
+                        "zswap_store() compresses each page of a large folio; zswap_load() "
+                        "still loads order 0, so swap-in falls back to order 0 once zswap was "
+                        "enabled"),
+        ("memory_failure", "Zi Yan, \"mm/memory-failure: improve large block size folio "
+                           "handling\" (2025, mm tree): split to min_order_for_split(), which "
+                           "is 0 for anonymous folios, so unchanged for what the probe "
+                           "poisons")))
+
+for _p in (_V61, _V69, _V610, _V612, _V618):
+    register_profile(_p)

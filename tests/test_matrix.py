@@ -1,0 +1,233 @@
+"""The large-folio feature matrix: verdict thresholds, the simulator profiles reproducing the
+kernel's history, evidence in every cell, the three renderings, the command line."""
+import html.parser
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from foliobench import matrix
+from simcore import metrics
+from simcore.metrics import matrix_verdict
+from workloads.backend import Backend, SimBackend, Unsupported
+from workloads.matrix_probes import PROBES, get_probe
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+# --- verdicts -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("success, kept, cost, verdict", [
+    (1.0, 1.0, 1.0, "perfectly"),
+    (0.99, 0.99, 2.0, "perfectly"),
+    (1.0, None, None, "perfectly"),
+    (0.989, 1.0, 1.0, "sub-optimally"),          # some failures
+    (1.0, 0.98, 1.0, "sub-optimally"),           # folios split
+    (1.0, 1.0, 2.01, "sub-optimally"),           # cost per byte > 2x base pages
+    (0.90, None, None, "sub-optimally"),
+    (0.8999, 1.0, 1.0, "barely"),
+    (0.10, 0.0, None, "barely"),
+    (0.0999, 1.0, 1.0, "not at all"),
+    (0.0, None, None, "not at all"),
+])
+def test_verdict_thresholds(success, kept, cost, verdict):
+    assert matrix_verdict(success, kept, cost)[0] == verdict
+
+
+def test_untested_keeps_its_reason():
+    assert matrix_verdict(1.0, untested="no CMA area") == ("untested", "no CMA area")
+    assert matrix_verdict(None)[0] == "untested"
+    assert [v for v, _ in metrics.VERDICT_RULES] == list(metrics.VERDICTS)
+
+
+# --- the simulator's profiles reproduce the documented history --------------------------------
+
+@pytest.fixture(scope="module")
+def doc():
+    return matrix.run_sim(["linux-6.1", "linux-6.9", "linux-6.10", "linux-6.12", "linux-6.18"],
+                          orders=[0, 4, 9])
+
+
+def verdict(doc, profile, probe, size):
+    m = next(m for m in doc["matrices"] if m["profile"] == profile)
+    row = next(r for r in m["rows"] if r["probe"] == probe)
+    return row["cells"][size]["verdict"]
+
+
+@pytest.mark.parametrize("probe", ["compaction-direct", "compaction-proactive",
+                                   "compaction-memory"])
+def test_compaction_of_64k_not_at_all_before_6_9_perfectly_after(doc, probe):
+    assert verdict(doc, "linux-6.1", probe, "64K") == "not at all"
+    for p in ("linux-6.9", "linux-6.10", "linux-6.18"):
+        assert verdict(doc, p, probe, "64K") == "perfectly"
+    assert verdict(doc, "linux-6.1", probe, "4K") == "perfectly"
+    assert verdict(doc, "linux-6.18", probe, "2M") == "untested"
+
+
+def test_ksm_and_memory_failure_split_throughout(doc):
+    for m in doc["matrices"]:
+        for probe in ("ksm", "memory-failure"):
+            assert verdict(doc, m["profile"], probe, "4K") == "perfectly"
+            assert verdict(doc, m["profile"], probe, "64K") == "sub-optimally"
+            assert verdict(doc, m["profile"], probe, "2M") == "sub-optimally"
+
+
+def test_swap_history(doc):
+    for p in ("linux-6.1", "linux-6.9"):
+        assert verdict(doc, p, "swap-out", "64K") == "sub-optimally"
+        assert verdict(doc, p, "swap-out", "2M") == "perfectly"      # THP_SWAP, free cluster
+    for p in ("linux-6.10", "linux-6.12", "linux-6.18"):
+        assert verdict(doc, p, "swap-out", "64K") == "perfectly"
+    assert verdict(doc, "linux-6.10", "swap-in", "64K") == "sub-optimally"
+    assert verdict(doc, "linux-6.12", "swap-in", "64K") == "perfectly"
+    assert verdict(doc, "linux-6.18", "swap-in", "2M") == "sub-optimally"  # below PMD only
+    assert verdict(doc, "linux-6.12", "zswap", "64K") == "not at all"       # rejected
+    assert verdict(doc, "linux-6.18", "zswap", "64K") == "sub-optimally"    # loads order 0
+
+
+def test_numa_and_khugepaged_history(doc):
+    assert verdict(doc, "linux-6.9", "numa", "64K") == "not at all"
+    assert verdict(doc, "linux-6.9", "numa", "2M") == "perfectly"
+    assert verdict(doc, "linux-6.10", "numa", "64K") == "perfectly"
+    for m in doc["matrices"]:
+        assert verdict(doc, m["profile"], "khugepaged", "64K") == "not at all"
+        assert verdict(doc, m["profile"], "khugepaged", "2M") == "perfectly"
+        assert verdict(doc, m["profile"], "migration", "64K") == "perfectly"
+
+
+def test_every_cell_keeps_its_evidence(doc):
+    for m in doc["matrices"]:
+        assert len(m["rows"]) == len(PROBES)
+        for row in m["rows"]:
+            for size, cell in row["cells"].items():
+                ev = cell["evidence"]
+                if cell["verdict"] == "untested":
+                    assert cell["reason"]
+                    continue
+                assert ev["sample"] > 0 and ev["attempted"] > 0
+                # counters moved, or nothing happened and the evidence says why
+                assert ev["counters"] or (ev["succeeded"] == 0 and ev.get("reasons"))
+                assert 0 <= ev["success"] <= 1
+                # the verdict follows from the evidence it carries
+                assert matrix_verdict(ev["success"], ev["kept_order"],
+                                      ev["cost_ratio_vs_4k"])[0] == cell["verdict"]
+
+
+def test_matrix_is_deterministic():
+    a = matrix.sim_matrix("linux-6.10", [0, 4])
+    b = matrix.sim_matrix("linux-6.10", [0, 4])
+    assert a == b
+
+
+# --- any backend: what it cannot do is untested with the reason ------------------------------
+
+class NoSwapBackend(SimBackend):
+    name = "noswap"
+
+    def swap_out(self, handles):
+        raise Unsupported("no swap device configured")
+
+
+def test_unsupported_steps_become_untested_with_the_reason():
+    probe = get_probe("swap-out")
+    m = matrix.run_matrix(lambda p: NoSwapBackend(mem="64M", **{k: v for k, v in p.sim.items()
+                                                                if k != "mem"}),
+                          [0, 4], "noswap", probes=[probe, get_probe("ksm")])
+    swap_row, ksm_row = m["rows"]
+    assert {c["verdict"] for c in swap_row["cells"].values()} == {"untested"}
+    assert "no swap device configured" in swap_row["cells"]["64K"]["reason"]
+    assert ksm_row["cells"]["64K"]["verdict"] == "sub-optimally"
+    # the Backend base class itself supports none of the optional steps
+    for step in ("migrate", "swap_out", "swap_in", "set_zswap", "ksm_merge", "memory_failure",
+                 "collapse", "numa_migrate"):
+        with pytest.raises(Unsupported):
+            args = {"migrate": ([],), "swap_out": ([],), "swap_in": ([],), "set_zswap": (True,),
+                    "ksm_merge": ([], []), "memory_failure": (0, 0), "collapse": ([], 9),
+                    "numa_migrate": ([],)}[step]
+            getattr(Backend, step)(None, *args)
+
+
+# --- renderings ----------------------------------------------------------------------------
+
+class _Cells(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.cells = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "td" and "v" in attrs.get("class", "").split():
+            self.cells.append(attrs)
+
+
+def test_markdown_html_json_render_every_cell(doc):
+    md = matrix.render_markdown(doc)
+    for m in doc["matrices"]:
+        assert f"### {m['label']} (kernel {m['kernel']})" in md
+    table_rows = [l for l in md.splitlines() if l.startswith("| ") and "subsystem" not in l]
+    assert len(table_rows) == len(PROBES) * (len(doc["matrices"]) + 1)
+    parsed = json.loads(matrix.render_json(doc))
+    assert parsed["format"] == matrix.FORMAT and len(parsed["matrices"]) == 5
+    parser = _Cells()
+    parser.feed(matrix.render_html(doc))
+    assert len(parser.cells) == len(PROBES) * 3 * 5
+    colours = {c["class"].split()[1] for c in parser.cells}
+    assert {"perfectly", "sub-optimally", "not-at-all", "untested"} <= colours
+    assert all(c["title"].split(":")[0] in metrics.VERDICTS for c in parser.cells)
+    assert any("counters: " in c["title"] and "sample" in c["title"] for c in parser.cells)
+
+
+def test_parse_sizes():
+    assert matrix.parse_sizes("2M, 4K,64K,64k") == [0, 4, 9]
+    for bad in ("3K", "4M", "", "x"):
+        with pytest.raises(ValueError, match="allowed: 4K, 16K"):
+            matrix.parse_sizes(bad)
+
+
+# --- command line and README ----------------------------------------------------------------
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "foliobench", "matrix", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--profile", "linux-2.6"], "kernel profile 'linux-2.6' is unknown"),
+    (["--sizes", "3K"], "folio size '3K' is not a matrix column"),
+    (["--format", "pdf"], "invalid choice"),
+    (["--backend", "live", "--profile", "linux-6.1"], "--profile selects simulator profiles"),
+])
+def test_cli_bad_input_one_line_exit_2(args, message, tmp_path):
+    out = run_cli(*args, "-o", str(tmp_path))
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and message in out.stderr
+    assert "Traceback" not in out.stderr and not list(tmp_path.iterdir())
+
+
+def test_cli_saves_md_html_json_and_latest(tmp_path):
+    out = run_cli("--profile", "linux-6.1", "--sizes", "4K,64K", "--format", "json",
+                  "-o", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert [m["profile"] for m in doc["matrices"]] == ["linux-6.1"]
+    (run_dir,) = [p for p in (tmp_path / "matrix").iterdir() if p.is_dir()]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["matrix.html", "matrix.json",
+                                                         "matrix.md"]
+    for fmt in ("md", "html", "json"):
+        assert (tmp_path / "matrix" / f"latest.{fmt}").read_text() == \
+            (run_dir / f"matrix.{fmt}").read_text()
+    assert json.loads((run_dir / "matrix.json").read_text())["matrices"][0]["rows"]
+
+
+def test_readme_matches_the_code():
+    """The README's verdict rules are the code's, and its side-by-side table is what the
+    simulator produces now (regenerate it with `foliobench matrix --no-save`)."""
+    readme = (REPO / "README.md").read_text()
+    for v, rule in metrics.VERDICT_RULES:
+        assert f"**{v}**: {rule}" in readme
+    full = matrix.run_sim()
+    side = matrix.render_markdown(full).split("\n### ")[0].strip()
+    assert side in readme
