@@ -29,6 +29,7 @@ FORMAT = "foliobench-matrix/1"
 SIZES = ("4K", "16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M")
 SIZE_ORDERS = {s: o for s, o in zip(SIZES, (0, 2, 3, 4, 5, 6, 7, 8, 9))}
 ORDER_SIZES = {o: s for s, o in SIZE_ORDERS.items()}
+LIVE_ARENA = "512M"
 SYMBOLS = {PERFECTLY: "✓", SUB_OPTIMALLY: "~", BARELY: "!", NOT_AT_ALL: "✗", UNTESTED: "?"}
 COLOURS = {PERFECTLY: "#1a9850", SUB_OPTIMALLY: "#fee08b", BARELY: "#fc8d59",
            NOT_AT_ALL: "#d73027", UNTESTED: "#d9d9d9"}
@@ -103,7 +104,7 @@ def run_matrix(make_backend, orders, label, *, seed=0, meta=None, probes=PROBES)
     return doc
 
 
-def sim_matrix(profile, orders, seed=0):
+def sim_matrix(profile, orders, seed=0, probes=PROBES):
     """The matrix of one simulator kernel profile."""
     prof = simprofiles.get_profile(profile)
 
@@ -113,17 +114,17 @@ def sim_matrix(profile, orders, seed=0):
     meta = {"backend": "sim", "profile": prof.name, "kernel": prof.version,
             "description": prof.description, "policies": prof.policies(),
             "sources": {f: prof.source(f) for f in prof.policies()}}
-    return run_matrix(make, orders, prof.name, seed=seed, meta=meta)
+    return run_matrix(make, orders, prof.name, seed=seed, meta=meta, probes=probes)
 
 
-def run_sim(profiles=None, orders=None, seed=0):
+def run_sim(profiles=None, orders=None, seed=0, probes=PROBES):
     """The document: metadata and one matrix per simulator profile (default: all)."""
     names = list(profiles or simprofiles.profiles())
     for name in names:
         simprofiles.get_profile(name)
     orders = sorted(SIZE_ORDERS.values()) if orders is None else orders
     t0 = time.perf_counter()
-    matrices = [sim_matrix(name, orders, seed) for name in names]
+    matrices = [sim_matrix(name, orders, seed, probes) for name in names]
     return document(matrices, backend="sim", seed=seed, wall_s=time.perf_counter() - t0)
 
 
@@ -288,17 +289,33 @@ def add_parser(sub):
                    help="simulator kernel profile (repeatable; default: all of "
                         + ", ".join(simprofiles.profiles()) + ")")
     p.add_argument("--sizes", default=",".join(SIZES), help="folio sizes, e.g. 4K,64K,2M")
+    p.add_argument("--probe", action="append", metavar="NAME",
+                   help="only these subsystems (repeatable; default all: "
+                        + ", ".join(p.name for p in PROBES) + ")")
     p.add_argument("--format", choices=tuple(RENDERERS), default="md",
                    help="what to print (md, html, json); all three are saved")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mem", help="live: the arena size (default: the live session's cap)")
+    p.add_argument("--mem", default=LIVE_ARENA,
+                   help=f"live: the arena size (default {LIVE_ARENA}; a cell uses at most "
+                        f"256 MiB of it)")
+    p.add_argument("--allow-offline", action="store_true",
+                   help="live: the hot-unplug probe may offline removable memory blocks")
+    p.add_argument("--allow-poison", action="store_true",
+                   help="live: the memory-failure probe may soft-offline pages (MADV_SOFT_OFFLINE"
+                        " takes them out of service until reboot)")
+    p.add_argument("--swap", choices=("file", "zram"), default="file",
+                   help="live: the temporary swap area: a swap file in --live-dir (default) or a "
+                        "zram device of the run's own (synchronous, like the simulator's)")
+    p.add_argument("--live-dir", default="/var/tmp",
+                   help="live: where the temporary swap file and page-cache files go (a disk "
+                        "filesystem)")
     p.add_argument("-o", "--out", help="results root (default: the repository's results/)")
     p.add_argument("--no-save", action="store_true", help="print only, write nothing")
     p.set_defaults(func=main)
     return p
 
 
-def _live(args, orders):
+def _live(args, orders, probes=PROBES):
     """The live kernel's matrix through livekernel's session and journal (thin: the session
     checks root and the memory cap and restores every setting afterwards)."""
     try:
@@ -307,12 +324,18 @@ def _live(args, orders):
         raise ValueError("live backend not available") from None
     import platform
     release = platform.release()
-    with LiveSession(mem=args.mem) as live:
+    from livekernel.backend import SYSCTLS
+    with LiveSession(mem=args.mem, allow_offline=args.allow_offline,
+                     allow_poison=args.allow_poison, workdir=args.live_dir,
+                     swap_kind=args.swap) as live:
         def make(probe):
-            return live.factory(seed=args.seed)
+            # the probe's sysctls (extfrag_threshold, compaction_proactiveness) go through
+            # the journal for that probe's backend only
+            return live.factory(seed=args.seed, **{k: v for k, v in probe.sim.items()
+                                                   if k in SYSCTLS})
         t0 = time.perf_counter()
-        m = run_matrix(make, orders, f"live {release}", seed=args.seed,
-                       meta={"backend": "live", "kernel": release})
+        m = run_matrix(make, orders, f"live {release}", seed=args.seed, probes=probes,
+                       meta={"backend": "live", "kernel": release, "swap": args.swap})
     return document([m], backend="live", seed=args.seed, wall_s=time.perf_counter() - t0)
 
 
@@ -320,17 +343,21 @@ def main(args):
     import pathlib
     import sys
     orders = parse_sizes(args.sizes)
+    from workloads.matrix_probes import get_probe
+    probes = [get_probe(n) for n in dict.fromkeys(args.probe)] if args.probe else PROBES
     if args.seed < 0:
         raise ValueError(f"--seed {args.seed} must be a non-negative integer")
     if args.backend == "live":
         if args.profile:
             raise ValueError("--profile selects simulator profiles; the live backend is the "
                              "running kernel")
-        doc = _live(args, orders)
+        doc = _live(args, orders, probes)
+    elif args.allow_offline or args.allow_poison or args.swap != "file":
+        raise ValueError("--allow-offline, --allow-poison and --swap apply to --backend live")
     else:
         for name in args.profile or ():
             simprofiles.get_profile(name)
-        doc = run_sim(args.profile, orders, args.seed)
+        doc = run_sim(args.profile, orders, args.seed, probes)
     print(RENDERERS[args.format](doc), end="")
     if not args.no_save:
         root = pathlib.Path(args.out) if args.out else \

@@ -29,6 +29,18 @@ What each step does on the live kernel (and where it cannot be faithful):
   holds a folio reference as get_user_pages() does: migration fails on it until released.
 - pageblock_map(): None; pageblock migratetypes are not exported to user space.
 
+The feature-matrix steps (each writing only through the journal, each figure a counter delta
+or an order/PFN read back with pagemap + kpageflags):
+- folio_pfns(): where each folio starts now (to see which ones compaction moved).
+- swap_out()/swap_in(): MADV_PAGEOUT of the folios to the run's temporary swap area (a file, or
+  a zram device of its own; livekernel/swap.py), then read faults; tokens are handles.
+- set_zswap(): /sys/module/zswap/parameters/enabled; ksm_merge(): identical content per pair,
+  MADV_MERGEABLE, ksmd run through livekernel/ksm.py; collapse(): MADV_COLLAPSE;
+  memory_failure(): MADV_SOFT_OFFLINE, only with allow_poison and CONFIG_MEMORY_FAILURE.
+- numa_migrate(): Unsupported (one node here; not driven from the live backend on two).
+- The simulator's sysctl arguments (extfrag_threshold=, compaction_proactiveness=) are written
+  through the journal for the backend's lifetime and written back at close().
+
 Memory: total_pages is the arena this backend may use (the cap), never the host. Every
 allocation is charged against it and trimmed when the arena is full, as memory running out.
 
@@ -58,7 +70,7 @@ from simcore import vmstat as simvmstat
 from simcore.procfs import parse_buddyinfo, parse_vmstat
 from workloads.backend import Backend, Unsupported
 
-from . import pageflags
+from . import ksm, pageflags, swap
 
 PAGE = 4096
 PMD_PAGES = 512
@@ -70,6 +82,13 @@ PIPE_PAGES = 256                # F_SETPIPE_SZ of 1 MiB
 OFFLINE_TIMEOUT_S = 20.0
 ANON, FILE, PIPE, HUGETLB = 0, 1, 2, 3
 SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE, SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
+# machine arguments of the simulator that are sysctls here: set through the journal for the
+# backend's lifetime (a matrix probe's extfrag_threshold=0 or compaction_proactiveness=90)
+SYSCTLS = ("extfrag_threshold", "compaction_proactiveness")
+ZSWAP = "/sys/module/zswap/parameters/enabled"
+NODES = "/sys/devices/system/node"
+MEMORY_FAILURE = "/proc/sys/vm/memory_failure_recovery"
+MADV_HUGEPAGE, MADV_COLLAPSE, MADV_SOFT_OFFLINE = 14, 25, 101
 
 
 def mthp_sizes():
@@ -157,15 +176,25 @@ class LiveBackend(Backend):
     """The running kernel behind the Backend interface (see the module docstring)."""
 
     name = "live"
+    host_memory = True          # the arena is part of a running host, not a whole machine
 
     def __init__(self, mem=None, seed=0, strategy="kernel", *, journal, arena_bytes,
-                 allow_offline=False, workdir="/var/tmp", **machine_kw):
+                 allow_offline=False, allow_poison=False, workdir="/var/tmp", swap_kind="file",
+                 **machine_kw):
         self.journal = journal
         self.dry_run = journal.dry_run
         self.rng = np.random.default_rng(seed)
         self.arena_pages = int(arena_bytes) // PAGE
         self.used_pages = 0
         self.allow_offline = allow_offline
+        self.allow_poison = allow_poison
+        self.session_dir = str(workdir)
+        self.swap_kind = swap_kind
+        self.time_ns = {}           # measured wall time per subsystem ("swap_out", "ksm", ...)
+        self._restore_on_close = {}     # path -> value found, written back by close()
+        self._ksm = None
+        for name in [k for k in machine_kw if k in SYSCTLS]:
+            self._set(f"/proc/sys/vm/{name}", machine_kw.pop(name))
         self.ignored_machine_args = dict(machine_kw)     # cma=, movable=: the host decides
         self.notes = "; ".join(f"{k}={v} not applied (the running kernel's own layout)"
                                for k, v in machine_kw.items())
@@ -683,6 +712,236 @@ class LiveBackend(Backend):
         per-zone counts), so the live kernel has no fragmentation map."""
         return None
 
+    # -- settings held for the backend's lifetime -----------------------------------------
+
+    def _set(self, path, value):
+        """Write a setting through the journal; close() writes back the value found."""
+        path = str(path)
+        if path not in self._restore_on_close:
+            self._restore_on_close[path] = self.journal.read(path)
+        self.journal.write(path, value)
+
+    def _timed(self, name, t0):
+        self.time_ns[name] = self.time_ns.get(name, 0) + time.perf_counter_ns() - t0
+
+    def _anon_only(self, handles, what):
+        handles = self._check(handles)
+        if len(handles) and not (self._kind[handles] == ANON).all():
+            raise Unsupported(f"{what}: only anonymous folios on the live backend")
+        return handles
+
+    def _anon_ranges(self, handles):
+        """[(region, first page in the mapping, pages)]: the handles' folios as maximal
+        virtual ranges."""
+        pages = np.int64(1) << np.maximum(self._order[handles], 0)
+        ranges, _ = self._ranges(self._obj[handles], self._off[handles], pages)
+        return [(self._regions[obj], self._regions[obj]["start"] + off, n)
+                for obj, off, n in ranges]
+
+    def _observe(self, handle):
+        """Replace one anonymous handle by the folios that map its range now (observed)."""
+        region = self._regions[int(self._obj[handle])]
+        off, n = int(self._off[handle]), 1 << max(int(self._order[handle]), 0)
+        pfns, present = pageflags.pagemap(region["addr"] + off * PAGE, n)
+        first, _, got = pageflags.folio_runs(pfns, present)
+        self._alive[handle] = False
+        got = np.where(got < 0, 0, got)
+        return self._new_handles(ANON, int(self._obj[handle]), off + first, got)
+
+    # -- where the folios are ------------------------------------------------------------
+
+    def folio_pfns(self, handles):
+        """The PFN of each folio's first page now (/proc/self/pagemap); -1 if not present or
+        not anonymous."""
+        handles = self._check(handles)
+        out = np.full(len(handles), -1, dtype=np.int64)
+        if self.dry_run or not len(handles):
+            return out
+        anon = self._kind[handles] == ANON
+        for rid in np.unique(self._obj[handles[anon]]).tolist():
+            region = self._regions[rid]
+            sel = anon & (self._obj[handles] == rid)
+            pfns, present = pageflags.pagemap(region["addr"], region["pages"])
+            offs = self._off[handles[sel]]
+            out[sel] = np.where(present[offs], pfns[offs], -1)
+        return out
+
+    # -- swap, zswap ----------------------------------------------------------------------
+
+    def swap_out(self, handles):
+        """Reclaim the folios to the run's temporary swap area (a file, or a zram device) with
+        MADV_PAGEOUT (livekernel.swap);
+        a folio's token is its handle when every page of it is a swap entry afterwards."""
+        handles = self._anon_only(handles, "swap-out")
+        if not len(handles):
+            return []
+        swap.swap_area(self.journal, self.session_dir, self.swap_kind)
+        if self.dry_run:
+            return [None] * len(handles)
+        t0 = time.perf_counter_ns()
+        for region, first, n in self._anon_ranges(handles):
+            swap.pageout(region["mm"], first * PAGE, n * PAGE, region["mm"].madvise)
+        self._timed("swap_out", t0)
+        tokens = [None] * len(handles)
+        for rid in np.unique(self._obj[handles]).tolist():
+            region = self._regions[rid]
+            out = swap.swapped(swap.pagemap_entries(region["addr"], region["pages"]))
+            for i in np.flatnonzero(self._obj[handles] == rid).tolist():
+                h = int(handles[i])
+                off, n = int(self._off[h]), 1 << int(self._order[h])
+                if out[off:off + n].all():
+                    tokens[i] = h
+        return tokens
+
+    def swap_in(self, tokens):
+        """Fault the swapped-out folios back (read faults: do_swap_page()); per token the
+        handles of the folios the kernel mapped back, observed."""
+        live = [t for t in tokens if t is not None]
+        handles = self._anon_only(np.array(live, dtype=np.int64), "swap-in")
+        if self.dry_run or not len(handles):
+            return [np.empty(0, dtype=np.int64) if t is None else np.array([t]) for t in tokens]
+        t0 = time.perf_counter_ns()
+        for region, first, n in self._anon_ranges(handles):
+            int(region["mm"].bytes(first * PAGE, n * PAGE)[::PAGE].sum())
+        self._timed("swap_in", t0)
+        return [np.empty(0, dtype=np.int64) if t is None else self._observe(t) for t in tokens]
+
+    def set_zswap(self, on):
+        """zswap on or off (/sys/module/zswap/parameters/enabled), back as found at close()."""
+        if not os.path.exists(ZSWAP):
+            raise Unsupported(f"zswap: kernel without CONFIG_ZSWAP (no {ZSWAP})")
+        self._set(ZSWAP, "Y" if on else "N")
+
+    # -- KSM -------------------------------------------------------------------------------
+
+    def ksm_merge(self, handles_a, handles_b):
+        """Give each pair of folios identical content (distinct from every other pair and from
+        the rest of the machine), madvise(MADV_MERGEABLE), run ksmd (livekernel.ksm) until
+        the pairs merged or it stopped merging. merged_pages from the pages_sharing delta;
+        split_folios from the orders observed afterwards."""
+        a = self._anon_only(handles_a, "KSM")
+        b = self._anon_only(handles_b, "KSM")
+        if not ksm.available():
+            raise Unsupported(f"KSM: kernel without CONFIG_KSM (no {ksm.KSM}/run)")
+        if len(a) != len(b) or (self._order[a] != self._order[b]).any():
+            raise ValueError("ksm_merge pairs folios of the same order: the two handle lists "
+                             "differ")
+        pages = int((np.int64(1) << self._order[a]).sum())
+        if self.dry_run:
+            self._ksm = ksm.start(self.journal)
+            return {"merged_pages": 0, "failed_pages": pages, "split_folios": 0}
+        salt = int(self.rng.integers(1, 1 << 40)) << 20
+        for handles in (a, b):
+            pair_page = 0
+            for h in handles.tolist():
+                region = self._regions[int(self._obj[h])]
+                n = 1 << int(self._order[h])
+                words = region["mm"].bytes(region["start"] * PAGE, region["pages"] * PAGE) \
+                    .view(np.uint64)
+                idx = (int(self._off[h]) + np.arange(n)) * (PAGE // 8)
+                words[idx] = salt + pair_page + np.arange(n, dtype=np.uint64)
+                pair_page += n
+        for region, first, n in self._anon_ranges(np.concatenate([a, b])):
+            region["mm"].madvise(ksm.MADV_MERGEABLE, first * PAGE, n * PAGE)
+        before = ksm.counters()
+        if self._ksm is None:
+            self._ksm = ksm.start(self.journal)
+        t0 = time.perf_counter_ns()
+        after = ksm.wait_for_merge(pages, before)
+        self._timed("ksm", t0)
+        merged = min(max(after.get("ksm/pages_sharing", 0)
+                         - before.get("ksm/pages_sharing", 0), 0), pages)
+        split = int((self.folio_orders(a) < self._order[a]).sum()
+                    + (self.folio_orders(b) < self._order[b]).sum())
+        return {"merged_pages": merged, "failed_pages": pages - merged, "split_folios": split}
+
+    # -- memory-failure, khugepaged, NUMA --------------------------------------------------
+
+    def memory_failure(self, handle, page_index):
+        """madvise(MADV_SOFT_OFFLINE) of one page of the folio (soft_offline_page(): the page's
+        content migrated, the page taken out of service until reboot), only with
+        allow_poison."""
+        if not os.path.exists(MEMORY_FAILURE):
+            raise Unsupported("memory-failure injection: kernel without CONFIG_MEMORY_FAILURE "
+                              f"(no {MEMORY_FAILURE}; MADV_SOFT_OFFLINE is refused)")
+        if not self.allow_poison:
+            raise Unsupported("needs --allow-poison (MADV_SOFT_OFFLINE takes pages out of "
+                              "service until reboot)")
+        h = int(self._anon_only([handle], "memory-failure")[0])
+        n = 1 << int(self._order[h])
+        if not 0 <= page_index < n:
+            raise ValueError(f"page_index {page_index!r} is outside the folio's {n} pages")
+        if self.dry_run:
+            return False, "dry run"
+        region = self._regions[int(self._obj[h])]
+        t0 = time.perf_counter_ns()
+        try:
+            region["mm"].madvise(MADV_SOFT_OFFLINE,
+                                 (region["start"] + int(self._off[h]) + page_index) * PAGE, PAGE)
+        except OSError as exc:
+            return False, f"MADV_SOFT_OFFLINE: {errno.errorcode.get(exc.errno, exc.errno)}"
+        finally:
+            self._timed("memory_failure", t0)
+        return True, "soft-offlined (content migrated, page out of service)"
+
+    def collapse(self, handles, order):
+        """madvise(MADV_COLLAPSE) of the range the base pages map (madvise_collapse(), the
+        synchronous khugepaged); the result is the folio observed there afterwards. The
+        range gets MADV_HUGEPAGE first: MADV_COLLAPSE refuses VM_NOHUGEPAGE ranges, which is
+        how the base pages were faulted."""
+        handles = self._anon_only(handles, "khugepaged collapse")
+        order = int(order)
+        if len(handles) != 1 << order or (self._order[handles] != 0).any():
+            raise ValueError(f"collapse to order {order} takes {1 << order} base pages")
+        ranges = self._anon_ranges(handles)
+        if len(ranges) != 1:
+            raise ValueError("collapse takes virtually contiguous pages of one mapping")
+        region, first, n = ranges[0]
+        if self.dry_run:
+            return None, "dry run"
+        mm = region["mm"]
+        mm.madvise(MADV_HUGEPAGE, first * PAGE, n * PAGE)
+        t0 = time.perf_counter_ns()
+        try:
+            mm.madvise(MADV_COLLAPSE, first * PAGE, n * PAGE)
+            answer = "MADV_COLLAPSE returned 0"
+        except OSError as exc:
+            answer = f"MADV_COLLAPSE failed with {errno.errorcode.get(exc.errno, exc.errno)}"
+        finally:
+            self._timed("collapse", t0)
+        pfns, present = pageflags.pagemap(mm.addr + first * PAGE, n)
+        _, _, got = pageflags.folio_runs(pfns, present)
+        if len(got) == 1 and got[0] == order:
+            start = int(self._off[handles].min())
+            self._alive[handles] = False
+            return int(self._new_handles(ANON, int(self._obj[handles[0]]), [start], order)[0]), ""
+        seen = ", ".join(f"order {o}" for o in sorted({int(x) for x in got}, reverse=True))
+        return None, f"{answer}; the range is still {seen}"
+
+    def numa_migrate(self, handles):
+        nodes = sorted(p.name for p in pathlib.Path(NODES).glob("node[0-9]*"))
+        if len(nodes) < 2:
+            raise Unsupported(f"NUMA balancing: one NUMA node ({', '.join(nodes) or 'none'}), "
+                              f"nothing to balance between")
+        raise Unsupported(f"NUMA balancing on {len(nodes)} nodes: hinting-fault migration is "
+                          f"not driven from the live backend yet")
+
+    def extra_counters(self):
+        """Per-size mTHP stats as "hugepages-64kB/swpout", KSM's counters as "ksm/...", and
+        the wall time measured per subsystem as "time_ns/...". """
+        out = {}
+        for order, d in self._sizes.items():
+            stats = d / "stats"
+            for f in stats.iterdir() if stats.is_dir() else ():
+                try:
+                    out[f"{d.name}/{f.name}"] = int(f.read_text())
+                except (OSError, ValueError):
+                    pass
+        if ksm.available():
+            out.update(ksm.counters())
+        out.update({f"time_ns/{k}": v for k, v in self.time_ns.items()})
+        return out
+
     # -- teardown --------------------------------------------------------------------------
 
     def close(self):
@@ -704,6 +963,13 @@ class LiveBackend(Backend):
             now = int(self.journal.read(HUGETLB_POOL))
             self.journal.write(HUGETLB_POOL, max(now - self._hugetlb_grown, 0))
         self._hugetlb_grown = 0
+        if not self.journal.restored:
+            if self._ksm is not None:
+                ksm.stop(self.journal, *self._ksm)
+            for path, value in reversed(list(self._restore_on_close.items())):
+                self.journal.write(path, value)
+        self._ksm = None
+        self._restore_on_close.clear()
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
         self.used_pages = 0

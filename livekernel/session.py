@@ -78,17 +78,21 @@ class LiveSession:
 
     dry_run: nothing is written, mapped or allocated; each write is printed (no root needed).
     allow_offline: memory blocks may be offlined (each onlined again at the end).
+    allow_poison: the memory-failure probe may soft-offline pages (out of service until reboot).
+    swap_kind: the temporary swap area a swap-out makes: "file" (in workdir) or "zram".
     workdir: where the private temporary directory for page-cache files goes (a disk
     filesystem: tmpfs holes never enter the page cache)."""
 
     def __init__(self, mem=None, mem_cap=DEFAULT_CAP, dry_run=False, allow_offline=False,
-                 workdir="/var/tmp", out=None):
+                 workdir="/var/tmp", out=None, allow_poison=False, swap_kind="file"):
         if not dry_run:
             require_root()
         self.arena = arena_bytes(mem, mem_cap)
         self.mem = format_size(self.arena)
         self.journal = SettingsJournal(dry_run=dry_run, out=out, state_dir=STATE_DIR)
         self.allow_offline = allow_offline
+        self.allow_poison = allow_poison
+        self.swap_kind = swap_kind
         self.workdir = workdir
         if not os.path.isdir(workdir):
             raise LiveRefused(f"--live-dir {workdir!r} is not a directory")
@@ -96,7 +100,9 @@ class LiveSession:
     @property
     def factory(self):
         return functools.partial(LiveBackend, journal=self.journal, arena_bytes=self.arena,
-                                 allow_offline=self.allow_offline, workdir=self.workdir)
+                                 allow_offline=self.allow_offline,
+                                 allow_poison=self.allow_poison, workdir=self.workdir,
+                                 swap_kind=self.swap_kind)
 
     def __enter__(self):
         self.journal.__enter__()

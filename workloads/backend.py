@@ -19,6 +19,9 @@ class Unsupported(Exception):
 
 class Backend(abc.ABC):
     name = "abstract"
+    # True when the backend's memory is a share of a running host (live) rather than a whole
+    # machine of its own: probes then ask per-folio questions instead of filling the machine
+    host_memory = False
 
     @property
     @abc.abstractmethod
@@ -94,6 +97,10 @@ class Backend(abc.ABC):
         ("hugepages-64kB/swpout"), "ksm/pages_sharing", "memory_failure/recovered", ...,
         and modelled or measured time per subsystem ("time_ns/swap_out")."""
         return {}
+
+    def folio_pfns(self, handles):
+        """The PFN each folio starts at now (to see which ones migration moved)."""
+        raise Unsupported("folio PFNs")
 
     def migrate(self, handles, mode="sync"):
         """migrate_pages() of the folios (move_pages(2)); how many were not migrated."""
@@ -223,6 +230,9 @@ class SimBackend(Backend):
     def pageblock_map(self):
         return self.machine.pageblock_map()
 
+    def folio_pfns(self, handles):
+        return np.asarray(self._pfns(handles), dtype=np.int64)
+
     def folio_orders(self, handles):
         """Current order of each folio (to see which were split)."""
         pfns = self._pfns(handles)
@@ -234,6 +244,10 @@ class SimBackend(Backend):
                for name, v in stats.items()}
         out.update(m.subsystem_stats())
         return out
+
+    def folio_pfns(self, handles):
+        """The PFN each folio starts at now (to see which ones migration moved)."""
+        raise Unsupported("folio PFNs")
 
     def migrate(self, handles, mode="sync"):
         return self.machine.migrate(self._pfns(handles), mode=mode)

@@ -60,7 +60,10 @@ class _Snapshot:
         self.extra = backend.extra_counters()
 
     def delta(self):
-        d = delta(self.backend.counters(), self.before)
+        # the live backend's counters() repeat the per-size stats as mthp_<size>_<stat>; the
+        # evidence keeps one spelling, the sysfs path of extra_counters()
+        d = {k: v for k, v in delta(self.backend.counters(), self.before).items()
+             if not k.startswith("mthp_")}
         d.update(delta(self.backend.extra_counters(), self.extra))
         return {k: v for k, v in d.items() if v}
 
@@ -86,7 +89,8 @@ def _evidence(attempted, succeeded, unit, order, sample, counters, cost_ns, nbyt
 
 
 def _alloc_exact(backend, count, order):
-    handles = backend.alloc(count, order, compact=True)
+    # live: order 9 with compact=True would be a hugetlb page; the probes want THPs
+    handles = backend.alloc(count, order, compact=not backend.host_memory)
     if len(handles) < count:
         raise Unsupported(f"only {len(handles)} of {count} {_size(order)} folios could be "
                           f"allocated for the sample")
@@ -100,6 +104,8 @@ def _cost(d, *keys):
 # --- migration-based probes ---------------------------------------------------------------
 
 def probe_migration(backend, order, seed):
+    if backend.host_memory:
+        return _in_place(backend, order, "migration")
     n = sample_count(order)
     handles = _alloc_exact(backend, n, order)
     snap = _Snapshot(backend)
@@ -129,8 +135,103 @@ def _fragment(backend, order):
     return kept, requests
 
 
+LIVE_PROACTIVE_MS = 2000      # kcompactd checks the fragmentation score every 500 ms
+LIVE_HUGETLB_REQUESTS = 16
+LIVE_COMPACT_ROUNDS = 3
+LIVE_COMPACT_SAMPLES = 8          # 128 MiB of folios kept: a pass reaches part of it
+
+
+def _acted(backend, handles, before, order):
+    """(moved, split, acted, orders) per folio: its first page's PFN changed, its order
+    dropped, either."""
+    after = backend.folio_pfns(handles)
+    orders = backend.folio_orders(handles)
+    moved = (after != before) & (after >= 0) & (before >= 0)
+    split = orders < order
+    return moved, split, moved | split, orders
+
+
+def _in_place(backend, order, mode):
+    """Compaction on a backend that shares a running host (live): the host's free memory
+    serves order-9 requests without compaction, and filling the host is what the memory cap
+    forbids. So the question becomes per folio: a sample of folios of the size is faulted,
+    every other one freed (half-used 2 MiB ranges for the migrate scanner), compaction runs in
+    the given mode, and each remaining folio's PFN and order are compared before and after.
+
+    attempted = succeeded = folios compaction acted on: migrated whole (first page's PFN
+    changed, order kept) or split by migrate_pages() for want of a target of their order
+    (their pages then move as base pages, or stay); a failure to migrate is not observable per
+    folio (pgmigrate_fail is machine-wide), so the verdict turns on kept_order: of the large
+    folios acted on, the share still one folio of their order. compact_memory is repeated (up
+    to LIVE_COMPACT_ROUNDS) while it has acted on none of them: where the host put the sample
+    decides whether a pass reaches it. A mode that acted on none is untested with what the
+    counters say happened, never "not at all" (the host decides where our folios sit)."""
+    n = sample_count(order) * LIVE_COMPACT_SAMPLES
+    handles = _alloc_exact(backend, 2 * n, order)
+    backend.free(handles[1::2])
+    handles = handles[0::2]
+    before = backend.folio_pfns(handles)
+    snap = _Snapshot(backend)
+    requests = granted = 0
+    if mode == "direct":
+        requests = LIVE_HUGETLB_REQUESTS
+        granted = sum(len(backend.alloc(1, HIGH_ORDER, compact=True)) for _ in range(requests))
+    elif mode == "proactive":
+        waited, last = 0, None
+        while waited < LIVE_PROACTIVE_MS:
+            backend.tick(250)
+            waited += 250
+            now = backend.counters().get("compact_daemon_migrate_scanned", 0)
+            if last is not None and now == last and now != snap.before.get(
+                    "compact_daemon_migrate_scanned", 0):
+                break                           # kcompactd ran and has stopped
+            last = now
+    else:
+        rounds = 0
+        while rounds < LIVE_COMPACT_ROUNDS:
+            backend.compact()
+            rounds += 1
+            if _acted(backend, handles, before, order)[2].any():
+                break
+    d = snap.delta()
+    moved, split, acted, orders = _acted(backend, handles, before, order)
+    if not acted.any():
+        what = {"direct": f"no direct compaction: {granted} of {requests} order-9 (hugetlb) "
+                          f"requests were served from free memory (compact_stall "
+                          f"{d.get('compact_stall', 0):+d}); an arena under the memory cap "
+                          f"cannot use up the host's free 2 MiB blocks",
+                "proactive": f"kcompactd moved none of the sample's folios in "
+                             f"{LIVE_PROACTIVE_MS / 1000:g} s at compaction_proactiveness 90 "
+                             f"(compact_daemon_wake {d.get('compact_daemon_wake', 0):+d}, "
+                             f"compact_daemon_migrate_scanned "
+                             f"{d.get('compact_daemon_migrate_scanned', 0):+d}; unusable free "
+                             f"space index at order 9 {backend.fragmentation()['unusable']}"
+                             f"/1000 in the worst zone)"}
+        why = f"compact_memory migrated none of the {n} folios (pgmigrate_success " \
+              f"{d.get('pgmigrate_success', 0):+d})"
+        if order >= PAGEBLOCK_ORDER:
+            why += "; compaction never moves a pageblock-sized folio"
+        if mode == "migration":
+            why += ("; move_pages(2) only moves folios to another node, so on one node "
+                    "compaction is what migrates them")
+        raise Unsupported(what.get(mode, why))
+    whole = acted & ~split
+    kept = float(whole.sum() / acted.sum()) if order else None
+    values, counts = np.unique(orders[acted], return_counts=True)
+    split_to = {int(v): int(c) for v, c in zip(values, counts)} if order else {}
+    pages = int(acted.sum()) << order
+    return _evidence(int(acted.sum()), int(acted.sum()),
+                     "folios compaction acted on (migrated whole, or split)", order, n, d,
+                     _cost(d, "migrate_time_ns"), pages * PAGE_SIZE, kept, split_to,
+                     large=int(acted.sum()) if order else 0, reached=float(acted.mean()),
+                     moved_whole=int(whole.sum()), first_page_moved=int(moved.sum()),
+                     hugetlb_requests=requests, hugetlb_granted=granted)
+
+
 def _compaction_probe(mode):
     def probe(backend, order, seed):
+        if backend.host_memory:
+            return _in_place(backend, order, mode)
         handles, requests = _fragment(backend, order)
         snap = _Snapshot(backend)
         if mode == "direct":

@@ -1,0 +1,171 @@
+"""Swap on the live kernel: a temporary swap area, and reclaim of chosen folios to it.
+
+The swap area is a file by default, or (kind="zram") a zram device of the run's own: a block
+device with SWP_SYNCHRONOUS_IO, the kind of device whose large-folio swap-out and swap-in the
+kernel supports (and the simulator's swap area models). The swap file (swap_area()) is made once per settings journal, in the live run's work directory
+(a disk filesystem: swapon refuses tmpfs): written with zeroes (not fallocate, whose unwritten
+extents some filesystems refuse for swap), mkswap, swapon at a high priority so that it takes
+every page reclaimed during the run. Its undo actions (swapoff, then the file removed) are in the
+journal, so the file goes on normal exit, on errors, Ctrl-C, and after a SIGKILL through
+`foliobench live restore`.
+
+Reclaim is madvise(MADV_PAGEOUT) on the folios' range (madvise_cold_or_pageout_pte_range() ->
+reclaim_pages() -> shrink_folio_list(), the same path as memory-cgroup reclaim, but of exactly
+the folios asked for and without a memory limit on the process). shrink_folio_list() starts the
+write and leaves a folio whose write has not finished in the swap cache; a later fault would
+find it there, with no swap-in at all. pageout() therefore waits for the writeback to finish,
+maps the pages back with read faults (they stay clean in the swap cache) and reclaims them
+again: clean swap-cache folios are freed at once, so the next touch really reads them from the
+device (swap_read_folio(), pswpin). With zswap on, zswap_store() is synchronous and the first
+pass frees the folios already (none of the pages is left with KPF_SWAPCACHE): no second pass,
+so zswpout counts each page once; so does a synchronous device (zram).
+
+A swap *file* never takes a large folio whole: cluster_alloc_swap_entry() (mm/swapfile.c)
+refuses order > 0 entries without SWP_BLKDEV ("Swapfile is not block device"), so
+shrink_folio_list() splits every large folio first (swpout_fallback, thp_swpout_fallback), and
+a swap file is not SWP_SYNCHRONOUS_IO, so swap-in is order 0 (with swap readahead).
+"""
+import os
+import subprocess
+import time
+
+import numpy as np
+
+from . import pageflags
+
+MADV_PAGEOUT = 21
+KPF_WRITEBACK, KPF_SWAPCACHE = 8, 13
+SWAP_BYTES = 128 << 20            # a cell swaps at most 16 MiB; swap never reaches half full
+PRIORITY = 32767                  # above any swap device the host has
+WRITEBACK_TIMEOUT_S = 10.0
+_AREAS = {}                       # id(journal) -> swap file or device path
+KINDS = ("file", "zram")
+ZRAM_CONTROL = "/sys/class/zram-control"
+
+
+def swap_area(journal, directory, kind="file"):
+    """The run's swap area (made and swapped on at the first call for this journal): a swap
+    file in `directory`, or kind="zram" a zram device of its own."""
+    if kind not in KINDS:
+        raise ValueError(f"swap kind {kind!r} is unknown; allowed: {', '.join(KINDS)}")
+    key = id(journal)
+    if key in _AREAS and not journal.restored:
+        return _AREAS[key]
+    if kind == "zram":
+        return _zram_area(journal, key)
+    path = os.path.join(directory, f"foliobench-live-swap-{os.getpid()}")
+    if journal.dry_run:
+        journal.run(["swapon", "-p", PRIORITY, path], ["swapoff", path])
+        _AREAS[key] = None
+        return None
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    journal.add_undo(f"remove the swap file {path}", lambda: _unlink(path), remove=[path])
+    try:
+        chunk = b"\0" * (1 << 20)
+        for _ in range(SWAP_BYTES >> 20):
+            os.write(fd, chunk)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    made = subprocess.run(["mkswap", path], capture_output=True, text=True)
+    if made.returncode:
+        raise OSError(made.returncode, f"mkswap {path}: {made.stderr.strip()}")
+    journal.run(["swapon", "-p", PRIORITY, path], ["swapoff", path], f"swapoff {path}")
+    _AREAS[key] = path
+    journal.add_undo("forget the swap file", lambda: _AREAS.pop(key, None))
+    return path
+
+
+def _zram_area(journal, key):
+    """A zram device of our own (zram-control/hot_add; never one the host already has), sized
+    SWAP_BYTES, swapped on. Undo, newest first: swapoff, reset, hot_remove."""
+    if not os.path.exists(f"{ZRAM_CONTROL}/hot_add"):
+        raise OSError(2, f"no {ZRAM_CONTROL}/hot_add (kernel without CONFIG_ZRAM)")
+    if journal.dry_run:
+        journal.run(["swapon", "-p", PRIORITY, "/dev/zramN"], ["swapoff", "/dev/zramN"])
+        _AREAS[key] = None
+        return None
+    with open(f"{ZRAM_CONTROL}/hot_add") as fh:        # reading it adds a device
+        index = int(fh.read())
+    name, dev = f"zram{index}", f"/dev/zram{index}"
+    journal.add_undo(f"remove {name}", lambda: _sysfs(f"{ZRAM_CONTROL}/hot_remove", index),
+                     command=["sh", "-c", f"echo {index} > {ZRAM_CONTROL}/hot_remove"])
+    journal.add_undo(f"reset {name}", lambda: _sysfs(f"/sys/block/{name}/reset", 1),
+                     command=["sh", "-c", f"echo 1 > /sys/block/{name}/reset"])
+    _sysfs(f"/sys/block/{name}/disksize", SWAP_BYTES)
+    deadline = time.monotonic() + 5
+    while not os.path.exists(dev) and time.monotonic() < deadline:
+        time.sleep(0.01)                               # udev/devtmpfs makes the node
+    made = subprocess.run(["mkswap", dev], capture_output=True, text=True)
+    if made.returncode:
+        raise OSError(made.returncode, f"mkswap {dev}: {made.stderr.strip()}")
+    journal.run(["swapon", "-p", PRIORITY, dev], ["swapoff", dev], f"swapoff {dev}")
+    _AREAS[key] = dev
+    journal.add_undo("forget the swap device", lambda: _AREAS.pop(key, None))
+    return dev
+
+
+def _sysfs(path, value):
+    with open(path, "w") as fh:
+        fh.write(str(value))
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def swap_devices():
+    """The swap areas /proc/swaps lists now."""
+    with open("/proc/swaps") as fh:
+        return [line.split()[0] for line in fh.read().splitlines()[1:] if line.strip()]
+
+
+def _in_flight(pfns):
+    """(under writeback, still in the swap cache) per PFN, from /proc/kpageflags."""
+    words = pageflags.kpageflags(pfns)
+    bit = lambda b: ((words >> np.uint64(b)) & np.uint64(1)).astype(bool)
+    free = bit(pageflags.KPF_BUDDY)
+    return bit(KPF_WRITEBACK) & ~free, bit(KPF_SWAPCACHE) & ~free
+
+
+def _wait_writeback(pfns):
+    deadline = time.monotonic() + WRITEBACK_TIMEOUT_S
+    while len(pfns) and _in_flight(pfns)[0].any() and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
+def pageout(mapping, start, length, madvise):
+    """Reclaim [start, start + length) of `mapping` to swap and make sure no page of it stays in
+    the swap cache (see the module docstring); the pages' own flags (KPF_WRITEBACK,
+    KPF_SWAPCACHE of the PFNs they had) say when the write is done and whether a second pass
+    is needed, so other I/O on the host does not matter. madvise(advice, start, length) is the
+    mapping's."""
+    pfns, present = pageflags.pagemap(mapping.addr + start, length // 4096)
+    pfns = pfns[present]
+    madvise(MADV_PAGEOUT, start, length)
+    _wait_writeback(pfns)
+    if not len(pfns) or not _in_flight(pfns)[1].any():
+        return                # zswap or a synchronous device: nothing left in the swap cache
+    view = mapping.bytes(start, length)
+    int(view[::4096].sum())                  # read faults: swap-cache folios mapped back, clean
+    madvise(MADV_PAGEOUT, start, length)     # clean swap-cache folios are freed at once
+    _wait_writeback(pfns)
+
+
+def swapped(pagemap_entries):
+    """Per page: is it a swap entry now (pagemap bit 62)?"""
+    e = np.asarray(pagemap_entries, dtype=np.uint64)
+    return ((e >> np.uint64(62)) & np.uint64(1)).astype(bool)
+
+
+def pagemap_entries(address, nr_pages):
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    try:
+        raw = os.pread(fd, nr_pages * 8, (address >> 12) * 8)
+    finally:
+        os.close(fd)
+    return np.frombuffer(raw, dtype=np.uint64)
+
