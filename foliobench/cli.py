@@ -302,10 +302,12 @@ def _live_probe(args):
 
 
 def _live_calibrate(args):
-    from livekernel.calibrate import calibrate, format_calibration
+    from livekernel.calibrate import calibrate, format_calibration, format_costs
     from livekernel.session import LiveSession
     with LiveSession(mem=args.mem, mem_cap=args.mem_cap) as live:
-        doc = calibrate(live, repeat=args.repeat, output=args.output)
+        doc = calibrate(live, repeat=args.repeat)
+    output = pathlib.Path(args.output)
+    results.write_text(output.parent, output.name, format_costs(doc))
     print(format_calibration(doc))
     print(f"written: {args.output} (use with: foliobench run ... --costs {args.output})")
     return 0

@@ -5,10 +5,9 @@ Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot, no 
 no display needed) and saved atomically: into a temporary file beside the target, then renamed
 over it with os.replace().
 """
+import io
 import math
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 import pandas as pd
@@ -19,7 +18,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import blended_transform_factory
 
-from foliobench.results import file_mode
+from foliobench import results
 from simcore.mmzone import MIGRATETYPE_NAMES, PAGEBLOCK_NR_PAGES, PAGE_SIZE
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), the darker
@@ -70,23 +69,10 @@ _PAGEBLOCK_BYTES = PAGEBLOCK_NR_PAGES * PAGE_SIZE
 
 def _save(fig, path):
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=_DPI)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=_DPI)
+    return results.write_bytes(path.parent, path.name, png.getvalue())
 
 
 # --- fragmentation map ------------------------------------------------------------------------

@@ -269,6 +269,13 @@ def write_text(run_dir, name, text):
     return _write_files(run_dir, {name: text.encode()})[0]
 
 
+def write_bytes(run_dir, name, data):
+    """Write bytes to run_dir/name, atomically. Returns the path."""
+    name = _check_name(name)
+    _reserved(name)
+    return _write_files(run_dir, {name: bytes(data)})[0]
+
+
 def _reserved(name):
     if name in (RESULTS_CSV, RESULTS_JSON):
         raise ValueError(f"{name} is the results table: write it with write_table()")

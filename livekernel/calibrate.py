@@ -17,9 +17,7 @@ mostly free). writeback_wait_ns is not measured here and keeps its default. simu
 the same experiment on simcore at this machine's size, for the side-by-side in the output.
 """
 import json
-import os
 import platform
-import tempfile
 import time
 
 import numpy as np
@@ -144,8 +142,8 @@ def throughput(measurements):
     return out
 
 
-def calibrate(live, repeat=3, output=None, orders=CALIBRATION_ORDERS):
-    """Measure, fit, and write the cost model file (atomically) when `output` is given."""
+def calibrate(live, repeat=3, orders=CALIBRATION_ORDERS):
+    """Measure and fit: the cost model document (format_costs() gives the file's text)."""
     ms = measure(live, orders, repeat)
     costs, r2 = fit(ms)                 # only what was measured: the rest keeps its default
     cost_array(costs)                                  # the simulator must accept it
@@ -161,29 +159,12 @@ def calibrate(live, repeat=3, output=None, orders=CALIBRATION_ORDERS):
            "unfitted": [k for k in DEFAULT_COSTS if k not in costs],
            "throughput_pages_per_s": {str(k): v for k, v in throughput(ms).items()},
            "measurements": ms}
-    if output:
-        write_atomic(output, json.dumps(doc, indent=1) + "\n")
     return doc
 
 
-def write_atomic(path, text):
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".costs.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def format_costs(doc):
+    """The text of a cost model file, as load_costs() reads it."""
+    return json.dumps(doc, indent=1) + "\n"
 
 
 def load_costs(path):

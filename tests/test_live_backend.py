@@ -1,7 +1,6 @@
 """The live backend on this machine's real kernel: real fault sizes, every workload, and the
 safety guarantees (Ctrl-C, SIGTERM and a failing step restore everything; no root, over the
 cap and --dry-run change nothing). Skips, with the reason, where a capability is missing."""
-import glob
 import os
 import pathlib
 import signal
@@ -16,6 +15,7 @@ import workloads
 from foliobench import cli
 from livekernel import backend as live_backend
 from livekernel.probe import probe
+from livestate import leftovers, settings
 from livekernel.session import LiveSession
 
 CAPS = probe() if os.path.exists("/sys/kernel/mm") else {}
@@ -29,26 +29,6 @@ needs_hugetlb = pytest.mark.skipif(not (ROOT and os.path.exists(live_backend.HUG
                                    reason="needs root and a 2 MiB hugetlb pool")
 ARENA = "512M"
 REPO = pathlib.Path(__file__).resolve().parent.parent
-
-
-def settings():
-    """Every setting a live run may touch, as the kernel shows it now."""
-    paths = glob.glob("/sys/kernel/mm/transparent_hugepage/enabled")
-    paths += glob.glob("/sys/kernel/mm/transparent_hugepage/hugepages-*kB/enabled")
-    paths += glob.glob("/sys/kernel/mm/hugepages/hugepages-*/nr_hugepages")
-    paths += ["/proc/sys/vm/compaction_proactiveness", "/proc/sys/vm/extfrag_threshold"]
-    paths += glob.glob("/sys/devices/system/memory/memory*/state")
-    out = {}
-    for p in paths:
-        try:
-            out[p] = open(p).read().strip()
-        except OSError:
-            pass
-    return out
-
-
-def leftovers(workdir):
-    return sorted(str(p) for p in pathlib.Path(workdir).glob("foliobench-live-*"))
 
 
 @needs_mthp

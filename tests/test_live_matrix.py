@@ -17,6 +17,7 @@ import pytest
 
 from livekernel import backend as live_backend
 from livekernel.probe import probe
+from livestate import leftovers, settings
 from simcore.metrics import matrix_verdict
 from workloads.matrix_probes import PROBE_NAMES, sample_count
 
@@ -29,30 +30,6 @@ pytestmark = pytest.mark.skipif(not MTHP, reason=(CAPS["root"].detail if CAPS an
                                                   "size (hugepages-64kB/enabled)"))
 HAVE_MKSWAP = shutil.which("mkswap") and shutil.which("swapon") and shutil.which("swapoff")
 SIZES = "4K,64K,2M"
-
-
-def settings():
-    """Every setting and device the live matrix may touch, as the kernel shows it now."""
-    paths = ["/sys/kernel/mm/transparent_hugepage/enabled",
-             "/sys/kernel/mm/transparent_hugepage/defrag",
-             "/sys/kernel/mm/ksm/run", "/sys/kernel/mm/ksm/pages_to_scan",
-             "/sys/kernel/mm/ksm/sleep_millisecs", "/sys/module/zswap/parameters/enabled",
-             "/proc/swaps", "/proc/sys/vm/nr_hugepages", "/proc/sys/vm/compaction_proactiveness",
-             "/proc/sys/vm/extfrag_threshold"]
-    paths += glob.glob("/sys/kernel/mm/transparent_hugepage/hugepages-*kB/enabled")
-    paths += glob.glob("/sys/kernel/mm/hugepages/hugepages-*/nr_hugepages")
-    out = {}
-    for p in paths:
-        try:
-            out[p] = open(p).read().strip()
-        except OSError:
-            pass
-    out["zram devices"] = sorted(os.path.basename(p) for p in glob.glob("/sys/block/zram*"))
-    return out
-
-
-def leftovers(workdir):
-    return sorted(str(p) for p in pathlib.Path(workdir).glob("foliobench-live-*"))
 
 
 def run_matrix(tmp_path, *args, state=None):
