@@ -304,9 +304,12 @@ def _live_probe(args):
 def _live_calibrate(args):
     from livekernel.calibrate import calibrate, format_calibration, format_costs
     from livekernel.session import LiveSession
+    output = pathlib.Path(args.output)
+    if output.is_dir():
+        raise UsageError(f"-o/--output {args.output!r} is a directory; give a file name")
+    results.check_output_dir(output.parent, "-o/--output")
     with LiveSession(mem=args.mem, mem_cap=args.mem_cap) as live:
         doc = calibrate(live, repeat=args.repeat)
-    output = pathlib.Path(args.output)
     results.write_text(output.parent, output.name, format_costs(doc))
     print(format_calibration(doc))
     print(f"written: {args.output} (use with: foliobench run ... --costs {args.output})")
@@ -314,10 +317,15 @@ def _live_calibrate(args):
 
 
 def _live_restore(args):
-    from livekernel.journal import restore_leftovers
+    from livekernel.journal import LiveRunBusy, restore_leftovers
     from livekernel.session import STATE_DIR, require_root
     require_root()
-    done = restore_leftovers(STATE_DIR)
+    try:
+        done = restore_leftovers(STATE_DIR)
+    except LiveRunBusy as exc:
+        print(f"foliobench: not restoring now: {exc}; run 'foliobench live restore' after it "
+              f"ends", file=sys.stderr)
+        return 1
     for pid, problems in done:
         print(f"restored the settings of live run pid {pid}" +
               (f" except: {'; '.join(problems)}" if problems else ""))

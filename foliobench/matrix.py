@@ -347,6 +347,9 @@ def main(args):
     probes = [get_probe(n) for n in dict.fromkeys(args.probe)] if args.probe else PROBES
     if args.seed < 0:
         raise ValueError(f"--seed {args.seed} must be a non-negative integer")
+    if args.out and not args.no_save:
+        from foliobench import results
+        results.check_output_dir(pathlib.Path(args.out) / "matrix", "-o/--out")
     if args.backend == "live":
         if args.profile:
             raise ValueError("--profile selects simulator profiles; the live backend is the "

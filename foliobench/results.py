@@ -126,6 +126,21 @@ def _fsync_dir(path):
         os.close(fd)
 
 
+def check_output_dir(path, option):
+    """ValueError (naming `option`) unless `path` is a directory, or one mkdir -p can make, that
+    this process can write: checked before a long (or live) run, not after it."""
+    path = pathlib.Path(path).absolute()
+    probe = path
+    while not probe.exists():
+        if probe.is_symlink() or probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{option} {str(path)!r}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {str(path)!r}: {probe} is not writable")
+
+
 def _ensure_dir(run_dir):
     """Create run_dir (and parents); True when this call created it."""
     try:

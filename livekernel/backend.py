@@ -23,7 +23,8 @@ What each step does on the live kernel (and where it cannot be faithful):
   (deferred split), which is what the workloads model.
 - compact(): echo 1 > /proc/sys/vm/compact_memory. tick(ms): sleep (kcompactd runs meanwhile).
 - offline_block()/online_block(): /sys/devices/system/memory/memoryN/state, only with
-  allow_offline and only blocks listed removable; each offline is undone through the journal.
+  allow_offline and only blocks listed removable; each offline is undone through the journal
+  (a block found in ZONE_MOVABLE is onlined as online_movable, into the zone it came from).
 - cma_alloc(): Unsupported (no user-space cma_alloc without debugfs or a CMA dma-heap).
 - set_flags("pinned"): vmsplice() of one byte of each anonymous folio into a pipe, which
   holds a folio reference as get_user_pages() does: migration fails on it until released.
@@ -172,6 +173,20 @@ class _OfflineTimeout(Exception):
     pass
 
 
+def _read_text(path):
+    try:
+        return pathlib.Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _online_movable(state):
+    """Undo of offlining a ZONE_MOVABLE block: online it into ZONE_MOVABLE again."""
+    if _read_text(state) == "offline":
+        with open(state, "w") as fh:
+            fh.write("online_movable")
+
+
 class LiveBackend(Backend):
     """The running kernel behind the Backend interface (see the module docstring)."""
 
@@ -219,6 +234,7 @@ class LiveBackend(Backend):
         self._sync_file_range = None
         self._vmsplice = None
         self._pins = {}             # id -> (rfd, wfd) of pipes holding folio references
+        self._movable_blocks = set()    # memory blocks offlined from ZONE_MOVABLE
         self.workdir = None
         if not self.dry_run:
             self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="foliobench-live-", dir=workdir))
@@ -651,11 +667,26 @@ class LiveBackend(Backend):
             return False, "not listed removable by the kernel"
         if self.journal.read(path / "state") != "online":
             return False, "already offline"
+        state = path / "state"
+        movable = _read_text(path / "valid_zones") == "Movable"
+        if movable and int(index) not in self._movable_blocks:
+            # "state" reads "online" whatever the zone, and writing "online" back lets the
+            # kernel pick one (default_zone_for_pfn(): ZONE_NORMAL once the movable span no
+            # longer covers the block): a ZONE_MOVABLE block comes back as online_movable
+            self._movable_blocks.add(int(index))
+            self.journal.add_undo(
+                f"online memory{int(index)} into ZONE_MOVABLE",
+                lambda: _online_movable(state),
+                command=["sh", "-c", f"if [ \"$(cat {state})\" = offline ]; then "
+                                     f"echo online_movable > {state}; fi"])
         t0 = time.perf_counter_ns()
         old = signal.signal(signal.SIGALRM, self._alarm)
         signal.setitimer(signal.ITIMER_REAL, OFFLINE_TIMEOUT_S)
         try:
-            self.journal.write(path / "state", "offline")
+            if int(index) in self._movable_blocks:
+                self.journal.write_only(state, "offline")
+            else:
+                self.journal.write(state, "offline")
         except _OfflineTimeout:
             return False, f"ETIMEDOUT: offline still migrating after {OFFLINE_TIMEOUT_S:.0f} s"
         except Exception as exc:            # JournalError with the kernel's reason (EBUSY...)
@@ -674,7 +705,10 @@ class LiveBackend(Backend):
         path = pathlib.Path(MEMORY) / f"memory{int(index)}" / "state"
         if self.journal.read(path) == "online":
             return False, "already online"
-        self.journal.write(path, "online")
+        if int(index) in self._movable_blocks:
+            self.journal.write_only(path, "online_movable")
+        else:
+            self.journal.write(path, "online")
         return True, ""
 
     # -- counters --------------------------------------------------------------------------
@@ -945,32 +979,48 @@ class LiveBackend(Backend):
     # -- teardown --------------------------------------------------------------------------
 
     def close(self):
-        """Unmap every region, close every pipe, remove the files, give back hugetlb pages."""
+        """Unmap every region, close every pipe, remove the files, give back hugetlb pages,
+        write back the settings held for the backend's lifetime. Every step is tried even when
+        one fails (the first failure is raised at the end); the journal's undo of the memory
+        and the work directory is dropped only once they are gone."""
         if self._closed:
             return
         self._closed = True
-        self.journal.discard_undo(self._undo)
+        failed = []
+
+        def attempt(step, *args):
+            try:
+                step(*args)
+            except Exception as exc:
+                failed.append(exc)
+
         for rid in list(self._regions):
-            self._unmap(rid)
+            attempt(self._unmap, rid)
         for pid in list(self._pins):
-            self._close_fds(self._pins.pop(pid))
+            attempt(self._close_fds, self._pins.pop(pid))
         for pid in list(self._pipes):
-            self._close_pipe(pid)
+            attempt(self._close_pipe, pid)
         for f in self._files.values():
             if f["fd"] >= 0:
-                os.close(f["fd"])
+                attempt(os.close, f["fd"])
+                f["fd"] = -1
         if self._hugetlb_grown > 0 and not self.journal.restored:
-            now = int(self.journal.read(HUGETLB_POOL))
-            self.journal.write(HUGETLB_POOL, max(now - self._hugetlb_grown, 0))
+            attempt(self._shrink_pool, self._hugetlb_grown)
         self._hugetlb_grown = 0
         if not self.journal.restored:
             if self._ksm is not None:
-                ksm.stop(self.journal, *self._ksm)
+                attempt(ksm.stop, self.journal, *self._ksm)
             for path, value in reversed(list(self._restore_on_close.items())):
-                self.journal.write(path, value)
+                attempt(self.journal.write, path, value)
         self._ksm = None
         self._restore_on_close.clear()
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
         self.used_pages = 0
+        self.journal.discard_undo(self._undo)
+        if failed:
+            raise failed[0]
 
+    def _shrink_pool(self, grown):
+        now = int(self.journal.read(HUGETLB_POOL))
+        self.journal.write(HUGETLB_POOL, max(now - grown, 0))

@@ -14,11 +14,17 @@ In dry-run mode nothing is written: each write is printed ("would write ...") wi
 would replace.
 
 A SIGKILL cannot be caught, so with a state_dir the journal also keeps its settings (and the
-paths to remove) in <state_dir>/journal-<pid>.json, rewritten atomically on every new entry and
+paths to remove) in <state_dir>/journal-<pid>-<n>.json, rewritten atomically on every new entry and
 removed once restored; restore_leftovers() (`foliobench live restore`) undoes the journals of
-processes that are gone.
+processes that are gone, newest first, and only journals this user wrote. While a journal is
+entered it holds <state_dir>/lock, so no two processes change settings at once and no leftover
+restore runs under a live run. A command and its undo (journal.run(), critical()) are one step:
+a signal arriving in between is delivered once the undo is journaled.
 """
 import atexit
+import contextlib
+import fcntl
+import itertools
 import json
 import os
 import tempfile
@@ -30,10 +36,67 @@ import threading
 
 RESTORE_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _CHOICE_RE = re.compile(r"\[([^\]]+)\]")
+_SEQ = itertools.count(1)          # journals of one process each get their own state file
+LOCK_NAME = "lock"
+_LOCKS = {}                        # state_dir -> [fd, holders]: one flock per process and dir
 
 
-class JournalError(RuntimeError):
-    """A write the kernel refused (with the path, the value and the kernel's reason)."""
+class JournalError(OSError):
+    """A write the kernel refused (with the path, the value and the kernel's reason); an
+    OSError, as what the kernel refuses elsewhere is (a matrix cell reports it as untested)."""
+
+
+class LiveRunBusy(JournalError):
+    """Another process holds the live-run lock: its settings journal is still in use."""
+
+
+def _lock_holder(fd):
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or -1)
+    except (OSError, ValueError):
+        return -1
+
+
+def acquire_run_lock(state_dir, timeout=0.0):
+    """Hold <state_dir>/lock (flock, released by the kernel even on SIGKILL) so that no two
+    processes run live at once: each would record the other's values as the ones to restore,
+    and the one ending last would leave them behind. Nested journals of one process share it.
+    Raises LiveRunBusy naming the holder after `timeout` seconds."""
+    state_dir = str(state_dir)
+    held = _LOCKS.get(state_dir)
+    if held:
+        held[1] += 1
+        return
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(state_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                 0o600)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = _lock_holder(fd)
+                os.close(fd)
+                raise LiveRunBusy(f"another live run (pid {holder}) is in progress; live runs "
+                                  f"change the same kernel settings and must not overlap") \
+                    from None
+            time.sleep(0.1)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _LOCKS[state_dir] = [fd, 1]
+
+
+def release_run_lock(state_dir):
+    state_dir = str(state_dir)
+    held = _LOCKS.get(state_dir)
+    if not held:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        del _LOCKS[state_dir]
+        os.close(held[0])
 
 
 def current_value(text):
@@ -55,6 +118,7 @@ class SettingsJournal:
         self.dry_run = dry_run
         self.state_dir = None if dry_run or state_dir is None else str(state_dir)
         self._state_file = None
+        self._created = time.time()
         self._persisted = {}       # id(undo entry) -> [(kind, arg)] a leftover restore does
         self.out = out
         self.root = root
@@ -67,6 +131,10 @@ class SettingsJournal:
         self._old_handlers = {}
         self._lock = threading.RLock()
         self._atexit = False
+        self._locked = False
+        self.lock_timeout = 0.0    # seconds __enter__ waits for another live run to end
+        self._critical = 0         # > 0: a restore signal waits in _pending until it ends
+        self._pending = None
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -142,24 +210,49 @@ class SettingsJournal:
                 self._persist()
             return entry
 
-    def run(self, argv, undo_argv, description=None):
+    def run(self, argv, undo_argv, description=None, undo_first=False):
         """Run a command (e.g. swapon FILE) and register the command that undoes it (swapoff
-        FILE), both in the journal's order; dry runs only print it."""
+        FILE), both in the journal's order; dry runs only print it. undo_first: journal the
+        undo (and write it to disk) before the command runs, for an effect a SIGKILL could
+        leave behind mid-command; the undo must then be harmless when the effect is absent."""
         import subprocess
         argv, undo_argv = [str(a) for a in argv], [str(a) for a in undo_argv]
         self.log.append((" ".join(argv), ""))
         if self.dry_run:
             self._say(f"dry-run: would run {' '.join(argv)} (undone by {' '.join(undo_argv)})")
             return
-        proc = subprocess.run(argv, capture_output=True, text=True)
-        if proc.returncode:
-            raise JournalError(f"{' '.join(argv)} failed: {proc.stderr.strip() or proc.returncode}")
 
         def undo():
             done = subprocess.run(undo_argv, capture_output=True, text=True)
             if done.returncode:
                 raise JournalError(f"{' '.join(undo_argv)}: {done.stderr.strip()}")
-        return self.add_undo(description or " ".join(undo_argv), undo, command=undo_argv)
+        # a Ctrl-C or SIGTERM between the command's effect (swap on) and its undo being
+        # journaled would leave the effect behind: the signal waits, and the command runs in
+        # its own process group so that the terminal's Ctrl-C does not kill it half-way
+        with self.critical():
+            token = self.add_undo(description or " ".join(undo_argv), undo,
+                                  command=undo_argv) if undo_first else None
+            proc = subprocess.run(argv, capture_output=True, text=True, process_group=0)
+            if proc.returncode:
+                if token is not None:
+                    self.discard_undo(token)
+                raise JournalError(f"{' '.join(argv)} failed: "
+                                   f"{proc.stderr.strip() or proc.returncode}")
+            return token or self.add_undo(description or " ".join(undo_argv), undo,
+                                          command=undo_argv)
+
+    @contextlib.contextmanager
+    def critical(self):
+        """A change and the registration of its undo, as one step: SIGINT/SIGTERM/SIGHUP
+        arriving meanwhile are delivered (as KeyboardInterrupt/SystemExit) once it ends."""
+        self._critical += 1
+        try:
+            yield
+        finally:
+            self._critical -= 1
+            if not self._critical and self._pending is not None:
+                signum, self._pending = self._pending, None
+                self._on_signal(signum, None)
 
     # -- the state file (for a restore after SIGKILL) --------------------------------------
 
@@ -171,19 +264,28 @@ class SettingsJournal:
             else:
                 steps.extend([kind, arg] for kind, arg in self._persisted.get(id(e), ()))
         return {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "root": self.root, "steps": steps}
+                "created": self._created, "root": self.root, "steps": steps}
 
     def _persist(self):
         if self.state_dir is None:
             return
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        self._state_file = os.path.join(self.state_dir, f"journal-{os.getpid()}.json")
+        if self._state_file is None:       # nested journals must not share (and drop) one file
+            self._state_file = os.path.join(self.state_dir,
+                                            f"journal-{os.getpid()}-{next(_SEQ)}.json")
         fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=".journal.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self._state(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._state_file)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self._state(), fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self._state_file)
+        except BaseException:             # a signal mid-write: no stray temporary file
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
 
     def _drop_state(self):
         if self._state_file and not self.errors:
@@ -211,11 +313,12 @@ class SettingsJournal:
     def restore(self):
         """Undo everything, newest first; every step is tried even when one fails. Returns the
         list of problems (also printed)."""
+        masked = self._mask_signals()      # first: a signal must not cut the restore short
         with self._lock:
             if self.restored:
+                self._unmask_signals(masked)
                 return self.errors
             self.restored = True
-            masked = self._mask_signals()
             try:
                 while self.entries:
                     entry = self.entries.pop()
@@ -255,11 +358,17 @@ class SettingsJournal:
     # -- context manager and signals -------------------------------------------------------
 
     def _on_signal(self, signum, frame):
+        if self._critical:
+            self._pending = signum
+            return
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
     def __enter__(self):
+        if self.state_dir is not None and not self._locked:
+            acquire_run_lock(self.state_dir, self.lock_timeout)
+            self._locked = True
         if threading.current_thread() is threading.main_thread():
             for s in RESTORE_SIGNALS:
                 self._old_handlers[s] = signal.signal(s, self._on_signal)
@@ -275,30 +384,49 @@ class SettingsJournal:
             for s, handler in self._old_handlers.items():
                 signal.signal(s, handler)
             self._old_handlers.clear()
-            if self._atexit:
+            # a signal before restore() masked them leaves it undone: atexit still does it
+            if self._atexit and self.restored:
                 atexit.unregister(self.restore)
                 self._atexit = False
+            if self._locked and self.restored:
+                release_run_lock(self.state_dir)
+                self._locked = False
         return False
 
 
 def restore_leftovers(state_dir, out=None):
     """Undo the journals left in state_dir by processes that no longer run (killed with
-    SIGKILL, or a crashed machine's /run survived): settings written back newest first, the
-    recorded paths removed. Returns [(pid, [problems])]."""
+    SIGKILL, or a crashed machine's /run survived): the newest journal first, in each the
+    settings written back newest first, the recorded paths removed. Refused (LiveRunBusy)
+    while another process runs live: it recorded the leftovers as the values to put back, so
+    restoring under it would have them written again when it ends. Returns [(pid, [problems])]."""
     done = []
-    try:
-        names = sorted(os.listdir(state_dir))
-    except FileNotFoundError:
+    if not os.path.isdir(state_dir):
         return done
-    for name in names:
+    acquire_run_lock(state_dir)
+    try:
+        return _restore_leftovers(state_dir, out)
+    finally:
+        release_run_lock(state_dir)
+
+
+def _restore_leftovers(state_dir, out):
+    done = []
+    journals = []
+    for name in os.listdir(state_dir):
         if not (name.startswith("journal-") and name.endswith(".json")):
             continue
         path = os.path.join(state_dir, name)
         try:
+            if os.lstat(path).st_uid != os.geteuid():
+                continue          # its commands run as us: only journals we wrote ourselves
             with open(path) as fh:
                 state = json.load(fh)
         except (OSError, ValueError):
             continue
+        journals.append((float(state.get("created", 0)), name, path, state))
+    # the journal started last recorded the values the earlier ones left: undo it first
+    for _, _, path, state in sorted(journals, key=lambda j: (j[0], j[1]), reverse=True):
         pid = int(state.get("pid", -1))
         if pid == os.getpid() or _alive(pid):
             continue

@@ -17,12 +17,13 @@ import psutil
 from simcore.units import format_size, parse_size
 
 from .backend import LiveBackend
-from .journal import SettingsJournal
+from .journal import LiveRunBusy, SettingsJournal
 
 DEFAULT_CAP = "50%"
 # where a live run keeps its journal for `foliobench live restore` after a SIGKILL
 STATE_DIR = os.environ.get("FOLIOBENCH_STATE_DIR", "/run/foliobench")
 MIN_ARENA = 64 << 20
+LOCK_WAIT_S = 10.0            # how long a live run waits for another one to end
 LIVE_STRATEGY = "kernel"
 
 
@@ -90,6 +91,7 @@ class LiveSession:
         self.arena = arena_bytes(mem, mem_cap)
         self.mem = format_size(self.arena)
         self.journal = SettingsJournal(dry_run=dry_run, out=out, state_dir=STATE_DIR)
+        self.journal.lock_timeout = LOCK_WAIT_S
         self.allow_offline = allow_offline
         self.allow_poison = allow_poison
         self.swap_kind = swap_kind
@@ -105,7 +107,10 @@ class LiveSession:
                                  swap_kind=self.swap_kind)
 
     def __enter__(self):
-        self.journal.__enter__()
+        try:
+            self.journal.__enter__()
+        except LiveRunBusy as exc:
+            raise LiveRefused(str(exc)) from None
         return self
 
     def __exit__(self, *exc):

@@ -58,8 +58,9 @@ def swap_area(journal, directory, kind="file"):
         journal.run(["swapon", "-p", PRIORITY, path], ["swapoff", path])
         _AREAS[key] = None
         return None
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    journal.add_undo(f"remove the swap file {path}", lambda: _unlink(path), remove=[path])
+    with journal.critical():              # no signal between creating and journaling it
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        journal.add_undo(f"remove the swap file {path}", lambda: _unlink(path), remove=[path])
     try:
         chunk = b"\0" * (1 << 20)
         for _ in range(SWAP_BYTES >> 20):
@@ -70,7 +71,7 @@ def swap_area(journal, directory, kind="file"):
     made = subprocess.run(["mkswap", path], capture_output=True, text=True)
     if made.returncode:
         raise OSError(made.returncode, f"mkswap {path}: {made.stderr.strip()}")
-    journal.run(["swapon", "-p", PRIORITY, path], ["swapoff", path], f"swapoff {path}")
+    _swapon(journal, path)
     _AREAS[key] = path
     journal.add_undo("forget the swap file", lambda: _AREAS.pop(key, None))
     return path
@@ -85,11 +86,12 @@ def _zram_area(journal, key):
         journal.run(["swapon", "-p", PRIORITY, "/dev/zramN"], ["swapoff", "/dev/zramN"])
         _AREAS[key] = None
         return None
-    with open(f"{ZRAM_CONTROL}/hot_add") as fh:        # reading it adds a device
-        index = int(fh.read())
-    name, dev = f"zram{index}", f"/dev/zram{index}"
-    journal.add_undo(f"remove {name}", lambda: _sysfs(f"{ZRAM_CONTROL}/hot_remove", index),
-                     command=["sh", "-c", f"echo {index} > {ZRAM_CONTROL}/hot_remove"])
+    with journal.critical():              # no signal between adding and journaling it
+        with open(f"{ZRAM_CONTROL}/hot_add") as fh:    # reading it adds a device
+            index = int(fh.read())
+        name, dev = f"zram{index}", f"/dev/zram{index}"
+        journal.add_undo(f"remove {name}", lambda: _sysfs(f"{ZRAM_CONTROL}/hot_remove", index),
+                         command=["sh", "-c", f"echo {index} > {ZRAM_CONTROL}/hot_remove"])
     journal.add_undo(f"reset {name}", lambda: _sysfs(f"/sys/block/{name}/reset", 1),
                      command=["sh", "-c", f"echo 1 > /sys/block/{name}/reset"])
     _sysfs(f"/sys/block/{name}/disksize", SWAP_BYTES)
@@ -99,10 +101,18 @@ def _zram_area(journal, key):
     made = subprocess.run(["mkswap", dev], capture_output=True, text=True)
     if made.returncode:
         raise OSError(made.returncode, f"mkswap {dev}: {made.stderr.strip()}")
-    journal.run(["swapon", "-p", PRIORITY, dev], ["swapoff", dev], f"swapoff {dev}")
+    _swapon(journal, dev)
     _AREAS[key] = dev
     journal.add_undo("forget the swap device", lambda: _AREAS.pop(key, None))
     return dev
+
+
+def _swapon(journal, path):
+    """swapon at PRIORITY; its swapoff is journaled, on disk too, before swapon runs (a SIGKILL
+    just after the swapon() syscall must leave the swapoff to `foliobench live restore`), and
+    only swaps off what /proc/swaps lists (swap_show() pads the name with spaces)."""
+    swapoff = ["sh", "-c", 'if grep -qF -- "$1 " /proc/swaps; then swapoff "$1"; fi', "sh", path]
+    journal.run(["swapon", "-p", PRIORITY, path], swapoff, f"swapoff {path}", undo_first=True)
 
 
 def _sysfs(path, value):

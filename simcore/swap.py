@@ -122,8 +122,12 @@ class SwapDevice:
         """Slots for a folio of `order` under the swap_alloc `policy`: the first offset, or -1
         when the policy finds none (the caller splits). Order 0 takes any free slot."""
         if order > 0:
+            # every release refuses large entries on a swap file ("Swapfile is not block
+            # device": scan_swap_map_slots(), cluster_alloc_swap_entry())
+            if not self.blkdev:
+                return -1
             if policy == "pmd_free_cluster":
-                if order != HPAGE_PMD_ORDER or not self.blkdev:
+                if order != HPAGE_PMD_ORDER:
                     return -1
             elif not self.solid_state:
                 return -1

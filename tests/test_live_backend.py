@@ -262,3 +262,59 @@ def test_sigkill_leaves_a_journal_that_live_restore_undoes(tmp_path):
     assert f"restored the settings of live run pid {proc.pid}" in restore.stdout
     assert settings() == before
     assert not leftovers(tmp_path) and not list(state.glob("journal-*.json"))
+
+
+@needs_mthp
+def test_close_goes_on_past_a_failing_step(tmp_path, monkeypatch):
+    # a refused KSM write-back used to end close() before the work directory went
+    from livekernel import ksm
+    from livekernel.journal import JournalError
+    before = settings()
+
+    def refused(journal, old, unmerge):
+        raise JournalError("writing '0' to /sys/kernel/mm/ksm/run: Interrupted system call")
+
+    with LiveSession(mem=ARENA, workdir=str(tmp_path)) as live:
+        b = live.factory(compaction_proactiveness=0)
+        b.fault_anon(8, [0])
+        b.alloc(4, 0, kind="file")
+        b._ksm = ("0", False)
+        monkeypatch.setattr(ksm, "stop", refused)
+        with pytest.raises(JournalError, match="Interrupted"):
+            b.close()
+        assert not b._regions and not b.workdir.exists()
+        assert live.journal.read("/proc/sys/vm/compaction_proactiveness") == \
+            before["/proc/sys/vm/compaction_proactiveness"]
+        assert all(e[1] != "live backend memory (mappings, files, pipes)"
+                   for e in live.journal.entries)
+    assert settings() == before
+    assert not leftovers(tmp_path)
+
+
+def test_a_movable_memory_block_comes_back_movable(tmp_path, monkeypatch):
+    # "state" reads "online" in any zone; writing "online" back let the kernel pick the zone,
+    # so a ZONE_MOVABLE block could return as ZONE_NORMAL (no longer removable)
+    from livekernel.journal import SettingsJournal
+    memory = tmp_path / "memory"
+    for index, zone in ((5, "Movable"), (6, "Normal")):
+        block = memory / f"memory{index}"
+        block.mkdir(parents=True)
+        (block / "state").write_text("online\n")
+        (block / "removable").write_text("1\n")
+        (block / "valid_zones").write_text(f"{zone}\n")
+    monkeypatch.setattr(live_backend, "MEMORY", str(memory))
+    work = tmp_path / "work"
+    work.mkdir()
+    journal = SettingsJournal(out=open(os.devnull, "w"))
+    with journal:
+        b = live_backend.LiveBackend(journal=journal, arena_bytes=64 << 20, allow_offline=True,
+                                     workdir=str(work))
+        assert b.offline_block(5) == (True, "") and b.offline_block(6) == (True, "")
+        assert (memory / "memory5/state").read_text() == "offline"
+        assert b.online_block(5) == (True, "")
+        assert (memory / "memory5/state").read_text() == "online_movable"
+        (memory / "memory5/state").write_text("online\n")        # what the kernel shows
+        assert b.offline_block(5) == (True, "")
+    assert (memory / "memory5/state").read_text() == "online_movable"
+    assert (memory / "memory6/state").read_text() == "online"
+    assert not journal.errors

@@ -159,11 +159,12 @@ def test_commands_and_leftover_journal_of_a_dead_process(tree, tmp_path):
     j.add_undo("scratch dir", lambda: None, remove=[scratch])
     j.write(MTHP, "always")
     assert marker.exists()
-    doc = json.loads((state / f"journal-{os.getpid()}.json").read_text())
+    (own,) = state.glob(f"journal-{os.getpid()}-*.json")
+    doc = json.loads(own.read_text())
     assert [s[0] for s in doc["steps"]] == ["setting", "command", "remove", "setting"]
     # pretend the process died with SIGKILL: its journal under a pid that does not exist
     doc["pid"] = 2 ** 22 + 12345
-    (state / f"journal-{os.getpid()}.json").unlink()
+    own.unlink()
     (state / "journal-dead.json").write_text(json.dumps(doc))
     done = restore_leftovers(state, out=io.StringIO())
     assert done == [(doc["pid"], [])]
@@ -171,3 +172,147 @@ def test_commands_and_leftover_journal_of_a_dead_process(tree, tmp_path):
     assert not marker.exists() and not scratch.exists()
     assert not list(state.glob("journal-*.json"))
     j.entries.clear()                       # the live journal has nothing left to do
+
+
+def test_signal_while_a_command_runs_waits_until_its_undo_is_journaled(tree, tmp_path):
+    # SIGTERM while swapon runs used to kill it half-way or leave its effect without an undo
+    made, undone = tmp_path / "made", tmp_path / "undone"
+    j = SettingsJournal(root=str(tree))
+    with pytest.raises(SystemExit) as exc:
+        with j:
+            j.run(["sh", "-c", f"kill -TERM {os.getpid()}; sleep 0.3; touch {made}"],
+                  ["touch", undone], "the stand-in for swapoff")
+            pytest.fail("the SIGTERM was not delivered after the command")
+    assert exc.value.code == 128 + signal.SIGTERM
+    assert made.exists() and undone.exists()
+
+
+def test_signal_before_restore_masks_signals_leaves_the_atexit_restore(tree, monkeypatch):
+    import livekernel.journal as journal_mod
+    registered = []
+    monkeypatch.setattr(journal_mod.atexit, "register", registered.append)
+    monkeypatch.setattr(journal_mod.atexit, "unregister", registered.remove)
+    j = SettingsJournal(root=str(tree))
+    calls = []
+
+    def interrupted_mask():
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt          # a Ctrl-C landing as restore() starts
+        return {}
+    j._mask_signals = interrupted_mask
+    with pytest.raises(KeyboardInterrupt):
+        with j:
+            j.write(POOL, 40)
+    assert read(tree, POOL) == "40" and not j.restored
+    assert registered == [j.restore]         # still there for the interpreter's exit
+    registered[0]()
+    assert read(tree, POOL) == "3"
+
+
+def test_nested_journals_keep_their_own_state_files(tree, tmp_path):
+    import json
+    state = tmp_path / "state"
+    outer = SettingsJournal(root=str(tree), state_dir=state)
+    with outer:
+        outer.write(POOL, 40)
+        with SettingsJournal(root=str(tree), state_dir=state) as inner:
+            inner.write(MTHP, "always")
+            assert len(list(state.glob("journal-*.json"))) == 2
+        (left,) = state.glob("journal-*.json")           # the outer's survives the inner's
+        assert json.loads(left.read_text())["steps"] == [["setting", POOL, "3"]]
+    assert not list(state.glob("journal-*.json"))
+    assert (read(tree, MTHP), read(tree, POOL)) == ("never", "3")
+
+
+def _dead_journal(state, name, created, steps):
+    import json
+    state.mkdir(exist_ok=True)
+    (state / name).write_text(json.dumps({"pid": 2 ** 22 + 4321, "created": created,
+                                          "root": str(state.parent / "tree"), "steps": steps}))
+
+
+def test_leftovers_restore_the_newest_journal_first(tmp_path):
+    from livekernel.journal import restore_leftovers
+    tree = tmp_path / "tree"
+    (tree / "proc/sys/vm").mkdir(parents=True)
+    (tree / "proc/sys/vm/nr_hugepages").write_text("99\n")
+    state = tmp_path / "state"
+    # run 1 found 3 and wrote 40; run 2, started while run 1 ran, found 40 and wrote 99
+    _dead_journal(state, "journal-1.json", 100.0, [["setting", POOL, "3"]])
+    _dead_journal(state, "journal-2.json", 200.0, [["setting", POOL, "40"]])
+    done = restore_leftovers(state, out=io.StringIO())
+    assert [p for _, p in done] == [[], []]
+    assert read(tree, POOL) == "3"
+
+
+def test_leftovers_wait_while_another_live_run_holds_the_lock(tmp_path, monkeypatch, capsys):
+    import subprocess
+    import sys
+    from foliobench import cli
+    from livekernel import session
+    from livekernel.journal import LiveRunBusy, restore_leftovers
+    tree = tmp_path / "tree"
+    (tree / "proc/sys/vm").mkdir(parents=True)
+    (tree / "proc/sys/vm/nr_hugepages").write_text("40\n")
+    state = tmp_path / "state"
+    _dead_journal(state, "journal-1.json", 100.0, [["setting", POOL, "3"]])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from livekernel.journal import "
+         "acquire_run_lock; acquire_run_lock(sys.argv[1]); print('held', flush=True); "
+         "time.sleep(60)", str(state)], stdout=subprocess.PIPE, text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LiveRunBusy, match=f"pid {holder.pid}"):
+            restore_leftovers(state, out=io.StringIO())
+        assert read(tree, POOL) == "40"            # untouched while that run is live
+        if os.geteuid() == 0:
+            monkeypatch.setattr(session, "STATE_DIR", str(state))
+            assert cli.main(["live", "restore"]) == 1
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "not restoring now" in err
+            with pytest.raises(LiveRefused, match="in progress"):
+                monkeypatch.setattr(session, "LOCK_WAIT_S", 0.2)
+                with session.LiveSession(mem="64M", workdir=str(tmp_path)):
+                    pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert restore_leftovers(state, out=io.StringIO()) == [(2 ** 22 + 4321, [])]
+    assert read(tree, POOL) == "3"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
+def test_leftovers_skip_journals_another_user_wrote(tmp_path):
+    from livekernel.journal import restore_leftovers
+    state = tmp_path / "state"
+    planted = tmp_path / "planted"
+    _dead_journal(state, "journal-1.json", 100.0, [["command", ["touch", str(planted)]]])
+    os.chown(state / "journal-1.json", 65534, 65534)
+    assert restore_leftovers(state, out=io.StringIO()) == []
+    assert not planted.exists() and (state / "journal-1.json").exists()
+
+
+def test_sigkill_right_after_a_command_still_leaves_its_undo_on_disk(tmp_path):
+    # a SIGKILL just after swapon used to leave the swap on with no swapoff in the journal
+    import subprocess
+    import sys
+    from livekernel.journal import restore_leftovers
+    state, made = tmp_path / "state", tmp_path / "made"
+    code = ("import sys; from livekernel.journal import SettingsJournal; "
+            "j = SettingsJournal(state_dir=sys.argv[1]); "
+            "j.run(['sh', '-c', 'touch \"$0\"; kill -KILL $PPID; sleep 1', sys.argv[2]], "
+            "['rm', sys.argv[2]], 'the stand-in for swapoff', undo_first=True)")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", code, str(state), str(made)], cwd=repo,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    import time
+    deadline = time.monotonic() + 5
+    while not made.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)                       # the command outlives its parent
+    assert made.exists()
+    done = restore_leftovers(state, out=io.StringIO())
+    assert [problems for _, problems in done] == [[]]
+    assert not made.exists()

@@ -150,6 +150,20 @@ def test_unsupported_steps_become_untested_with_the_reason():
             getattr(Backend, step)(None, *args)
 
 
+def test_a_setting_the_kernel_refuses_makes_the_cell_untested():
+    # a journal write refused (a sysctl an older kernel lacks, zswap that cannot be enabled)
+    # used to end the whole live matrix in a traceback
+    from livekernel.journal import JournalError
+
+    def refusing(probe):
+        raise JournalError("reading /proc/sys/vm/compaction_proactiveness before writing it: "
+                           "No such file or directory")
+    m = matrix.run_matrix(refusing, [0, 4], "old kernel", probes=[get_probe("zswap")])
+    cells = m["rows"][0]["cells"]
+    assert {c["verdict"] for c in cells.values()} == {"untested"}
+    assert "compaction_proactiveness" in cells["64K"]["reason"]
+
+
 # --- renderings ----------------------------------------------------------------------------
 
 class _Cells(html.parser.HTMLParser):
@@ -205,6 +219,21 @@ def test_cli_bad_input_one_line_exit_2(args, message, tmp_path):
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and message in out.stderr
     assert "Traceback" not in out.stderr and not list(tmp_path.iterdir())
+
+
+def test_cli_output_that_cannot_be_a_directory_is_refused_before_the_run(tmp_path):
+    # used to run every probe, then end in a NotADirectoryError traceback
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    out = run_cli("--probe", "migration", "--sizes", "4K", "-o", str(blocker / "sub"))
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and "is not a directory" in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+    calibrate = subprocess.run([sys.executable, "-m", "foliobench", "live", "calibrate", "-o",
+                                str(blocker / "costs.json")], cwd=REPO, capture_output=True,
+                               text=True, timeout=120)
+    assert calibrate.returncode == 2 and "Traceback" not in calibrate.stderr
+    assert calibrate.stderr.count("\n") == 1 and "-o/--output" in calibrate.stderr
 
 
 def test_cli_saves_md_html_json_and_latest(tmp_path):

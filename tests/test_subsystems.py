@@ -63,6 +63,23 @@ def test_swap_out_cluster_exhaustion_falls_back_to_split():
     m.check()
 
 
+@pytest.mark.parametrize("profile", ["linux-6.1", "linux-6.10", "linux-6.12", "linux-6.18"])
+def test_a_swap_file_takes_no_large_folio_whole(profile):
+    # cluster_alloc_swap_entry() refuses order > 0 without SWP_BLKDEV in every release; the
+    # 6.10+ policies used to hand a swap file whole mTHP entries
+    m = simcore.Machine("64M", profile=profile)
+    m.swapon("8M", synchronous=False, blkdev=False)
+    records = m.swap_out(np.concatenate([m.alloc_many(4, 4), m.alloc_many(1, 9)]))
+    assert all(p[1] == 0 for r in records for p in r.pieces)
+    assert stats(m, 4, "swpout") == 0 and stats(m, 9, "swpout") == 0
+    assert m.vmstat()["pswpout"] == 4 * 16 + 512 and m.vmstat()["thp_swpout"] == 0
+    m.check()
+    block = simcore.Machine("64M", profile=profile)
+    block.swapon("8M", synchronous=False, blkdev=True)
+    whole = block.swap_out(block.alloc_many(1, 9))
+    assert [p[1] for p in whole[0].pieces] == [9]
+
+
 @pytest.mark.parametrize("profile, whole", [("linux-6.10", False), ("linux-6.12", True)])
 def test_nonfull_clusters_are_reused_only_from_6_12(profile, whole):
     m = simcore.Machine("64M", profile=profile)
