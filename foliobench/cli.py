@@ -483,3 +483,8 @@ def main(argv=None):
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        # the kernel or the filesystem refused (a live write, a full disk): not a usage error,
+        # and the live journal has already put every setting back
+        print(f"foliobench: failed: {exc}", file=sys.stderr)
+        return 1

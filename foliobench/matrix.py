@@ -303,6 +303,9 @@ def add_parser(sub):
     p.add_argument("--allow-poison", action="store_true",
                    help="live: the memory-failure probe may soft-offline pages (MADV_SOFT_OFFLINE"
                         " takes them out of service until reboot)")
+    p.add_argument("--allow-zswap", action="store_true",
+                   help="live: the zswap probe may switch zswap on (once it has been on, the "
+                        "kernel swaps in only order-0 folios until reboot)")
     p.add_argument("--swap", choices=("file", "zram"), default="file",
                    help="live: the temporary swap area: a swap file in --live-dir (default) or a "
                         "zram device of the run's own (synchronous, like the simulator's)")
@@ -326,7 +329,8 @@ def _live(args, orders, probes=PROBES):
     release = platform.release()
     from livekernel.backend import SYSCTLS
     with LiveSession(mem=args.mem, allow_offline=args.allow_offline,
-                     allow_poison=args.allow_poison, workdir=args.live_dir,
+                     allow_poison=args.allow_poison, allow_zswap=args.allow_zswap,
+                     workdir=args.live_dir,
                      swap_kind=args.swap) as live:
         def make(probe):
             # the probe's sysctls (extfrag_threshold, compaction_proactiveness) go through
@@ -355,8 +359,9 @@ def main(args):
             raise ValueError("--profile selects simulator profiles; the live backend is the "
                              "running kernel")
         doc = _live(args, orders, probes)
-    elif args.allow_offline or args.allow_poison or args.swap != "file":
-        raise ValueError("--allow-offline, --allow-poison and --swap apply to --backend live")
+    elif args.allow_offline or args.allow_poison or args.allow_zswap or args.swap != "file":
+        raise ValueError("--allow-offline, --allow-poison, --allow-zswap and --swap apply to "
+                         "--backend live")
     else:
         for name in args.profile or ():
             simprofiles.get_profile(name)

@@ -194,8 +194,8 @@ class LiveBackend(Backend):
     host_memory = True          # the arena is part of a running host, not a whole machine
 
     def __init__(self, mem=None, seed=0, strategy="kernel", *, journal, arena_bytes,
-                 allow_offline=False, allow_poison=False, workdir="/var/tmp", swap_kind="file",
-                 **machine_kw):
+                 allow_offline=False, allow_poison=False, allow_zswap=False, workdir="/var/tmp",
+                 swap_kind="file", **machine_kw):
         self.journal = journal
         self.dry_run = journal.dry_run
         self.rng = np.random.default_rng(seed)
@@ -203,6 +203,7 @@ class LiveBackend(Backend):
         self.used_pages = 0
         self.allow_offline = allow_offline
         self.allow_poison = allow_poison
+        self.allow_zswap = allow_zswap
         self.session_dir = str(workdir)
         self.swap_kind = swap_kind
         self.time_ns = {}           # measured wall time per subsystem ("swap_out", "ksm", ...)
@@ -841,9 +842,18 @@ class LiveBackend(Backend):
         return [np.empty(0, dtype=np.int64) if t is None else self._observe(t) for t in tokens]
 
     def set_zswap(self, on):
-        """zswap on or off (/sys/module/zswap/parameters/enabled), back as found at close()."""
+        """zswap on or off (/sys/module/zswap/parameters/enabled), back as found at close().
+
+        Switching it on where it is off needs allow_zswap: once zswap has been enabled,
+        zswap_never_enabled() stays false until reboot and the kernel swaps in only order-0
+        folios, even from a synchronous device (alloc_swap_folio() in mm/memory.c)."""
         if not os.path.exists(ZSWAP):
             raise Unsupported(f"zswap: kernel without CONFIG_ZSWAP (no {ZSWAP})")
+        if on and not self.allow_zswap and not self.dry_run:
+            with open(ZSWAP) as fh:
+                if fh.read().strip() != "Y":
+                    raise Unsupported("needs --allow-zswap (once zswap has been enabled, the "
+                                      "kernel swaps in only order-0 folios until reboot)")
         self._set(ZSWAP, "Y" if on else "N")
 
     # -- KSM -------------------------------------------------------------------------------

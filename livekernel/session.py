@@ -80,12 +80,15 @@ class LiveSession:
     dry_run: nothing is written, mapped or allocated; each write is printed (no root needed).
     allow_offline: memory blocks may be offlined (each onlined again at the end).
     allow_poison: the memory-failure probe may soft-offline pages (out of service until reboot).
+    allow_zswap: the zswap probe may switch zswap on where it is off (large swap-in then stays
+    off until reboot).
     swap_kind: the temporary swap area a swap-out makes: "file" (in workdir) or "zram".
     workdir: where the private temporary directory for page-cache files goes (a disk
     filesystem: tmpfs holes never enter the page cache)."""
 
     def __init__(self, mem=None, mem_cap=DEFAULT_CAP, dry_run=False, allow_offline=False,
-                 workdir="/var/tmp", out=None, allow_poison=False, swap_kind="file"):
+                 workdir="/var/tmp", out=None, allow_poison=False, swap_kind="file",
+                 allow_zswap=False):
         if not dry_run:
             require_root()
         self.arena = arena_bytes(mem, mem_cap)
@@ -94,6 +97,7 @@ class LiveSession:
         self.journal.lock_timeout = LOCK_WAIT_S
         self.allow_offline = allow_offline
         self.allow_poison = allow_poison
+        self.allow_zswap = allow_zswap
         self.swap_kind = swap_kind
         self.workdir = workdir
         if not os.path.isdir(workdir):
@@ -103,7 +107,8 @@ class LiveSession:
     def factory(self):
         return functools.partial(LiveBackend, journal=self.journal, arena_bytes=self.arena,
                                  allow_offline=self.allow_offline,
-                                 allow_poison=self.allow_poison, workdir=self.workdir,
+                                 allow_poison=self.allow_poison,
+                                 allow_zswap=self.allow_zswap, workdir=self.workdir,
                                  swap_kind=self.swap_kind)
 
     def __enter__(self):

@@ -46,7 +46,7 @@ def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("live-matrix")
     before = settings()
     t0 = time.monotonic()
-    out = run_matrix(tmp, "--sizes", SIZES)
+    out = run_matrix(tmp, "--sizes", SIZES, "--allow-zswap")
     wall = time.monotonic() - t0
     assert out.returncode == 0, out.stderr[-3000:]
     doc = json.loads(out.stdout)
@@ -243,7 +243,8 @@ def test_ctrl_c_mid_matrix_restores_everything(tmp_path):
     env = dict(os.environ, FOLIOBENCH_STATE_DIR=str(tmp_path / "state"))
     proc = subprocess.Popen([sys.executable, "-m", "foliobench", "matrix", "--backend", "live",
                              "--sizes", "64K", "--no-save", "--live-dir", str(tmp_path),
-                             "--probe", "swap-out", "--probe", "zswap", "--probe", "ksm"],
+                             "--probe", "swap-out", "--probe", "zswap", "--probe", "ksm",
+                             "--allow-zswap"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
@@ -269,7 +270,7 @@ def test_sigkill_mid_matrix_then_live_restore_removes_the_swap_area(tmp_path):
     env = dict(os.environ, FOLIOBENCH_STATE_DIR=str(state))
     proc = subprocess.Popen([sys.executable, "-m", "foliobench", "matrix", "--backend", "live",
                              "--sizes", "64K", "--no-save", "--live-dir", str(tmp_path),
-                             "--probe", "swap-out", "--probe", "zswap"],
+                             "--probe", "swap-out", "--probe", "zswap", "--allow-zswap"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
@@ -289,7 +290,24 @@ def test_sigkill_mid_matrix_then_live_restore_removes_the_swap_area(tmp_path):
     assert not list(state.glob("journal-*.json"))
 
 
-@pytest.mark.parametrize("flag", ["--allow-poison", "--allow-offline", "--swap=zram"])
+@pytest.mark.skipif(not (CAPS.get("zswap") and CAPS["zswap"].available and HAVE_MKSWAP),
+                    reason="kernel without zswap, or no mkswap")
+def test_zswap_stays_off_without_allow_zswap(tmp_path):
+    """Switching zswap on has an effect no journal can undo (large swap-in stays off until
+    reboot), so without --allow-zswap the probe is untested and zswap is never touched."""
+    with open("/sys/module/zswap/parameters/enabled") as fh:
+        if fh.read().strip() == "Y":
+            pytest.skip("zswap is already on on this host: the probe needs no permission")
+    before = settings()
+    out = run_matrix(tmp_path, "--sizes", "64K", "--probe", "zswap")
+    assert out.returncode == 0, out.stderr[-3000:]
+    cell = json.loads(out.stdout)["matrices"][0]["rows"][0]["cells"]["64K"]
+    assert cell["verdict"] == "untested" and "--allow-zswap" in cell["reason"], cell
+    assert settings() == before
+
+
+@pytest.mark.parametrize("flag", ["--allow-poison", "--allow-offline", "--allow-zswap",
+                                  "--swap=zram"])
 def test_live_only_flags_refused_for_the_simulator(flag, tmp_path):
     out = subprocess.run([sys.executable, "-m", "foliobench", "matrix", flag, "-o",
                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)

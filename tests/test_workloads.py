@@ -182,3 +182,16 @@ def test_compare_bad_input(tmp_path, args, needle):
     proc = run_cli(*args, "-o", str(tmp_path))
     assert proc.returncode == 2 and needle in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_an_os_error_is_one_line_and_exit_1(monkeypatch, capsys):
+    """A refusal from the kernel or the filesystem is no usage error and no bug: one line on
+    stderr, exit code 1, no traceback."""
+    from foliobench import cli
+
+    def full_disk(args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(cli, "_demo", full_disk)
+    assert cli.main(["demo"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err
