@@ -820,7 +820,7 @@ class LiveBackend(Backend):
         tokens = [None] * len(handles)
         for rid in np.unique(self._obj[handles]).tolist():
             region = self._regions[rid]
-            out = swap.swapped(swap.pagemap_entries(region["addr"], region["pages"]))
+            out = pageflags.swapped(pageflags.pagemap_entries(region["addr"], region["pages"]))
             for i in np.flatnonzero(self._obj[handles] == rid).tolist():
                 h = int(handles[i])
                 off, n = int(self._off[h]), 1 << int(self._order[h])

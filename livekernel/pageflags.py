@@ -17,20 +17,31 @@ KPF_HUGE = 17
 KPF_THP = 22
 PM_PFN_MASK = (1 << 55) - 1
 PM_PRESENT = 1 << 63
+PM_SWAP = 1 << 62
 GAP = 16                        # PFNs this close are read in one pread
 MAX_ORDER_SEEN = 10
 
 
-def pagemap(address, nr_pages):
-    """(pfn, present) arrays for nr_pages virtual pages from `address` in this process."""
+def pagemap_entries(address, nr_pages):
+    """The raw /proc/self/pagemap words of nr_pages virtual pages from `address`."""
     fd = os.open("/proc/self/pagemap", os.O_RDONLY)
     try:
         raw = os.pread(fd, nr_pages * 8, (address >> 12) * 8)
     finally:
         os.close(fd)
-    entries = np.frombuffer(raw, dtype=np.uint64)
+    return np.frombuffer(raw, dtype=np.uint64)
+
+
+def pagemap(address, nr_pages):
+    """(pfn, present) arrays for nr_pages virtual pages from `address` in this process."""
+    entries = pagemap_entries(address, nr_pages)
     present = (entries & np.uint64(PM_PRESENT)) != 0
     return (entries & np.uint64(PM_PFN_MASK)).astype(np.int64), present
+
+
+def swapped(entries):
+    """Per page: is its pagemap word a swap entry (PM_SWAP)?"""
+    return (np.asarray(entries, dtype=np.uint64) & np.uint64(PM_SWAP)) != 0
 
 
 def kpageflags(pfns):

@@ -68,9 +68,7 @@ def swap_area(journal, directory, kind="file"):
         os.fsync(fd)
     finally:
         os.close(fd)
-    made = subprocess.run(["mkswap", path], capture_output=True, text=True)
-    if made.returncode:
-        raise OSError(made.returncode, f"mkswap {path}: {made.stderr.strip()}")
+    _mkswap(path)
     _swapon(journal, path)
     _AREAS[key] = path
     journal.add_undo("forget the swap file", lambda: _AREAS.pop(key, None))
@@ -98,13 +96,17 @@ def _zram_area(journal, key):
     deadline = time.monotonic() + 5
     while not os.path.exists(dev) and time.monotonic() < deadline:
         time.sleep(0.01)                               # udev/devtmpfs makes the node
-    made = subprocess.run(["mkswap", dev], capture_output=True, text=True)
-    if made.returncode:
-        raise OSError(made.returncode, f"mkswap {dev}: {made.stderr.strip()}")
+    _mkswap(dev)
     _swapon(journal, dev)
     _AREAS[key] = dev
     journal.add_undo("forget the swap device", lambda: _AREAS.pop(key, None))
     return dev
+
+
+def _mkswap(path):
+    made = subprocess.run(["mkswap", path], capture_output=True, text=True)
+    if made.returncode:
+        raise OSError(made.returncode, f"mkswap {path}: {made.stderr.strip()}")
 
 
 def _swapon(journal, path):
@@ -163,19 +165,4 @@ def pageout(mapping, start, length, madvise):
     int(view[::4096].sum())                  # read faults: swap-cache folios mapped back, clean
     madvise(MADV_PAGEOUT, start, length)     # clean swap-cache folios are freed at once
     _wait_writeback(pfns)
-
-
-def swapped(pagemap_entries):
-    """Per page: is it a swap entry now (pagemap bit 62)?"""
-    e = np.asarray(pagemap_entries, dtype=np.uint64)
-    return ((e >> np.uint64(62)) & np.uint64(1)).astype(bool)
-
-
-def pagemap_entries(address, nr_pages):
-    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
-    try:
-        raw = os.pread(fd, nr_pages * 8, (address >> 12) * 8)
-    finally:
-        os.close(fd)
-    return np.frombuffer(raw, dtype=np.uint64)
 
