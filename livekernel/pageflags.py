@@ -1,4 +1,5 @@
-"""Where our pages live and what folios they belong to: /proc/self/pagemap and /proc/kpageflags.
+"""Where our pages live and what folios they belong to: /proc/self/pagemap and /proc/kpageflags
+(and mincore(2) for swap-cache residency).
 
 pagemap gives, per virtual page, the PFN (bits 0-54, root only) and "present" (bit 63);
 kpageflags gives, per PFN, the KPF_* bits of fs/proc/page.c (stable_page_flags()): a large
@@ -6,6 +7,9 @@ folio's first page has KPF_COMPOUND_HEAD, the others KPF_COMPOUND_TAIL (Document
 admin-guide/mm/pagemap.rst). Both are read in bulk with numpy: one pread per virtual range,
 one per run of nearby PFNs, never a Python loop per page.
 """
+import ctypes
+import ctypes.util
+import functools
 import os
 
 import numpy as np
@@ -18,6 +22,7 @@ KPF_THP = 22
 PM_PFN_MASK = (1 << 55) - 1
 PM_PRESENT = 1 << 63
 PM_SWAP = 1 << 62
+PAGE = 4096
 GAP = 16                        # PFNs this close are read in one pread
 MAX_ORDER_SEEN = 10
 
@@ -42,6 +47,24 @@ def pagemap(address, nr_pages):
 def swapped(entries):
     """Per page: is its pagemap word a swap entry (PM_SWAP)?"""
     return (np.asarray(entries, dtype=np.uint64) & np.uint64(PM_SWAP)) != 0
+
+
+def resident(address, nr_pages):
+    """Per page of this process: resident in memory by mincore(2): mapped, or (a swap entry)
+    still in the swap cache (mincore_swap() in mm/mincore.c)."""
+    vec = ctypes.create_string_buffer(nr_pages)
+    if _mincore()(ctypes.c_void_p(address), nr_pages * PAGE, vec):
+        err = ctypes.get_errno()
+        raise OSError(err, f"mincore({address:#x}, {nr_pages} pages): {os.strerror(err)}")
+    return (np.frombuffer(vec.raw, dtype=np.uint8) & 1).astype(bool)
+
+
+@functools.cache
+def _mincore():
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fn = libc.mincore
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
+    return fn
 
 
 def kpageflags(pfns):

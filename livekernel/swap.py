@@ -14,11 +14,14 @@ reclaim_pages() -> shrink_folio_list(), the same path as memory-cgroup reclaim, 
 the folios asked for and without a memory limit on the process). shrink_folio_list() starts the
 write and leaves a folio whose write has not finished in the swap cache; a later fault would
 find it there, with no swap-in at all. pageout() therefore waits for the writeback to finish,
-maps the pages back with read faults (they stay clean in the swap cache) and reclaims them
-again: clean swap-cache folios are freed at once, so the next touch really reads them from the
-device (swap_read_folio(), pswpin). With zswap on, zswap_store() is synchronous and the first
-pass frees the folios already (none of the pages is left with KPF_SWAPCACHE): no second pass,
-so zswpout counts each page once; so does a synchronous device (zram).
+drains the per-CPU LRU batches (a folio in one cannot be freed), maps back with read faults
+only the pages mincore() still finds resident (swap-cache hits: no device read, no
+readahead) and reclaims them again: clean swap-cache folios are freed at once, so the next
+touch really reads them from the device (swap_read_folio(), pswpin). Faulting every page
+instead would read the freed ones back, and swap readahead would leave their neighbours in
+the swap cache. With zswap on, zswap_store() is synchronous and the first pass frees the
+folios already: no second pass, so zswpout counts each page once; so does a synchronous
+device (zram).
 
 A swap *file* never takes a large folio whole: cluster_alloc_swap_entry() (mm/swapfile.c)
 refuses order > 0 entries without SWP_BLKDEV ("Swapfile is not block device"), so
@@ -34,10 +37,11 @@ import numpy as np
 from . import pageflags
 
 MADV_PAGEOUT = 21
-KPF_WRITEBACK, KPF_SWAPCACHE = 8, 13
+KPF_WRITEBACK = 8
 SWAP_BYTES = 128 << 20            # a cell swaps at most 16 MiB; swap never reaches half full
 PRIORITY = 32767                  # above any swap device the host has
 WRITEBACK_TIMEOUT_S = 10.0
+MAX_PASSES = 5
 _AREAS = {}                       # id(journal) -> swap file or device path
 KINDS = ("file", "zram")
 ZRAM_CONTROL = "/sys/class/zram-control"
@@ -135,34 +139,51 @@ def swap_devices():
         return [line.split()[0] for line in fh.read().splitlines()[1:] if line.strip()]
 
 
-def _in_flight(pfns):
-    """(under writeback, still in the swap cache) per PFN, from /proc/kpageflags."""
+def _under_writeback(pfns):
+    """Per PFN: under writeback (KPF_WRITEBACK, and not a free buddy page), /proc/kpageflags."""
     words = pageflags.kpageflags(pfns)
     bit = lambda b: ((words >> np.uint64(b)) & np.uint64(1)).astype(bool)
-    free = bit(pageflags.KPF_BUDDY)
-    return bit(KPF_WRITEBACK) & ~free, bit(KPF_SWAPCACHE) & ~free
+    return bit(KPF_WRITEBACK) & ~bit(pageflags.KPF_BUDDY)
 
 
 def _wait_writeback(pfns):
     deadline = time.monotonic() + WRITEBACK_TIMEOUT_S
-    while len(pfns) and _in_flight(pfns)[0].any() and time.monotonic() < deadline:
+    while len(pfns) and _under_writeback(pfns).any() and time.monotonic() < deadline:
         time.sleep(0.002)
 
 
 def pageout(mapping, start, length, madvise):
-    """Reclaim [start, start + length) of `mapping` to swap and make sure no page of it stays in
-    the swap cache (see the module docstring); the pages' own flags (KPF_WRITEBACK,
-    KPF_SWAPCACHE of the PFNs they had) say when the write is done and whether a second pass
-    is needed, so other I/O on the host does not matter. madvise(advice, start, length) is the
-    mapping's."""
-    pfns, present = pageflags.pagemap(mapping.addr + start, length // 4096)
-    pfns = pfns[present]
-    madvise(MADV_PAGEOUT, start, length)
-    _wait_writeback(pfns)
-    if not len(pfns) or not _in_flight(pfns)[1].any():
-        return                # zswap or a synchronous device: nothing left in the swap cache
-    view = mapping.bytes(start, length)
-    int(view[::4096].sum())                  # read faults: swap-cache folios mapped back, clean
-    madvise(MADV_PAGEOUT, start, length)     # clean swap-cache folios are freed at once
-    _wait_writeback(pfns)
+    """Reclaim [start, start + length) of `mapping` to swap and make sure that no page of it
+    stays mapped or in the swap cache (see the module docstring). A pass: MADV_PAGEOUT, wait
+    until the pages' writeback ends (KPF_WRITEBACK of the PFNs they had, so other I/O on the
+    host does not matter), drain every CPU's LRU batches, then ask mincore() which pages are
+    still resident; those are mapped back with read faults (swap-cache hits: nothing is read,
+    nothing read ahead) and the next pass frees them. At most MAX_PASSES passes.
+    madvise(advice, start, length) is the mapping's."""
+    nr_pages = length // 4096
+    for attempt in range(MAX_PASSES):
+        if attempt:
+            view = mapping.bytes(start, length)
+            int(view[np.flatnonzero(left) * 4096].sum())
+        pfns, present = pageflags.pagemap(mapping.addr + start, nr_pages)
+        madvise(MADV_PAGEOUT, start, length)
+        _wait_writeback(pfns[present])
+        _drain_lru_batches(lambda: madvise(MADV_PAGEOUT, start, length))
+        left = pageflags.resident(mapping.addr + start, nr_pages)
+        if not left.any():
+            return        # zswap or a synchronous device frees them in the first pass
 
+
+def _drain_lru_batches(call):
+    """Run `call` (a madvise(MADV_PAGEOUT), which starts with lru_add_drain()) once on each
+    CPU this process may use, so no per-CPU folio batch (lru_add, lru_rotate, ...) holds a
+    reference to one of our folios: a folio in a batch cannot be freed, and folios whose
+    writeback ended with PG_reclaim wait in the lru_rotate batch of the CPU that completed
+    the I/O. lru_add_drain_all() would do it in one go but has no system call of its own."""
+    before = os.sched_getaffinity(0)
+    try:
+        for cpu in sorted(before):
+            os.sched_setaffinity(0, {cpu})
+            call()
+    finally:
+        os.sched_setaffinity(0, before)

@@ -100,8 +100,10 @@ def test_swap_out_and_in_through_a_swap_file(live):
         pages = n << order
         out = counters(live, "swap-out", size)
         assert out["pswpout"] >= pages, (size, out)
+        # reclaim leaves nothing in the swap cache and reads nothing back to get there
+        assert out.get("pswpin", 0) < pages // 100, (size, out)
         back = counters(live, "swap-in", size)
-        assert back["pswpin"] >= 0.99 * pages, (size, back)   # read from the device, not cache
+        assert back["pswpin"] >= pages, (size, back)          # every page read from the device
         if order:
             # a swap file takes no large swap entry (SWP_BLKDEV check in the swap allocator):
             # every large folio is split first and counted as a fallback
