@@ -18,8 +18,8 @@ drains the per-CPU LRU batches (a folio in one cannot be freed), maps back with 
 only the pages mincore() still finds resident (swap-cache hits: no device read, no
 readahead) and reclaims them again: clean swap-cache folios are freed at once, so the next
 touch really reads them from the device (swap_read_folio(), pswpin). Faulting every page
-instead would read the freed ones back, and swap readahead would leave their neighbours in
-the swap cache. With zswap on, zswap_store() is synchronous and the first pass frees the
+on a later pass would read the already freed ones back, and swap readahead would leave their
+neighbours in the swap cache. With zswap on, zswap_store() is synchronous and the first pass frees the
 folios already: no second pass, so zswpout counts each page once; so does a synchronous
 device (zram).
 
