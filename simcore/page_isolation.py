@@ -86,7 +86,9 @@ def isolate_range(pgdat, z, start, end, saved_mt, for_cma):
 
 @jit
 def split_large_free_blocks(pgdat, z, start, end):
-    """Free buddies of MAX_PAGE_ORDER that overlap the range become two pageblock buddies."""
+    """Free buddies of MAX_PAGE_ORDER that overlap the range become two pageblock buddies,
+    as split_large_buddy() does for __move_freepages_block_isolate() when a pageblock is
+    isolated or un-isolated inside a free block larger than a pageblock."""
     mem_map = pgdat.mem_map
     first = start & ~((1 << MAX_PAGE_ORDER) - 1)
     for head in range(first, end, 1 << MAX_PAGE_ORDER):
@@ -102,7 +104,14 @@ def split_large_free_blocks(pgdat, z, start, end):
 @jit
 def undo_isolate_range(pgdat, z, start, end, saved_mt):
     """undo_isolate_page_range(): blocks get their saved type back, free pages their lists,
-    and free buddies merge again, across the range's edges too."""
+    and free buddies merge again, across the range's edges too.
+
+    While isolated, two neighbouring pageblocks are both MIGRATE_ISOLATE and their free halves
+    merge into one MAX_PAGE_ORDER block; their saved types may differ (one UNMOVABLE, one
+    MOVABLE, or CMA next to MOVABLE). __move_freepages_block_isolate() splits such a block
+    per pageblock (split_large_buddy()) before it un-isolates, and frees each half with its
+    own type, so the re-merge below joins the halves only where __free_one_page() allows."""
+    split_large_free_blocks(pgdat, z, start, end)
     nb_blocks = (end - start) >> PAGEBLOCK_ORDER
     for i in range(nb_blocks):
         pfn = start + i * PAGEBLOCK_NR_PAGES
