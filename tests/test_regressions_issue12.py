@@ -57,3 +57,42 @@ def test_failed_offline_undo_keeps_free_blocks_within_one_migratetype():
     m.check()
     m.free_many(got)
     m.check()
+
+
+# --- 2. swap-out of a folio larger than a swap cluster -------------------------------------
+
+@pytest.mark.parametrize("profile", ["linux-6.10", "linux-6.12", "linux-6.18"])
+def test_swap_out_above_pmd_order_splits_to_order0(profile):
+    m = simcore.Machine(mem="256M", profile=profile)
+    m.swapon("64M")
+    fallback = m.vmstat()["thp_swpout_fallback"]
+    (rec,) = m.swap_out([m.alloc(10, kind="anon")])
+    m.check()
+    assert rec is not None and rec.nr_swapped == 1024
+    assert {order for _, order, _ in rec.pieces} == {0}
+    assert m.vmstat()["thp_swpout_fallback"] == fallback + 1   # nr_pages >= HPAGE_PMD_NR
+    # a later swap-out does not reuse the slots, and everything comes back
+    (rec2,) = m.swap_out([m.alloc(9, kind="anon")])
+    m.check()
+    offsets = {off for off, _, _ in rec.pieces}
+    assert not any(off <= o < off + (1 << order) for off, order, _ in rec2.pieces
+                   for o in offsets)
+    assert sum(len(h) for h in m.swap_in([rec, rec2])) > 0
+    assert rec.pieces == [] and rec2.pieces == []
+    assert m.swap_device.inuse_pages() == 0
+    m.check()
+
+
+def test_swap_out_above_pmd_order_before_6_10_splits_without_fallback():
+    m = simcore.Machine(mem="256M", profile="linux-6.1")
+    m.swapon("64M")
+    (rec,) = m.swap_out([m.alloc(10, kind="anon")])
+    m.check()
+    assert rec.nr_swapped == 1024 and m.vmstat()["thp_swpout_fallback"] == 0
+
+
+def test_swap_device_never_gives_more_than_a_cluster():
+    m = simcore.Machine(mem="256M")
+    m.swapon("64M")
+    assert m.swap_device.alloc(10, "nonfull_cluster") == -1
+    assert m.swap_device.inuse_pages() == 0
