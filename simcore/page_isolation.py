@@ -17,7 +17,7 @@ import numpy as np
 from . import migrate, page_alloc
 from .mmzone import (
     MAX_PAGE_ORDER, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, MIGRATE_ISOLATE, PAGE_TAIL, PAGE_BUDDY, PAGE_HEAD, PG_HWPOISON,
-    KIND_KERNEL, PAGE_OFFLINE,
+    KIND_KERNEL, PAGE_OFFLINE, MIGRATE_CMA, PB_MIGRATETYPE_MASK,
 )
 from .pgdat import Z_START, Z_END
 
@@ -47,10 +47,15 @@ def range_head(mem_map, pfn):
 @jit
 def has_unmovable_pages(pgdat, start, end, for_cma):
     """has_unmovable_pages(): a folio here can never be migrated (slab, page tables, kernel
-    memory, hwpoison). In CMA blocks only movable allocations exist, so nothing is checked.
-    Returns the offending PFN or -1."""
+    memory, hwpoison). In CMA blocks only movable allocations exist, so for cma_alloc nothing
+    is checked; for anything else (offlining) a CMA pageblock itself counts as unmovable, as
+    the kernel's check does when the caller's migratetype is not MIGRATE_CMA: CMA memory
+    cannot be offlined. Returns the offending PFN or -1."""
     if for_cma:
         return -1
+    for pb in range(start >> PAGEBLOCK_ORDER, (end + PAGEBLOCK_NR_PAGES - 1) >> PAGEBLOCK_ORDER):
+        if (pgdat.pageblock_flags[pb] & PB_MIGRATETYPE_MASK) == MIGRATE_CMA:
+            return max(start, pb << PAGEBLOCK_ORDER)
     mem_map = pgdat.mem_map
     pfn = range_head(mem_map, start)
     while pfn < end:

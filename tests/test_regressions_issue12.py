@@ -96,3 +96,33 @@ def test_swap_device_never_gives_more_than_a_cluster():
     m.swapon("64M")
     assert m.swap_device.alloc(10, "nonfull_cluster") == -1
     assert m.swap_device.inuse_pages() == 0
+
+
+# --- 3. CMA pageblocks cannot be offlined ---------------------------------------------------
+
+def test_cma_blocks_are_not_offlinable():
+    m = simcore.Machine(mem="256M", cma="16M", memory_block="8M")
+    lo, hi = m.cma_range
+    cma_block = lo // m.memory_block_pages
+    digest = m.digest()
+    ok, reason = m.offline_memory_block(cma_block)
+    assert not ok and reason.startswith("EBUSY") and str(lo) in reason
+    assert m.digest() == digest
+    assert m.zoneinfo()["DMA32"]["cma"] == hi - lo
+    # a whole-area cma_alloc gets exactly the CMA pageblocks
+    start = m.cma_alloc(hi - lo)
+    assert start == lo
+    assert (pageblock_types(m)[lo // PAGEBLOCK_NR_PAGES:hi // PAGEBLOCK_NR_PAGES]
+            == MIGRATE_CMA).all()
+    m.cma_release(start)
+    m.check()
+
+
+def test_block_straddling_cma_is_not_offlinable():
+    m = simcore.Machine(mem="256M", cma="2M", memory_block="8M")
+    lo, _ = m.cma_range
+    ok, reason = m.offline_memory_block(lo // m.memory_block_pages)
+    assert not ok and reason == f"EBUSY: unmovable page at pfn {lo}"
+    ok, _ = m.offline_memory_block(lo // m.memory_block_pages - 1)   # a plain block still goes
+    assert ok
+    m.check()
