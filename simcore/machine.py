@@ -49,6 +49,7 @@ _ERRORS = {
     page_alloc.E_DUPLICATE: "appears twice in one call",
     page_alloc.E_ISOLATED: "is isolated by a migration in progress",
     page_alloc.E_HUGETLB: "is a hugetlb folio, which is never split",
+    page_alloc.E_HWPOISON: "is a hardware-poisoned page, which memory_failure() keeps for good",
 }
 
 
@@ -433,12 +434,16 @@ class Machine:
         return None
 
     def cma_release(self, pfn):
-        """cma_release(): give back a range cma_alloc() returned."""
-        size = self._cma_allocations.pop(pfn, None)
-        if size is None:
+        """cma_release(): give back a range cma_alloc() returned. Nothing changes when the
+        range cannot be freed whole (the allocation stays recorded)."""
+        if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)) \
+                or int(pfn) not in self._cma_allocations:
             raise ValueError(f"pfn {pfn!r} is not the start of a CMA allocation")
+        pfn = int(pfn)
+        size = self._cma_allocations[pfn]
         heads = np.flatnonzero(self.pgdat.mem_map["type"][pfn:pfn + size] == PAGE_HEAD) + pfn
-        self.free_many(heads)
+        self.free_many(heads)               # checks every head first; raises before freeing
+        del self._cma_allocations[pfn]
 
     def _zone_of(self, pfn):
         z = self.pgdat.zones
@@ -526,7 +531,7 @@ class Machine:
         simcore.swap.SwapRecord per folio, or None where it stayed resident."""
         if self.swap_device is None:
             raise ValueError("no swap area; call swapon() first")
-        pfns = self._heads(pfns)
+        pfns = self._heads(pfns, reserve=True)
         return [swap.swap_out_folio(self, int(p), self.profile.swap_alloc) for p in pfns]
 
     def swap_in(self, records):
@@ -550,7 +555,6 @@ class Machine:
         allocated (kind "kernel", flag hwpoison) for good; see simcore.memory_failure."""
         if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)):
             raise ValueError(f"pfn {pfn!r} is not an integer")
-        self._reserve_handles(1 << MAX_PAGE_ORDER)
         return memory_failure.memory_failure(self, int(pfn), self.profile.memory_failure)
 
     def collapse(self, pfns, order=HPAGE_PMD_ORDER):
@@ -578,15 +582,19 @@ class Machine:
         out.update({f"time_ns/{k}": v for k, v in self.model_ns.items()})
         return out
 
-    def _heads(self, pfns):
+    def _heads(self, pfns, reserve=False):
+        """The folio heads `pfns` as an array, checked; with reserve, handles for splitting
+        them all (callers that refuse input after this check reserve later, so that a refused
+        call leaves the handle table as it was)."""
         arr = np.atleast_1d(np.asarray(pfns, dtype=np.int64))
         if arr.size and (arr.min() < 0 or arr.max() >= self.nr_pages
                          or (self.pgdat.mem_map["type"][arr] != PAGE_HEAD).any()):
             raise ValueError("a pfn is not the head of an allocated folio")
         if len(np.unique(arr)) != len(arr):
             raise ValueError("a pfn appears twice")
-        self._reserve_handles(int((np.int64(1) << self.pgdat.mem_map["order"][arr]
-                                   .astype(np.int64)).sum()) + 1)
+        if reserve:
+            self._reserve_handles(int((np.int64(1) << self.pgdat.mem_map["order"][arr]
+                                       .astype(np.int64)).sum()) + 1)
         return arr
 
     # -- folio queries ---------------------------------------------------------------------

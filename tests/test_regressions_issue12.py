@@ -126,3 +126,129 @@ def test_block_straddling_cma_is_not_offlinable():
     ok, _ = m.offline_memory_block(lo // m.memory_block_pages - 1)   # a plain block still goes
     assert ok
     m.check()
+
+
+# --- 4. misuse is refused before anything changes, or handled as the kernel does ----------
+
+def _poisoned():
+    m = simcore.Machine(mem="64M")
+    head = m.alloc(4, kind="anon")
+    assert m.memory_failure(head + 3) == (True, "recovered")
+    return m, head + 3
+
+
+def test_free_of_a_poisoned_page_is_refused():
+    m, bad = _poisoned()
+    other = m.alloc(0)
+    digest = m.digest()
+    with pytest.raises(ValueError, match=f"pfn {bad} is a hardware-poisoned page"):
+        m.free(bad)
+    with pytest.raises(ValueError, match="hardware-poisoned.*nothing was freed"):
+        m.free_many([other, bad])
+    with pytest.raises(ValueError, match="hardware-poisoned"):
+        m.split(bad, 0)
+    assert m.digest() == digest
+    m.check()
+
+
+def test_collapse_refuses_non_lru_folios_before_allocating():
+    m = simcore.Machine(mem="64M")
+    slab = m.alloc_many(512, 0, "unmovable", "slab")
+    digest = m.digest()
+    assert m.collapse(slab) == (None, "SCAN_PAGE_LRU")
+    assert m.digest() == digest
+    m2 = simcore.Machine(mem="64M")
+    anon = m2.alloc_many(511, 0)
+    head = m2.alloc(0)
+    m2.memory_failure(head)
+    digest = m2.digest()
+    assert m2.collapse(np.append(anon, head)) == (None, "SCAN_PAGE_LRU")
+    assert m2.digest() == digest
+    mixed = np.append(m2.alloc_many(256, 0, kind="anon"), m2.alloc_many(256, 0, kind="file"))
+    digest = m2.digest()
+    assert m2.collapse(mixed) == (None, "SCAN_PAGE_ANON")
+    assert m2.digest() == digest
+    m2.check()
+
+
+def test_cma_release_of_a_range_with_poison_cannot_happen():
+    m = simcore.Machine(mem="256M", cma="16M")
+    start = m.cma_alloc(512)
+    before = m.subsystem_stats()
+    assert m.memory_failure(start + 7) == (False, "ignored: kernel page")
+    after = m.subsystem_stats()
+    assert after["memory_failure/total"] == before["memory_failure/total"] + 1
+    assert after["memory_failure/ignored"] == before["memory_failure/ignored"] + 1
+    m.cma_release(start)
+    m.check()
+    with pytest.raises(ValueError, match="is not the start of a CMA allocation"):
+        m.cma_release(start)
+
+
+def test_cma_release_that_fails_keeps_the_allocation():
+    m = simcore.Machine(mem="256M", cma="16M")
+    start = m.cma_alloc(512)
+    m.pgdat.mem_map["prev"][start] = -2      # FOLIO_ISOLATED: owned by a migration in flight
+    with pytest.raises(ValueError, match="isolated"):
+        m.cma_release(start)
+    m.pgdat.mem_map["prev"][start] = -1
+    m.cma_release(start)
+    m.check()
+
+
+def test_memory_failure_on_hugetlb_is_refused_before_counting():
+    m = simcore.Machine(mem="64M")
+    h = m.alloc(9, kind="hugetlb")
+    digest = m.digest()
+    with pytest.raises(ValueError, match=f"pfn {h + 5} is in a hugetlb folio"):
+        m.memory_failure(h + 5)
+    assert m.digest() == digest
+    assert m.subsystem_stats()["memory_failure/total"] == 0
+
+
+@pytest.mark.parametrize("kind", ["slab", "pagetable", "kernel"])
+def test_memory_failure_on_kernel_memory_is_ignored_without_split(kind):
+    m = simcore.Machine(mem="64M")
+    h = m.alloc(2, "unmovable", kind)
+    assert m.memory_failure(h + 1) == (False, "ignored: kernel page")
+    assert m.folio(h)["order"] == 2 and m.folio(h)["kind"] == kind
+    stats = m.subsystem_stats()
+    assert (stats["memory_failure/total"], stats["memory_failure/ignored"]) == (1, 1)
+    assert stats["memory_failure/recovered"] == 0
+    m.free(h)
+    m.check()
+
+
+def test_ksm_merge_of_a_folio_with_itself_is_refused():
+    m = simcore.Machine(mem="64M")
+    x = m.alloc(2)
+    digest = m.digest()
+    with pytest.raises(ValueError, match=f"pfn {x} is in both pfns_a and pfns_b"):
+        m.ksm_merge([x], [x])
+    assert m.digest() == digest
+    assert m.subsystem_stats()["ksm/full_scans"] == 0
+
+
+@pytest.mark.parametrize("kind", ["hugetlb", "file", "shmem", "slab"])
+def test_ksm_merge_of_non_anon_is_refused_before_splitting(kind):
+    m = simcore.Machine(mem="64M")
+    ok_a, ok_b = m.alloc(0), m.alloc(0)          # a valid first pair changes nothing either
+    a = m.alloc(9, kind="anon")
+    b = m.alloc(9, "unmovable" if kind == "slab" else "movable", kind)
+    digest = m.digest()
+    with pytest.raises(ValueError, match=f"pfn {b} is a {kind} folio; KSM merges anonymous"):
+        m.ksm_merge([ok_a, a], [ok_b, b])
+    assert m.digest() == digest
+    assert m.folio(a)["order"] == 9
+
+
+def test_ksm_merge_order_mismatch_late_in_the_list_changes_nothing():
+    m = simcore.Machine(mem="64M")
+    a1, b1 = m.alloc(2), m.alloc(2)
+    a2, b2 = m.alloc(2), m.alloc(3)
+    digest = m.digest()
+    with pytest.raises(ValueError, match="differ in order"):
+        m.ksm_merge([a1, a2], [b1, b2])
+    assert m.digest() == digest
+    with pytest.raises(ValueError, match="pfns_a has 2 folios and pfns_b 1"):
+        m.ksm_merge([a1, a2], [b1])
