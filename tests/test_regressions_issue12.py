@@ -252,3 +252,44 @@ def test_ksm_merge_order_mismatch_late_in_the_list_changes_nothing():
     assert m.digest() == digest
     with pytest.raises(ValueError, match="pfns_a has 2 folios and pfns_b 1"):
         m.ksm_merge([a1, a2], [b1])
+
+
+# --- 5. NUMA migrations are migrate_pages() statistics too ----------------------------------
+
+def test_numa_migrate_counts_in_migration_stats():
+    node0 = simcore.Machine(mem="256M", seed=0)
+    node1 = simcore.Machine(mem="256M", seed=1)
+    pfns = np.concatenate([node0.alloc_many(40, 0), node0.alloc_many(6, 4),
+                           node0.alloc_many(3, 9)])
+    pinned = node0.alloc(9)
+    node0.set_flags([pinned], "pinned")
+    v0, s0 = node0.vmstat(), node0.migration_stats()
+    t0 = node0.subsystem_stats()["time_ns/numa"]
+    moved = node0.numa_migrate(node1, np.append(pfns, pinned))
+    v1, s1 = node0.vmstat(), node0.migration_stats()
+    assert sum(x is not None for x in moved) == len(pfns)
+    assert s1["succeeded"] - s0["succeeded"] == v1["pgmigrate_success"] - v0["pgmigrate_success"]
+    assert s1["succeeded"] - s0["succeeded"] == 40 + 6 * 16 + 3 * 512
+    assert s1["failed_pages"] - s0["failed_pages"] == v1["pgmigrate_fail"] - v0["pgmigrate_fail"]
+    assert s1["failed_pages"] - s0["failed_pages"] == 512
+    assert s1["thp_succeeded"] - s0["thp_succeeded"] == 3
+    assert s1["thp_failed"] - s0["thp_failed"] == 1
+    assert s1["large_succeeded"] - s0["large_succeeded"] == 9
+    dt = s1["time_ns"] - s0["time_ns"]
+    assert dt > 0 and abs(dt - (node0.subsystem_stats()["time_ns/numa"] - t0)) < 1 + len(pfns)
+    # so the modelled throughput is the cost model's, not pages over someone else's time
+    delta = {k: v1[k] - v0[k] for k in ("pgmigrate_success", "pgmigrate_fail")}
+    row = compaction_metrics(delta, {k: s1[k] - s0[k] for k in s1})
+    assert row["migration_pages_per_s"] == pytest.approx(
+        (s1["succeeded"] - s0["succeeded"]) / (dt / 1e9))
+    node0.check()
+    node1.check()
+
+
+def test_numa_migrate_leaves_kernel_memory_alone():
+    node0, node1 = simcore.Machine(mem="64M"), simcore.Machine(mem="64M", seed=1)
+    slab = node0.alloc(0, "unmovable", "slab")
+    huge = node0.alloc(9, kind="hugetlb")
+    digest = node0.digest()
+    assert node0.numa_migrate(node1, [slab, huge]) == [None, None]
+    assert node0.digest() == digest
