@@ -28,8 +28,8 @@ from .mmzone import (
     KIND_ANON, KIND_FILE, KIND_SHMEM, KIND_SLAB, KIND_PAGETABLE, PG_HWPOISON,
 )
 from .pgdat import (
-    PgData, grown_handle_table, Z_START, Z_END, Z_MANAGED, Z_FREE, Z_FREE_CMA, Z_WMARK_MIN,
-    Z_WMARK_LOW, Z_WMARK_HIGH, Z_WMARK_PROMO, Z_LOWMEM_RESERVE, Z_CMA_PAGES,
+    ARRAYS as PGDAT_ARRAYS, PgData, grown_handle_table, Z_START, Z_END, Z_MANAGED, Z_FREE,
+    Z_FREE_CMA, Z_WMARK_MIN, Z_WMARK_LOW, Z_WMARK_HIGH, Z_WMARK_PROMO, Z_LOWMEM_RESERVE, Z_CMA_PAGES,
     Z_COMPACT_CACHED_FREE, NR_ZONE_FIELDS, FA_COUNT, N_HANDLE_FREE,
     N_HANDLES_AVAIL, N_NR_FOLIOS, N_KIND_PAGES, NR_NODE_FIELDS,
 )
@@ -819,13 +819,43 @@ class Machine:
                 raise InvariantError(f"pfn {pfn}: a poisoned page went back into use")
 
     def digest(self):
-        """SHA-256 over every array of state: equal digests mean identical machines."""
+        """SHA-256 over the whole mutable state: equal digests mean machines that behave
+        identically from here on under the same operations.
+
+        Covered: every pgdat array (mem_map, pageblock flags with the skip bits, free lists,
+        zones with watermarks and the compaction scanners' cached positions, node counters,
+        handle table, vmstat events, mTHP stats), the compaction control and its free-page
+        pool, knobs (deferral and sysctls), the cost model, migration statistics, the simulated
+        clock and kcompactd's next wake-up, the rng's full state, CMA allocations, offline
+        memory blocks, the swap device (slot map, clusters, per-order current cluster), zswap,
+        KSM and memory-failure state, poisoned pages, modelled subsystem time, and the
+        configuration (profile, strategy, sizes, min_free_kbytes)."""
         h = hashlib.sha256()
         p = self.pgdat
-        for arr in (p.mem_map, p.pageblock_flags, p.free_area, p.zones, p.node, p.folio_pfn,
-                    p.events, p.mthp_stats):
-            h.update(np.ascontiguousarray(arr).view(np.uint8))
-        h.update(self.rng.bit_generator.state["state"]["state"].to_bytes(16, "little"))
+        arrays = [getattr(p, name) for name, _, _ in PGDAT_ARRAYS]
+        arrays += [self.knobs, self.costs, self._cc, self._pool, self._migratepages,
+                   self.migrate_stats]
+        dev = self.swap_device
+        if dev is not None:
+            arrays += [dev.swap_map, dev.cluster_count, dev.cluster_order]
+        for arr in arrays:
+            arr = np.ascontiguousarray(arr)
+            h.update(repr((arr.dtype.str, arr.shape)).encode())
+            h.update(arr.view(np.uint8))
+        scalars = (
+            self.profile.name, sorted(self.profile.policies().items()),
+            self.strategy.name, type(self.strategy).__qualname__,
+            self.mem, self.seed, self.nr_pages, self.memory_block_pages, self.min_free_kbytes,
+            self.cma_range, self.clock_ns, self._kcompactd_next_ns,
+            sorted(self._cma_allocations.items()), sorted(self._offline_blocks),
+            sorted(self.hwpoisoned), sorted(self.model_ns.items()),
+            self.rng.bit_generator.state,
+            None if dev is None else (dev.nr_slots, sorted(dev.next.items()), dev.synchronous,
+                                      dev.solid_state, dev.blkdev),
+            sorted(vars(self.zswap).items()), sorted(vars(self.ksm).items()),
+            sorted(vars(self.memory_failure_counts).items()),
+        )
+        h.update(repr(scalars).encode())
         return h.hexdigest()
 
     def __repr__(self):

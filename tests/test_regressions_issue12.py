@@ -293,3 +293,78 @@ def test_numa_migrate_leaves_kernel_memory_alone():
     digest = node0.digest()
     assert node0.numa_migrate(node1, [slab, huge]) == [None, None]
     assert node0.digest() == digest
+
+
+# --- 6. digest() is the whole state ---------------------------------------------------------
+
+def _history(m):
+    pfns = m.alloc_many(3000, 0)
+    big = m.alloc_many(20, 9)
+    m.free_many(pfns[::2])
+    m.swapon("16M")
+    m.zswap_enable()
+    m.swap_out(big[:4])
+    m.ksm_merge(big[4:6], big[6:8])
+    m.memory_failure(int(pfns[1]))
+    m.tick(1700)
+    m.compact()
+    return m
+
+
+def test_equal_histories_give_equal_digests():
+    a = _history(simcore.Machine(mem="256M", seed=3))
+    b = _history(simcore.Machine(mem="256M", seed=3))
+    assert a.digest() == b.digest()
+    a.tick(600)
+    assert a.digest() != b.digest()
+    b.tick(600)
+    assert a.digest() == b.digest()
+
+
+MUTATIONS = {
+    "clock": lambda m: m.tick(100),
+    "kcompactd schedule": lambda m: setattr(m, "_kcompactd_next_ns", m._kcompactd_next_ns + 1),
+    "swap device": lambda m: m.swapon("16M"),
+    "swap slots": lambda m: m.swap_device.alloc(0, "nonfull_cluster"),
+    "swap current cluster": lambda m: m.swap_device.next.update({4: None}),
+    "zswap": lambda m: m.zswap_enable(),
+    "zswap pages": lambda m: setattr(m.zswap, "stored_pages", 1),
+    "ksm": lambda m: setattr(m.ksm, "full_scans", 1),
+    "memory failure": lambda m: setattr(m.memory_failure_counts, "ignored", 1),
+    "poisoned set": lambda m: m.hwpoisoned.add(0),
+    "cma allocations": lambda m: m._cma_allocations.update({0: 512}),
+    "offline blocks": lambda m: m._offline_blocks.add(0),
+    "rng": lambda m: m.rng.random(),
+    "modelled time": lambda m: m.model_ns.update(ksm=1.0),
+    "migration stats": lambda m: m.migrate_stats.__setitem__(0, 1),
+    "compaction knobs": lambda m: m.knobs.__setitem__(-1, m.knobs[-1] + 1),
+    "compaction deferral": lambda m: m.pgdat.zones.__setitem__((0, Z_COMPACT_DEFER_SHIFT), 3),
+    "cached scanner": lambda m: m.pgdat.zones.__setitem__((0, Z_COMPACT_CACHED_FREE), 512),
+    "compact control": lambda m: m._cc.__setitem__(0, m._cc[0] + 1),
+    "free-page pool": lambda m: m._pool.__setitem__((0, 0), 1),
+    "costs": lambda m: m.costs.__setitem__(0, m.costs[0] + 1),
+    "min_free_kbytes": lambda m: setattr(m, "min_free_kbytes", m.min_free_kbytes + 1),
+}
+
+
+@pytest.mark.parametrize("what", sorted(MUTATIONS))
+def test_digest_sees_state_outside_the_page_arrays(what):
+    a = simcore.Machine(mem="64M", seed=5)
+    b = simcore.Machine(mem="64M", seed=5)
+    if what.startswith("swap ") and what != "swap device":
+        a.swapon("16M")
+        b.swapon("16M")
+    assert a.digest() == b.digest()
+    MUTATIONS[what](b)
+    assert a.digest() != b.digest()
+
+
+def test_issue_repro_equal_digests_no_longer_hide_the_clock():
+    a = simcore.Machine(mem="256M", seed=0)
+    b = simcore.Machine(mem="256M", seed=0)
+    pfns = a.alloc_many(20000, 0)
+    a.free_many(pfns[::2])
+    pfns = b.alloc_many(20000, 0)
+    b.free_many(pfns[::2])
+    a.tick(400)
+    assert a.digest() != b.digest()
