@@ -43,6 +43,8 @@ MIN_MEM = 16 << 20
 KCOMPACTD_INTERVAL_NS = 500_000_000   # HPAGE_FRAG_CHECK_INTERVAL_MSEC
 MIN_KERNEL_MEM = 4 << 20   # one MAX_PAGE_ORDER block outside ZONE_MOVABLE and CMA
 MAX_MEM = 1 << 40
+# vm.min_free_kbytes is an int sysctl (proc_dointvec_minmax, minimum 0)
+MAX_MIN_FREE_KBYTES = (1 << 31) - 1
 _ERRORS = {
     page_alloc.E_NOT_HEAD: "is not the head of an allocated folio",
     page_alloc.E_RANGE: "is outside the machine's memory",
@@ -214,8 +216,9 @@ class Machine:
                 min_free_kbytes = max(min_free_kbytes, page_alloc.recommended_min_free_kbytes(
                     populated, lowmem_pages))
         elif isinstance(min_free_kbytes, bool) or not isinstance(min_free_kbytes, (int, np.integer)) \
-                or min_free_kbytes < 0:
-            raise ValueError(f"min_free_kbytes {min_free_kbytes!r} must be a non-negative integer")
+                or not 0 <= min_free_kbytes <= MAX_MIN_FREE_KBYTES:
+            raise ValueError(f"min_free_kbytes {min_free_kbytes!r} must be an integer from 0 to "
+                             f"{MAX_MIN_FREE_KBYTES} (vm.min_free_kbytes is an int sysctl)")
         marks = page_alloc.setup_per_zone_wmarks(managed, int(min_free_kbytes), ZONE_MOVABLE)
         zones[:, Z_WMARK_MIN:Z_WMARK_PROMO + 1] = marks
         zones[:, Z_LOWMEM_RESERVE:Z_LOWMEM_RESERVE + len(ZONE_NAMES)] = \
@@ -453,18 +456,25 @@ class Machine:
         raise ValueError(f"pfn {pfn} is in no zone")
 
     def memory_blocks(self):
-        """/sys/devices/system/memory: one dict per block (index, start_pfn, nr_pages, zone,
-        state "online"/"offline", removable: within one zone)."""
+        """/sys/devices/system/memory: one dict per block (index, start_pfn, nr_pages present,
+        zone, state "online"/"offline", removable: within one zone and without holes).
+
+        As the kernel creates a memory block for every block-sized range with memory present
+        (add_boot_memory_block()), memory that ends inside a block (mem="1000M" with 128M
+        blocks, or mem smaller than one block) gives a last block with a hole; nr_pages is
+        then what is present, and offline_pages() refuses it (EINVAL, memory holes)."""
         out = []
         zones = self.pgdat.zones
-        for idx in range(self.nr_pages // self.memory_block_pages):
+        nr_blocks = -(-self.nr_pages // self.memory_block_pages)
+        for idx in range(nr_blocks):
             start = idx * self.memory_block_pages
-            end = start + self.memory_block_pages
+            end = min(start + self.memory_block_pages, self.nr_pages)
             z = self._zone_of(start)
-            out.append({"index": idx, "start_pfn": start, "nr_pages": self.memory_block_pages,
+            out.append({"index": idx, "start_pfn": start, "nr_pages": end - start,
                         "zone": ZONE_NAMES[z],
                         "state": "offline" if idx in self._offline_blocks else "online",
-                        "removable": bool(end <= zones[z, Z_END])})
+                        "removable": bool(end <= zones[z, Z_END]
+                                          and end - start == self.memory_block_pages)})
         return out
 
     def offline_memory_block(self, index):
@@ -473,11 +483,18 @@ class Machine:
         block = self._block(index)
         if block["state"] == "offline":
             return False, "already offline"
+        if block["nr_pages"] != self.memory_block_pages:
+            return False, "EINVAL: memory holes (memory ends inside this block)"
         if not block["removable"]:
             return False, "EINVAL: block spans zones"
         start = block["start_pfn"]
         end = start + block["nr_pages"]
         z = self._zone_of(start)
+        left = self._kernel_pages_without(z, end - start)
+        if left < MIN_KERNEL_MEM // PAGE_SIZE:
+            return False, (f"EBUSY: the kernel's own memory: offlining would leave "
+                           f"{format_size(max(left, 0) * PAGE_SIZE)} outside ZONE_MOVABLE and "
+                           f"CMA, below the {format_size(MIN_KERNEL_MEM)} the kernel keeps")
         saved = np.zeros(block["nr_pages"] // PAGEBLOCK_NR_PAGES, dtype=np.int64)
         self._reserve_for_compaction(0)
         bad = page_isolation.entry_has_unmovable(self.pgdat, start, end)
@@ -491,6 +508,12 @@ class Machine:
         self._offline_blocks.add(block["index"])
         self._setup_watermarks(self.pgdat.zones, self.min_free_kbytes, False)
         return True, ""
+
+    def _kernel_pages_without(self, z, nr_pages):
+        """Managed pages outside ZONE_MOVABLE and CMA once nr_pages leave zone z."""
+        zones = self.pgdat.zones
+        managed = zones[:ZONE_MOVABLE, Z_MANAGED].sum() - zones[:ZONE_MOVABLE, Z_CMA_PAGES].sum()
+        return int(managed) - (nr_pages if z < ZONE_MOVABLE else 0)
 
     def online_memory_block(self, index):
         """echo online > memoryN/state: the block's pages back to the buddy allocator."""

@@ -368,3 +368,66 @@ def test_issue_repro_equal_digests_no_longer_hide_the_clock():
     b.free_many(pfns[::2])
     a.tick(400)
     assert a.digest() != b.digest()
+
+
+# --- 7. small ones ---------------------------------------------------------------------------
+
+def test_min_free_kbytes_too_large_is_a_value_error():
+    with pytest.raises(ValueError, match=r"min_free_kbytes 1180591620717411303424 must be an "
+                                         r"integer from 0 to 2147483647"):
+        simcore.Machine(mem="64M", min_free_kbytes=2 ** 70)
+    m = simcore.Machine(mem="64M", min_free_kbytes=2 ** 31 - 1)
+    assert m.alloc(0) is None            # every watermark above memory: the kernel fails too
+
+
+def test_numpy_integer_sizes_are_accepted():
+    m = simcore.Machine(mem=np.int64(2 ** 30), movable=np.uint64(64 << 20), memory_block=np.int32(
+        128 << 20))
+    assert m.mem == 2 ** 30 and m.nr_pages == 2 ** 18
+    assert simcore.parse_size(np.int16(4096)) == 4096
+    with pytest.raises(ValueError, match="is negative"):
+        simcore.parse_size(np.int64(-1))
+    with pytest.raises(ValueError, match="is not a size"):
+        simcore.parse_size(np.float64(4096))
+
+
+def test_offlining_keeps_the_kernels_minimum():
+    m = simcore.Machine(mem="16M", memory_block="2M")
+    done = []
+    for block in m.memory_blocks():
+        ok, reason = m.offline_memory_block(block["index"])
+        if ok:
+            done.append(block["index"])
+        else:
+            assert reason.startswith(("EBUSY", "EINVAL")), reason
+    m.check()
+    kernel_pages = int(m.pgdat.zones[:ZONE_MOVABLE, Z_MANAGED].sum())
+    assert kernel_pages >= (4 << 20) // 4096 and m.managed_pages > 0
+    assert done
+    last = [b for b in m.memory_blocks() if b["state"] == "online"]
+    reasons = {m.offline_memory_block(b["index"])[1].split(":")[0] for b in last}
+    assert "EBUSY" in reasons
+    assert any("below the 4M the kernel keeps" in m.offline_memory_block(b["index"])[1]
+               for b in last)
+
+
+def test_memory_smaller_than_one_block():
+    m = simcore.Machine(mem="64M", memory_block="128M")
+    (block,) = m.memory_blocks()
+    assert block["nr_pages"] == m.nr_pages and not block["removable"]
+    ok, reason = m.offline_memory_block(0)
+    assert not ok and reason == "EINVAL: memory holes (memory ends inside this block)"
+    with pytest.raises(ValueError, match=r"memory block 1 does not exist; allowed: 0\.\.0"):
+        m.offline_memory_block(1)
+
+
+def test_partial_last_block_holds_the_rest_of_memory():
+    m = simcore.Machine(mem="1000M", memory_block="128M")
+    blocks = m.memory_blocks()
+    assert len(blocks) == 8
+    assert sum(b["nr_pages"] for b in blocks) == m.nr_pages
+    assert blocks[-1]["nr_pages"] == (1000 - 896) * 256 and not blocks[-1]["removable"]
+    ok, reason = m.offline_memory_block(7)
+    assert not ok and reason.startswith("EINVAL: memory holes")
+    assert m.offline_memory_block(6) == (True, "")
+    m.check()
