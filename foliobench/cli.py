@@ -27,7 +27,7 @@ import workloads
 from workloads.base import get_workload, resolve_params, run_one
 from workloads.fragment import fragment
 
-from . import matrix, report, results
+from . import matrix, report, results, twin_cli
 
 REPO_RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
 SUMMARY = ["highorder_success", "compaction_success_rate", "pages_migrated",
@@ -455,6 +455,7 @@ def build_parser():
     live_restore = live_sub.add_parser("restore", help="undo what a live run killed with "
                                                        "SIGKILL left changed")
     live_restore.set_defaults(func=_live_restore)
+    twin_cli.add_live_parsers(live_sub)
     matrix.add_parser(sub)
     show = sub.add_parser("show", help="print a saved result again")
     show.add_argument("result", help="a run directory or its results.json/results.csv")
