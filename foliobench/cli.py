@@ -457,6 +457,7 @@ def build_parser():
     live_restore.set_defaults(func=_live_restore)
     twin_cli.add_live_parsers(live_sub)
     matrix.add_parser(sub)
+    twin_cli.add_parsers(sub)
     show = sub.add_parser("show", help="print a saved result again")
     show.add_argument("result", help="a run directory or its results.json/results.csv")
     show.add_argument("--format", choices=results.FORMATS, default="table")
