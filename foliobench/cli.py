@@ -146,6 +146,10 @@ def _run(args):
         sim_backend = sim_factory(live.arena, costs)
     else:
         sim_mem, sim_backend = args.mem, sim_factory(None, costs)
+    if args.snapshot:
+        if live is not None or costs:
+            raise UsageError("--snapshot runs on the simulator only, without --costs")
+        sim_backend = twin_cli.snapshot_factory(args.snapshot)
     plan = []
     for name in names:
         for r in range(args.repeat):
@@ -407,6 +411,8 @@ def build_parser():
     run.add_argument("--format", choices=results.FORMATS, default="table")
     run.add_argument("--out", help="results root (default: the repository's results/)")
     run.add_argument("--no-save", action="store_true", help="print only, write nothing")
+    run.add_argument("--snapshot", help="sim: start from the digital twin of this snapshot "
+                                        "('foliobench live snapshot'; --mem is ignored)")
     run.add_argument("--backend", action="append", choices=("sim", "live"),
                      help="sim (default) and/or live: the running kernel, root only "
                           "(repeatable: one table with a backend column)")

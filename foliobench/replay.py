@@ -10,12 +10,14 @@ Actions:
   smaller orders down to 4K (Machine.fault_anon()).
 Per strategy: what was granted, the counter deltas, buddyinfo and the unusable index after.
 """
+import functools
 import re
 
 from simcore import Machine
 from simcore import vm_event as ev
 from simcore.mmzone import MAX_PAGE_ORDER, PAGE_SIZE, PAGEBLOCK_ORDER
 from simcore.units import parse_size
+from workloads.backend import SimBackend
 
 COUNTERS = ("compact_stall", "compact_success", "compact_fail", "pgmigrate_success",
             "pgmigrate_fail", "compact_migrate_scanned", "compact_free_scanned",
@@ -101,3 +103,28 @@ def format_rows(rows):
                      + ", ".join(f"{z} {v:.3f}" for z, v in row["unusable_index_after"].items()))
     return "\n".join(lines)
 
+
+
+class TwinBackend(SimBackend):
+    """The simulator backend on a snapshot's twin (`foliobench run W --snapshot FILE`): the
+    workload starts from the captured memory instead of an empty machine. `mem` is ignored (the
+    snapshot sets the size); Machine options a workload asks for (CMA, ZONE_MOVABLE) cannot be
+    added to captured memory and are refused."""
+
+    def __init__(self, mem=None, seed=0, strategy=None, profile=None, *, snapshot, swap=None,
+                 deferred="absent", **machine_kw):
+        asked = {k: v for k, v in machine_kw.items() if v}
+        if asked:
+            raise ValueError(f"a twin cannot take machine options {sorted(asked)}; run this "
+                             f"workload without --snapshot")
+        self.machine = Machine.from_snapshot(snapshot, seed=seed, compaction=strategy,
+                                             profile=profile, deferred=deferred)
+        self.rng = self.machine.rng
+        if swap:
+            self.machine.swapon(swap)
+        self.node1 = None
+
+
+def twin_factory(snapshot, deferred="absent"):
+    """A run_one() backend_factory building a twin of `snapshot` per run."""
+    return functools.partial(TwinBackend, snapshot=snapshot, deferred=deferred)

@@ -65,3 +65,14 @@ def add_parsers(sub):
                      help="memory the kernel had not initialised yet: left out (default) or free")
     rep.add_argument("-o", "--output", help="also write the rows as JSON here")
     rep.set_defaults(func=_replay)
+
+
+def snapshot_factory(path):
+    """The backend factory of `run --snapshot`: checks the file once before any run."""
+    from simcore import snapshot_file
+
+    from .replay import twin_factory
+    if not pathlib.Path(path).is_file():
+        raise _Refused(f"--snapshot {path!r} is not a file")
+    snapshot_file.load(path)
+    return twin_factory(path)

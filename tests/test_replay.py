@@ -72,3 +72,23 @@ def test_replay_of_a_bad_file_is_one_line(tmp_path, snap_path, capsys, content):
     assert main(["replay", str(path), "--action", "compact_memory"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "snapshot" in err
+
+
+def test_run_a_workload_on_a_twin(snap_path, capsys):
+    assert main(["run", "thp-heavy", "--quick", "--snapshot", str(snap_path), "--strategy",
+                 "folio", "--no-save"]) == 0
+    out = capsys.readouterr().out
+    assert "thp-heavy" in out and "folio" in out
+
+
+def test_run_snapshot_bad_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "x.npz"
+    bad.write_bytes(b"nope")
+    assert main(["run", "thp-heavy", "--quick", "--snapshot", str(bad), "--no-save"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "snapshot" in err
+
+
+def test_twin_refuses_machine_options(snap_path):
+    with pytest.raises(ValueError, match="cannot take machine options"):
+        replay.TwinBackend(snapshot=str(snap_path), cma="8M")
