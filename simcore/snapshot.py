@@ -88,6 +88,7 @@ KPF = {"locked": 0, "error": 1, "referenced": 2, "uptodate": 3, "dirty": 4, "lru
        "ksm": 21, "thp": 22, "offline": 23, "zero_page": 24, "idle": 25, "pgtable": 26,
        "reserved": 32, "mlocked": 33, "mappedtodisk": 34}
 
+_LITTLE = np.little_endian
 # What each PFN is to the twin.
 C_USED = 0          # part of a folio (head or tail)
 C_FREE = 1          # free: on a buddy list at capture
@@ -110,7 +111,11 @@ RECONSTRUCT_BYTES_PER_PAGE = 24
 
 
 def _bit(words, name):
-    return ((words >> np.uint64(KPF[name])) & np.uint64(1)).astype(bool)
+    """KPF bit `name` of each uint64 word, through a byte view (no 8-byte temporaries)."""
+    bit = KPF[name]
+    words = np.ascontiguousarray(words, dtype=np.uint64)
+    byte = words.view(np.uint8).reshape(-1, 8)[:, bit // 8 if _LITTLE else 7 - bit // 8]
+    return (byte & np.uint8(1 << (bit % 8))) != 0
 
 
 @dataclasses.dataclass
@@ -416,10 +421,12 @@ def reconstruct(snap):
         raise ValueError(f"snapshot has {snap.nr_pfns} PFNs but its zones end at PFN {end}: "
                          f"truncated per-PFN data")
     nr_pages = -(-end // PAGEBLOCK_NR_PAGES) * PAGEBLOCK_NR_PAGES
-    flags = np.zeros(nr_pages, dtype=np.uint64)
-    counts = np.zeros(nr_pages, dtype=np.uint16)
-    flags[:end] = snap.kpageflags[:end]
-    counts[:end] = snap.kpagecount[:end]
+    flags, counts = snap.kpageflags, snap.kpagecount
+    if len(flags) != nr_pages:          # pad or cut to whole pageblocks (a copy only then)
+        flags = np.zeros(nr_pages, dtype=np.uint64)
+        counts = np.zeros(nr_pages, dtype=np.uint16)
+        flags[:end] = snap.kpageflags[:end]
+        counts[:end] = snap.kpagecount[:end]
     page_class, absent = classify(flags, counts, spans, fields)
     del counts
     folio_pfn, folio_order, folio_kind, folio_flags, broken = find_folios(flags, page_class)

@@ -141,3 +141,22 @@ def test_twin_of_this_machine(tmp_path):
     assert report["pageblocks"]["DMA32"]["equal"]
     twin_pages = sum(z["twin_pages"] for z in report["buddyinfo"].values())
     assert twin_pages == m.free_pages()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 60))
+def test_migratetype_count_fix_meets_any_feasible_target(seed, n):
+    """Single blocks: whatever the costs, the per-type counts end equal to the target."""
+    rng = np.random.default_rng(seed)
+    cost = rng.random((n, 6)) * 512
+    cuts = np.sort(rng.integers(0, n + 1, 2))
+    target = np.array([cuts[0], cuts[1] - cuts[0], n - cuts[1], 0, 0, 0])
+    types, moved = snapshot._fix_counts(cost, np.arange(n), target)
+    assert np.bincount(types, minlength=6).tolist() == target.tolist()
+    assert 0 <= moved <= n
+
+
+def test_kpf_bit_reads_every_bit():
+    words = np.array([1 << b for b in range(64)], dtype=np.uint64)
+    for name, bit in snapshot.KPF.items():
+        assert np.flatnonzero(snapshot._bit(words, name)).tolist() == [bit]
