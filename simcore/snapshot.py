@@ -245,10 +245,29 @@ def _folio_flags(words):
     return out
 
 
+FOLIO_CHUNK = 1 << 20     # PFNs per pass: no folio (not even a 1 GiB hugetlb page) crosses one
+
+
 def find_folios(flags, page_class):
     """Folios from the used pages: compound head/tail runs give large folios, other used pages
     order-0 folios. Returns (pfn, order, kind, flags) arrays and the count of pages whose
-    compound run was broken (a head or tail changed while we read; those become order 0)."""
+    compound run was broken (a head or tail changed while we read; those become order 0).
+    Works in aligned chunks of FOLIO_CHUNK PFNs to bound the temporaries' memory."""
+    parts = []
+    broken = 0
+    for lo in range(0, len(flags), FOLIO_CHUNK):
+        hi = min(lo + FOLIO_CHUNK, len(flags))
+        *arrays, bad = _find_folios_chunk(flags[lo:hi], page_class[lo:hi])
+        arrays[0] += lo
+        parts.append(arrays)
+        broken += bad
+    if not parts:
+        empty = np.zeros(0, dtype=np.uint8)
+        return np.zeros(0, dtype=np.int64), empty.astype(np.int8), empty, empty, 0
+    return tuple(np.concatenate(column) for column in zip(*parts, strict=True)) + (broken,)
+
+
+def _find_folios_chunk(flags, page_class):
     used = page_class == C_USED
     tail = _bit(flags, "compound_tail") & used
     head = _bit(flags, "compound_head") & used
