@@ -27,7 +27,7 @@ import workloads
 from workloads.base import get_workload, resolve_params, run_one
 from workloads.fragment import fragment
 
-from . import matrix, report, results
+from . import matrix, report, results, twin_cli
 
 REPO_RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
 SUMMARY = ["highorder_success", "compaction_success_rate", "pages_migrated",
@@ -146,6 +146,10 @@ def _run(args):
         sim_backend = sim_factory(live.arena, costs)
     else:
         sim_mem, sim_backend = args.mem, sim_factory(None, costs)
+    if args.snapshot:
+        if live is not None or costs:
+            raise UsageError("--snapshot runs on the simulator only, without --costs")
+        sim_backend = twin_cli.snapshot_factory(args.snapshot)
     plan = []
     for name in names:
         for r in range(args.repeat):
@@ -407,6 +411,8 @@ def build_parser():
     run.add_argument("--format", choices=results.FORMATS, default="table")
     run.add_argument("--out", help="results root (default: the repository's results/)")
     run.add_argument("--no-save", action="store_true", help="print only, write nothing")
+    run.add_argument("--snapshot", help="sim: start from the digital twin of this snapshot "
+                                        "('foliobench live snapshot'; --mem is ignored)")
     run.add_argument("--backend", action="append", choices=("sim", "live"),
                      help="sim (default) and/or live: the running kernel, root only "
                           "(repeatable: one table with a backend column)")
@@ -455,7 +461,9 @@ def build_parser():
     live_restore = live_sub.add_parser("restore", help="undo what a live run killed with "
                                                        "SIGKILL left changed")
     live_restore.set_defaults(func=_live_restore)
+    twin_cli.add_live_parsers(live_sub)
     matrix.add_parser(sub)
+    twin_cli.add_parsers(sub)
     show = sub.add_parser("show", help="print a saved result again")
     show.add_argument("result", help="a run directory or its results.json/results.csv")
     show.add_argument("--format", choices=results.FORMATS, default="table")

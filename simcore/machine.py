@@ -203,6 +203,22 @@ class Machine:
         self._slowpath, self._slowpath_many, self._compact_node = self.strategy.entries()
         self._bind()
 
+    @classmethod
+    def from_snapshot(cls, snapshot, *, profile=None, compaction=None, seed=0, deferred="absent"):
+        """A digital twin: a Machine whose memory is a captured one (`foliobench live snapshot`).
+
+        snapshot: a snapshot file's path, its bytes, or a simcore.snapshot_file.Snapshot.
+        profile, compaction, seed: as for Machine(). deferred: "absent" keeps memory whose
+        struct pages the kernel had not initialised yet out of the zones, as at capture time;
+        "free" gives it to the buddy allocator. The twin passes check(); what the
+        reconstruction could not settle, and how its buddyinfo differs from the captured one,
+        is in `machine.snapshot_report` (see simcore.snapshot). ValueError for a file that is
+        not a complete snapshot, or a machine too large for this host (with the memory needed).
+        """
+        from . import snapshot as _snapshot
+        return _snapshot.twin(snapshot, profile=profile, compaction=compaction, seed=seed,
+                              deferred=deferred)
+
     # -- construction helpers --------------------------------------------------------------
 
     @staticmethod

@@ -206,3 +206,52 @@ def parse_vmstat(text):
             raise _bad(lineno, line, f"duplicate counter {name}")
         out[name] = int(m.group(2))
     return out
+
+
+_ZONEINFO_ZONE_RE = re.compile(_NODE_ZONE + r"\s*")
+_ZONEINFO_PROTECTION_RE = re.compile(r"\s*protection:\s*\(([\d,\s]*)\)\s*")
+_ZONEINFO_VALUE_RE = re.compile(r"\s*([a-z_][a-z0-9_ ]*?):?\s+(-?\d+)\s*")
+_ZONEINFO_CPU_RE = re.compile(r"\s*cpu:\s*(\d+)\s*")
+
+
+def parse_zoneinfo(text):
+    """/proc/zoneinfo -> {(node, zone): dict} (layout of zoneinfo_show_print() in mm/vmstat.c).
+
+    Each zone's dict holds its integer lines by name ("spanned", "present", "managed", "min",
+    "low", "high", "start_pfn", "nr_free_pages", ...; the first zone of a node also carries the
+    "per-node stats"), "protection" as a tuple, and "pcp_count": the per-CPU list lengths
+    (`count:` under each `cpu:`), in CPU order. Lines the parser does not know (headers such as
+    "pagesets") are skipped; a value line before any zone header is an error."""
+    out = {}
+    zone = None
+    cpu = None
+    for lineno, line in _lines(text):
+        m = _ZONEINFO_ZONE_RE.fullmatch(line)
+        if m:
+            key = _node_zone(m, out, (), lineno, line)
+            zone = out[key] = {"protection": (), "pcp_count": []}
+            cpu = None
+            continue
+        m = _ZONEINFO_PROTECTION_RE.fullmatch(line)
+        if m:
+            if zone is None:
+                raise _bad(lineno, line, "protection before any zone header")
+            zone["protection"] = tuple(int(v) for v in m.group(1).replace(",", " ").split())
+            continue
+        m = _ZONEINFO_CPU_RE.fullmatch(line)
+        if m:
+            cpu = int(m.group(1))
+            continue
+        m = _ZONEINFO_VALUE_RE.fullmatch(line)
+        if m:
+            if zone is None:
+                raise _bad(lineno, line, "value before any zone header")
+            name, value = m.group(1).strip(), int(m.group(2))
+            if cpu is not None and name == "count":
+                zone["pcp_count"].append(value)
+            elif cpu is None or name not in ("high", "batch", "high_min", "high_max"):
+                zone.setdefault(name, value)
+            continue
+    if not out:
+        raise ValueError("no zone in zoneinfo text")
+    return out

@@ -1,0 +1,78 @@
+"""Command-line verbs of the digital twin: live snapshot and replay (see docs/twin.md)."""
+import pathlib
+
+
+class _Refused(ValueError):
+    """Reported by cli.main as one line, exit code 2."""
+
+
+def _live_snapshot(args):
+    from livekernel import snapshot
+    output = pathlib.Path(args.output)
+    if output.is_dir():
+        raise _Refused(f"-o/--output {args.output!r} is a directory; give a file name")
+    if not output.parent.is_dir():
+        raise _Refused(f"-o/--output: directory {str(output.parent)!r} does not exist")
+    try:
+        snap, seconds, size = snapshot.write(str(output))
+    except snapshot.SnapshotError as exc:
+        raise _Refused(str(exc)) from None
+    print(f"snapshot: {output} ({snap.nr_pfns} PFNs, kernel {snap.kernel}): "
+          f"{size / 1e6:.2f} MB in {seconds:.2f} s")
+    return 0
+
+
+def add_live_parsers(live_sub):
+    snap = live_sub.add_parser("snapshot", help="capture this machine's physical memory "
+                                                "(read-only, root) for a digital twin")
+    snap.add_argument("-o", "--output", default="snapshot.npz",
+                      help="snapshot file (default snapshot.npz), written atomically")
+    snap.set_defaults(func=_live_snapshot)
+
+
+
+
+def _replay(args):
+    import json
+
+    from . import replay, results
+    path = pathlib.Path(args.snapshot)
+    if not path.is_file():
+        raise _Refused(f"snapshot {args.snapshot!r} is not a file")
+    replay.parse_action(args.action)                   # refuse a bad action before loading
+    if args.output:
+        results.check_output_dir(pathlib.Path(args.output).parent, "-o/--output")
+    rows = replay.replay(str(path), args.action, args.strategy or [None], args.profile,
+                         args.deferred)
+    print(replay.format_rows(rows))
+    if args.output:
+        out = pathlib.Path(args.output)
+        results.write_text(out.parent, out.name, json.dumps(rows, indent=1) + "\n")
+        print(f"written: {out}")
+    return 0
+
+
+def add_parsers(sub):
+    from . import replay
+    rep = sub.add_parser("replay", help="apply a kernel operation to a snapshot's digital twin "
+                                        "under each compaction strategy")
+    rep.add_argument("snapshot", help="a file from 'foliobench live snapshot'")
+    rep.add_argument("--action", required=True, help=replay.ACTION_HELP)
+    rep.add_argument("--strategy", action="append",
+                     help="compaction strategy (repeatable; default the profile's)")
+    rep.add_argument("--profile", help="kernel profile (default the newest)")
+    rep.add_argument("--deferred", choices=("absent", "free"), default="absent",
+                     help="memory the kernel had not initialised yet: left out (default) or free")
+    rep.add_argument("-o", "--output", help="also write the rows as JSON here")
+    rep.set_defaults(func=_replay)
+
+
+def snapshot_factory(path):
+    """The backend factory of `run --snapshot`: checks the file once before any run."""
+    from simcore import snapshot_file
+
+    from .replay import twin_factory
+    if not pathlib.Path(path).is_file():
+        raise _Refused(f"--snapshot {path!r} is not a file")
+    snapshot_file.load(path)
+    return twin_factory(path)

@@ -1,0 +1,118 @@
+"""The snapshot file: one machine's physical memory as the kernel exported it, compressed.
+
+A snapshot holds, per PFN, the /proc/kpageflags word (KPF_* bits of fs/proc/page.c) and the
+/proc/kpagecount value, plus the text of /proc/zoneinfo, pagetypeinfo, buddyinfo, vmstat and
+meminfo, the THP/mTHP settings, the vm sysctls and the kernel release.
+
+Format (version 1): a numpy .npz archive (zlib-compressed members):
+- header: uint8 array, UTF-8 JSON: {"format": "foliobench-snapshot", "version": 1,
+  "nr_pfns": N, "files": {"zoneinfo": text, ...}, "settings": {...}, "kernel": release, ...}
+- kpf_values, kpf_lengths: kpageflags run-length encoded (uint64 word, uint32 run length):
+  free memory, holes and the tails of large folios are long runs of one word.
+- kpc_values, kpc_lengths: kpagecount run-length encoded, counts clipped to 65535 (uint16).
+
+This module only encodes and decodes; reading the running kernel is livekernel.snapshot's job.
+"""
+import dataclasses
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT = "foliobench-snapshot"
+VERSION = 1
+MEMBERS = ("header", "kpf_values", "kpf_lengths", "kpc_values", "kpc_lengths")
+KPC_MAX = np.iinfo(np.uint16).max
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """A decoded snapshot: per-PFN arrays and the captured text files and settings."""
+    kpageflags: np.ndarray          # uint64 per PFN
+    kpagecount: np.ndarray          # uint16 per PFN (clipped)
+    files: dict                     # name -> text ("zoneinfo", "pagetypeinfo", "buddyinfo", ...)
+    settings: dict = dataclasses.field(default_factory=dict)
+    kernel: str = "unknown"
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def nr_pfns(self):
+        return len(self.kpageflags)
+
+
+def run_length_encode(values):
+    """(run values, run lengths as uint32) of a 1-D array."""
+    values = np.asarray(values)
+    if not len(values):
+        return values[:0], np.zeros(0, dtype=np.uint32)
+    starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+    lengths = np.diff(np.append(starts, len(values))).astype(np.uint32)
+    return values[starts], lengths
+
+
+def run_length_decode(values, lengths):
+    return np.repeat(values, lengths.astype(np.int64))
+
+
+def save(path, snap):
+    """Write `snap` to `path` atomically (a temporary file in the same directory, then rename)."""
+    kpf_values, kpf_lengths = run_length_encode(np.asarray(snap.kpageflags, dtype=np.uint64))
+    kpc = np.minimum(np.asarray(snap.kpagecount, dtype=np.uint64), KPC_MAX).astype(np.uint16)
+    kpc_values, kpc_lengths = run_length_encode(kpc)
+    header = {"format": FORMAT, "version": VERSION, "nr_pfns": int(len(snap.kpageflags)),
+              "files": snap.files, "settings": snap.settings, "kernel": snap.kernel,
+              "meta": snap.meta}
+    blob = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            np.savez_compressed(out, header=blob, kpf_values=kpf_values, kpf_lengths=kpf_lengths,
+                                kpc_values=kpc_values, kpc_lengths=kpc_lengths)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load(source):
+    """A Snapshot from a path or bytes; ValueError naming what is wrong with a file that is not
+    a complete foliobench snapshot (truncated, foreign, another version)."""
+    what = source if isinstance(source, (str, os.PathLike)) else "snapshot data"
+    try:
+        handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+        with np.load(handle, allow_pickle=False) as npz:
+            missing = [m for m in MEMBERS if m not in npz.files]
+            if missing:
+                raise ValueError(f"{what} is not a foliobench snapshot (no {missing[0]!r} member)")
+            arrays = {m: npz[m] for m in MEMBERS}
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as exc:
+        if isinstance(exc, ValueError) and "foliobench snapshot" in str(exc):
+            raise
+        raise ValueError(f"{what} is not a readable foliobench snapshot "
+                         f"(truncated or foreign file: {exc})") from None
+    try:
+        header = json.loads(arrays["header"].tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{what} has a corrupt snapshot header: {exc}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"{what} is not a foliobench snapshot (format "
+                         f"{header.get('format') if isinstance(header, dict) else None!r})")
+    if header.get("version") != VERSION:
+        raise ValueError(f"{what} is snapshot version {header.get('version')!r}; this foliobench "
+                         f"reads version {VERSION}")
+    flags = run_length_decode(arrays["kpf_values"].astype(np.uint64), arrays["kpf_lengths"])
+    counts = run_length_decode(arrays["kpc_values"].astype(np.uint16), arrays["kpc_lengths"])
+    nr = header.get("nr_pfns")
+    if len(flags) != nr or len(counts) != nr:
+        raise ValueError(f"{what} is inconsistent: header says {nr} PFNs, kpageflags has "
+                         f"{len(flags)} and kpagecount {len(counts)}")
+    files = header.get("files") or {}
+    for name in ("zoneinfo", "pagetypeinfo", "buddyinfo"):
+        if not isinstance(files.get(name), str):
+            raise ValueError(f"{what} lacks the captured /proc/{name}")
+    return Snapshot(flags, counts, files, header.get("settings") or {},
+                    header.get("kernel", "unknown"), header.get("meta") or {})

@@ -1,0 +1,162 @@
+"""The digital twin: a simulated machine exported in the kernel's formats and read back gives
+the same layout; the twin passes check(); bad input is refused."""
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simcore import Machine, snapshot, snapshot_export, snapshot_file
+from simcore.mmzone import KINDS
+
+DATA = pathlib.Path(__file__).parent / "data"
+IS_ROOT = os.geteuid() == 0
+live = pytest.mark.live
+
+ALLOCS = (  # (order, migratetype, kind, flags)
+    (0, "unmovable", "slab", 0), (3, "unmovable", "slab", 0), (0, "unmovable", "kernel", 0),
+    (0, "unmovable", "pagetable", 0), (0, "reclaimable", "slab", 0),
+    (0, "movable", "anon", 0), (2, "movable", "anon", "dirty"), (4, "movable", "file", 0),
+    (0, "movable", "file", ("dirty", "writeback")), (9, "movable", "anon", 0),
+    (0, "movable", "shmem", "mlocked"), (9, "movable", "hugetlb", 0),
+)
+
+
+def fragmented(mem, seed, rounds=40, free_share=0.5):
+    """A machine filled by a seeded mix of allocations, then a share of them freed."""
+    m = Machine(mem=mem, seed=seed)
+    held = []
+    for _ in range(rounds):
+        order, mt, kind, flags = ALLOCS[int(m.rng.integers(len(ALLOCS)))]
+        count = int(m.rng.integers(1, 64)) if order < 9 else 2
+        held += [int(p) for p in m.alloc_many(count, order, mt, kind, flags, compact=False)]
+    held = np.array(held, dtype=np.int64)
+    m.free_many(held[m.rng.random(len(held)) < free_share])
+    m.check()
+    return m
+
+
+def round_trip(m, tmp_path=None):
+    snap = snapshot_export.export(m)
+    if tmp_path is not None:
+        path = tmp_path / "exported.npz"
+        snapshot_file.save(path, snap)
+        snap = path
+    return Machine.from_snapshot(snap)
+
+
+@pytest.mark.parametrize("mem", ["64M", "4352M"])
+def test_round_trip_gives_the_same_layout(tmp_path, mem):
+    m = fragmented(mem, seed=3)
+    twin = round_trip(m, tmp_path)
+    twin.check()
+    for part in ("free", "folios"):
+        assert snapshot.layout_digest(twin, (part,)) == snapshot.layout_digest(m, (part,)), part
+    assert np.array_equal(twin.nr_pageblocks(), m.nr_pageblocks())
+    assert twin.buddyinfo() == m.buddyinfo()
+    assert twin.pagetypeinfo() == m.pagetypeinfo()
+    report = twin.snapshot_report
+    assert all(z["equal"] for z in report["pageblocks"].values())
+    assert all(not any(z["difference"]) for z in report["buddyinfo"].values())
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), free_share=st.floats(0.0, 1.0))
+def test_round_trip_property(seed, free_share):
+    """Any fragmented machine: free blocks and folios come back exactly, pageblock counts per
+    type equal, and the blocks whose contents decide their type keep it."""
+    m = fragmented("32M", seed, rounds=20, free_share=free_share)
+    twin = round_trip(m)
+    for part in ("free", "folios"):
+        assert snapshot.layout_digest(twin, (part,)) == snapshot.layout_digest(m, (part,))
+    assert np.array_equal(twin.nr_pageblocks(), m.nr_pageblocks())
+    twin.check()
+
+
+def test_export_marks_every_free_page_buddy():
+    m = fragmented("64M", seed=5)
+    flags, counts = snapshot_export.page_words(m)
+    buddy = (flags >> np.uint64(snapshot.KPF["buddy"])) & np.uint64(1)
+    assert int(buddy.sum()) == m.free_pages()
+    assert int((counts[buddy.astype(bool)]).sum()) == 0
+
+
+def test_too_large_for_this_host_is_refused_with_the_memory_needed():
+    snap = snapshot_export.export(fragmented("64M", seed=1))
+    with pytest.raises(ValueError,
+                       match=r"of 64M needs about .* to simulate; this host has .* free"):
+        snapshot.twin(snap, available=1 << 16)
+
+
+def test_unknown_deferred_mode_is_named():
+    snap = snapshot_export.export(Machine(mem="32M"))
+    with pytest.raises(ValueError, match="deferred 'maybe'"):
+        Machine.from_snapshot(snap, deferred="maybe")
+
+
+def test_truncated_per_pfn_data_is_refused():
+    snap = snapshot_export.export(Machine(mem="32M"))
+    snap.kpageflags = snap.kpageflags[:1000]
+    snap.kpagecount = snap.kpagecount[:1000]
+    with pytest.raises(ValueError, match="truncated per-PFN data"):
+        Machine.from_snapshot(snap)
+
+
+def test_folios_from_a_captured_kpageflags_slice():
+    """A slice of this machine's /proc/kpageflags: every compound run becomes one aligned folio
+    of a power-of-two size, and every used page belongs to exactly one folio."""
+    data = np.load(DATA / "live_kpageflags_slice.npz")
+    flags = data["kpageflags"]
+    page_class = np.where(snapshot._bit(flags, "buddy"), snapshot.C_FREE,
+                          snapshot.C_USED).astype(np.uint8)
+    pfn, order, kind, _, broken = snapshot.find_folios(flags, page_class)
+    sizes = np.int64(1) << order.astype(np.int64)
+    assert ((pfn & (sizes - 1)) == 0).all()
+    covered = np.zeros(len(flags), dtype=np.int64)
+    np.add.at(covered, snapshot_export._expand(pfn, sizes), 1)
+    used = page_class == snapshot.C_USED
+    if broken == 0:
+        assert (covered[used] == 1).all() and (covered[~used] == 0).all()
+    heads = snapshot._bit(flags, "compound_head")
+    assert int((order > 0).sum()) == int(heads.sum()) or broken > 0
+    slab = snapshot._bit(flags[pfn], "slab")
+    assert (kind[slab] == KINDS["slab"]).all()
+
+
+@live
+@pytest.mark.skipif(not IS_ROOT, reason="reading /proc/kpageflags needs root")
+def test_twin_of_this_machine(tmp_path):
+    from livekernel.snapshot import write
+    write(str(tmp_path / "a.npz"))
+    write(str(tmp_path / "b.npz"))
+    a, b = (snapshot_file.load(tmp_path / n) for n in ("a.npz", "b.npz"))
+    # two snapshots in a row: the same memory map, few pages changed (others may be running)
+    assert a.nr_pfns == b.nr_pfns
+    assert (a.kpageflags != b.kpageflags).mean() < 0.05
+    m = Machine.from_snapshot(tmp_path / "a.npz")
+    m.check()
+    report = m.snapshot_report
+    assert report["pageblocks"]["DMA32"]["equal"]
+    twin_pages = sum(z["twin_pages"] for z in report["buddyinfo"].values())
+    assert twin_pages == m.free_pages()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 60))
+def test_migratetype_count_fix_meets_any_feasible_target(seed, n):
+    """Single blocks: whatever the costs, the per-type counts end equal to the target."""
+    rng = np.random.default_rng(seed)
+    cost = rng.random((n, 6)) * 512
+    cuts = np.sort(rng.integers(0, n + 1, 2))
+    target = np.array([cuts[0], cuts[1] - cuts[0], n - cuts[1], 0, 0, 0])
+    types, moved = snapshot._fix_counts(cost, np.arange(n), target)
+    assert np.bincount(types, minlength=6).tolist() == target.tolist()
+    assert 0 <= moved <= n
+
+
+def test_kpf_bit_reads_every_bit():
+    words = np.array([1 << b for b in range(64)], dtype=np.uint64)
+    for name, bit in snapshot.KPF.items():
+        assert np.flatnonzero(snapshot._bit(words, name)).tolist() == [bit]
