@@ -9,6 +9,8 @@
     foliobench live probe [--json] | live calibrate [-o FILE] | live restore
     foliobench matrix [--backend sim|live] [--profile NAME ...] [--sizes 4K,64K,2M]
                       [--format md|html|json] [-o DIR]
+    foliobench sweep SPEC.toml | --grid NAME=V1,V2 ... [--serial | --scheduler ADDR] [--resume DIR]
+    foliobench sweep show DIR
     foliobench show RESULT [--format ...]
     foliobench demo
 
@@ -27,7 +29,7 @@ import workloads
 from workloads.base import get_workload, resolve_params, run_one
 from workloads.fragment import fragment
 
-from . import matrix, report, results
+from . import matrix, report, results, sweep
 
 REPO_RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
 SUMMARY = ["highorder_success", "compaction_success_rate", "pages_migrated",
@@ -456,6 +458,7 @@ def build_parser():
                                                        "SIGKILL left changed")
     live_restore.set_defaults(func=_live_restore)
     matrix.add_parser(sub)
+    sweep.add_parser(sub)
     show = sub.add_parser("show", help="print a saved result again")
     show.add_argument("result", help="a run directory or its results.json/results.csv")
     show.add_argument("--format", choices=results.FORMATS, default="table")
