@@ -34,7 +34,7 @@ REPO_SWEEPS = pathlib.Path(__file__).resolve().parent.parent / "results" / "swee
 TIMING_COLUMNS = ("sim_wall_s", "cell_wall_s")
 # A worker's memory limit is the largest cell's estimate plus this share, and the worker's
 # own footprint (CELL_BASE_BYTES)
-HEADROOM = 1.5
+HEADROOM = 1.25
 
 
 def run_cell(cell, repeats=1):

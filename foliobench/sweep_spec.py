@@ -35,12 +35,14 @@ SCALARS = ("repeats", "quick")
 MAX_CELLS = 1_000_000
 
 # Bytes a cell needs per simulated page, from how simcore sizes its arrays: mem_map (one
-# PAGE_DTYPE record per pfn), the folio handle table (int64 per folio, grown by doubling, so up
-# to two slots per page when every folio is order 0), and the workload's own int64 handle arrays
-# and their temporaries (pageblock_map() adds one int64 per page). Measured peaks at 1G-16G stay
-# under this (docs/sweeps.md); CELL_BASE_BYTES is a worker process with numpy, numba's compiled
-# simcore, pandas and distributed loaded.
-BYTES_PER_PAGE = PAGE_DTYPE.itemsize + 2 * 8 + 2 * 8
+# PAGE_DTYPE record, 12 bytes, per pfn), the folio handle table (int64 per folio, grown by
+# doubling: up to two slots per page when every folio is order 0), and the workload's own int64
+# handle arrays with their temporaries (concatenations, masks, pageblock_map()'s per-page
+# counts): eight int64 per page in all. Measured peaks over the worker's own footprint at 16G
+# were 44-68 bytes per page (highalloc 174 MB, cma-reservations 285 MB; docs/sweeps.md).
+# CELL_BASE_BYTES is a worker process with numpy, numba's compiled simcore, pandas and
+# distributed loaded (270-330 MB measured).
+BYTES_PER_PAGE = PAGE_DTYPE.itemsize + 8 * 8
 CELL_BASE_BYTES = 400 << 20
 PAGE_SIZE = 4096
 
