@@ -31,7 +31,7 @@ from .sweep_store import SweepStore
 
 REPO_SWEEPS = pathlib.Path(__file__).resolve().parent.parent / "results" / "sweeps"
 # Columns that measure this process's wall clock, not the simulated machine
-TIMING_COLUMNS = ("sim_wall_s", "cell_wall_s")
+TIMING_COLUMNS = ("sim_wall_s", "cell_wall_s", "cell_cpu_s")
 # A worker's memory limit is the largest cell's estimate plus this share, and the worker's
 # own footprint (CELL_BASE_BYTES)
 HEADROOM = 1.25
@@ -46,7 +46,7 @@ def run_cell(cell, repeats=1):
     factory = functools.partial(SimBackend, profile=cell.profile)
     rows = []
     for r in range(repeats):
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         try:
             row = run_one(cell.workload, cell.strategy, cell.mem, cell.seed, dict(cell.params),
                           cell.quick, backend_factory=factory)
@@ -56,7 +56,8 @@ def run_cell(cell, repeats=1):
         gc.collect()
         rows.append({"cell": cell.key, "repeat": r, **cell.coords(), **row,
                      "profile": cell.profile, "error": error,
-                     "cell_wall_s": time.perf_counter() - t0})
+                     "cell_wall_s": time.perf_counter() - t0,
+                     "cell_cpu_s": time.process_time() - cpu0})
     return rows
 
 

@@ -65,11 +65,23 @@ def summary(df, swept, figures):
 
 
 def _series(df):
+    """[(label, style keys, rows)]: one series per combination of the series axes that vary."""
     cols = [a for a in SERIES_AXES if a in df and df[a].nunique() > 1]
     if not cols:
-        return [("", df)]
-    return [(" / ".join(map(str, k if isinstance(k, tuple) else (k,))), g)
-            for k, g in df.groupby(cols, sort=True)]
+        return [("", {}, df)]
+    out = []
+    for k, g in df.groupby(cols, sort=True):
+        k = k if isinstance(k, tuple) else (k,)
+        out.append((" / ".join(map(str, k)), dict(zip(cols, k, strict=True)), g))
+    return out
+
+
+def _styles(df):
+    """Colour by strategy, line style by profile, marker by workload (each in sorted order)."""
+    def index(axis):
+        values = sorted(df[axis].unique()) if axis in df else []
+        return {v: i for i, v in enumerate(values)}
+    return index("strategy"), index("profile"), index("workload")
 
 
 def line_figure(df, axis, figure, title):
@@ -77,21 +89,26 @@ def line_figure(df, axis, figure, title):
     seeds' spread (min..max of the per-seed means) as a band."""
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.add_subplot()
-    for i, (label, g) in enumerate(_series(df)):
+    colours, styles, markers = _styles(df)
+    for label, keys, g in _series(df):
         g = g.assign(_x=numeric_axis(g, axis))
         per_seed = g.groupby(["_x", "seed"])[figure].mean().unstack("seed")
-        colour = report.GROUP_COLOURS[i % len(report.GROUP_COLOURS)]
-        style = ("-", "--", ":", "-.")[i // len(report.GROUP_COLOURS) % 4]
-        ax.plot(per_seed.index, per_seed.mean(axis=1), style, marker="o", ms=3, color=colour,
-                label=label or figure)
+        colour = report.GROUP_COLOURS[colours.get(keys.get("strategy"), 0)
+                                      % len(report.GROUP_COLOURS)]
+        nth = styles.get(keys.get("profile"), 0)
+        marker = "osD^v"[markers.get(keys.get("workload"), 0) % 5]
+        # later profiles thinner and dashed on top, so that equal lines stay visible
+        ax.plot(per_seed.index, per_seed.mean(axis=1), ("-", "--", ":", "-.")[nth % 4],
+                marker=marker, ms=4 if nth == 0 else 2.5, lw=max(3.0 - 1.2 * nth, 1.0),
+                alpha=0.55 if nth == 0 and styles else 1.0, color=colour, label=label or figure)
         if per_seed.shape[1] > 1:
             ax.fill_between(per_seed.index, per_seed.min(axis=1), per_seed.max(axis=1),
-                            color=colour, alpha=0.15, linewidth=0)
+                            color=colour, alpha=0.12, linewidth=0)
     ax.set_xlabel(_axis_label(axis))
     ax.set_ylabel(report._metric_label(figure))
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False, handlelength=3.5)
     fig.tight_layout()
     return fig
 
@@ -104,7 +121,7 @@ def heatmap_figure(df, xaxis, yaxis, figure, title):
     fig = Figure(figsize=(3.2 * cols + 0.8, 2.8 * rows + 0.6))
     vmin, vmax = df[figure].min(), df[figure].max()
     image = None
-    for i, (label, g) in enumerate(series):
+    for i, (label, _keys, g) in enumerate(series):
         ax = fig.add_subplot(rows, cols, i + 1)
         g = g.assign(_x=numeric_axis(g, xaxis), _y=numeric_axis(g, yaxis))
         grid = g.groupby(["_y", "_x"])[figure].mean().unstack("_x")
@@ -172,7 +189,8 @@ def show(path, figures=None, plots=None, fmt="table", out=print):
             coords = ", ".join(f"{a}={r[a]}" for a in swept if a in r)
             out(f"  {r['cell']} {coords}: {r['error']}")
     target = pathlib.Path(plots) if plots else path / "_plots"
-    written = write_plots(df, swept, figures, target, path.name)
+    name = f"{', '.join(spec.workloads)} ({', '.join(spec.mem)})"
+    written = write_plots(df, swept, figures, target, name)
     if written:
         out(f"\nplots ({len(written)}): {target}/")
     elif fmt == "table":
