@@ -92,6 +92,25 @@ def test_run_cell_records_an_error_and_goes_on():
     assert all("ValueError" in r["error"] and "99M" in r["error"] for r in rows)
 
 
+def test_run_cell_keeps_no_machine(monkeypatch):
+    import weakref
+    from workloads.backend import SimBackend
+    machines = []
+
+    class Tracked(SimBackend):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            machines.append(weakref.ref(self.machine))
+
+    monkeypatch.setattr(sweep, "SimBackend", Tracked)
+    cell = Cell("highalloc", "folio", "linux-6.18", "64M", 0, (), True)
+    rows = sweep.run_cell(cell.to_dict(), repeats=2)
+    assert len(machines) == 2 and all(r["error"] is None for r in rows)
+    assert all(ref() is None for ref in machines)           # freed before run_cell returned
+    assert all(isinstance(v, (str, int, float, bool, type(None))) for r in rows
+               for v in r.values())                         # plain rows cross the wire
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
