@@ -320,8 +320,9 @@ def add_parser(sub):
 
 def _spec_and_store(args):
     if args.resume:
-        if args.target or args.grid:
-            raise ValueError("--resume DIR takes its grid from DIR; give no SPEC or --grid")
+        if args.target or args.grid or args.quick or args.repeats:
+            raise ValueError("--resume DIR takes its grid from DIR; give no SPEC, --grid, "
+                             "--quick or --repeats")
         store = SweepStore(args.resume)
         return store.spec(), store
     if args.target and args.grid:

@@ -94,6 +94,7 @@ def test_run_cell_records_an_error_and_goes_on():
 
 def test_run_cell_keeps_no_machine(monkeypatch):
     import weakref
+
     from workloads.backend import SimBackend
     machines = []
 

@@ -49,14 +49,23 @@ def timed_sweep(spec, workers):
     return wall, df["cell_wall_s"].tolist(), df["cell_cpu_s"].tolist(), sorted(peaks.values())
 
 
+def _cpu():
+    return time.process_time()
+
+
 def scheduler_overhead(tasks=2000):
-    """Seconds per task for no-op tasks on a 1-worker local cluster: the per-cell cost of
-    submitting, scheduling, running and gathering a result, without the cell."""
+    """(wall seconds, CPU seconds) per task for no-op tasks on a 1-worker local cluster: the
+    per-cell cost of submitting, scheduling, running and gathering a result, without the cell.
+    The CPU figure adds this process (client and scheduler) and the worker, so it does not
+    depend on how busy the machine is."""
     with sweep.local_cluster(1, 1 << 30) as client:
         client.gather(client.map(_noop, range(50), pure=False))
+        cpu0 = time.process_time() + sum(client.run(_cpu).values())
         t0 = time.perf_counter()
         client.gather(client.map(_noop, range(tasks), pure=False))
-        return (time.perf_counter() - t0) / tasks
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() + sum(client.run(_cpu).values()) - cpu0
+        return wall / tasks, cpu / tasks
 
 
 def main():
@@ -84,17 +93,18 @@ def main():
               f"cells got {r['cpus_used']:.2f}, peak RSS per worker "
               f"{', '.join(f'{p:.0f}' for p in peaks)} MB", flush=True)
     out["speedup_1_to_2"] = out["workers_2"]["cells_per_s"] / out["workers_1"]["cells_per_s"]
-    out["scheduler_overhead_s"] = scheduler_overhead()
+    out["scheduler_overhead_s"], out["scheduler_overhead_cpu_s"] = scheduler_overhead()
     out["load_after"] = os.getloadavg()
-    # on an unloaded core a cell takes its CPU time
-    cell_s = out["workers_1"]["mean_cell_cpu_s"]
-    over = out["scheduler_overhead_s"]
+    # on an unloaded core a cell takes its CPU time (the 2-worker figure: with every core
+    # busy, cells run a little slower than alone)
+    cell_s = out["workers_2"]["mean_cell_cpu_s"]
+    over = out["scheduler_overhead_cpu_s"]
     # a 10,000-cell grid, a core per worker: the cells spread over the workers while the
     # scheduler handles every task in turn, so it caps the rate at 1/overhead cells per second
     out["projection_10000_s"] = {w: max(10000 * cell_s / w, 10000 * over) for w in (1, 8, 64)}
     print(f"speedup 1 -> 2 workers: {out['speedup_1_to_2']:.2f}x; scheduler overhead "
-          f"{over * 1000:.2f} ms per cell; load average before {load0[0]:.1f}, after "
-          f"{out['load_after'][0]:.1f}")
+          f"{out['scheduler_overhead_s'] * 1000:.2f} ms wall, {over * 1000:.2f} ms CPU per "
+          f"cell; load average before {load0[0]:.1f}, after {out['load_after'][0]:.1f}")
     for w, s in out["projection_10000_s"].items():
         print(f"10,000 {args.mem} cells on {w} workers: {s / 3600:.2f} h")
     if args.json:
