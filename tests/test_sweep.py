@@ -112,6 +112,17 @@ def test_run_cell_keeps_no_machine(monkeypatch):
                for v in r.values())                         # plain rows cross the wire
 
 
+def _toml(doc):
+    """A flat spec dict as TOML (lists of strings and numbers, one [params] table)."""
+    def value(v):
+        return "[" + ", ".join(value(x) for x in v) + "]" if isinstance(v, list) else \
+            ("true" if v else "false") if isinstance(v, bool) else \
+            f'"{v}"' if isinstance(v, str) else repr(v)
+    lines = [f"{k} = {value(v)}" for k, v in doc.items() if k != "params"]
+    lines += ["[params]"] + [f"{k} = {value(v)}" for k, v in doc.get("params", {}).items()]
+    return "\n".join(lines) + "\n"
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -125,7 +136,7 @@ def _dask(*args):
 
 
 @pytest.mark.slow
-def test_existing_cluster_same_rows_as_serial(tmp_path, serial_rows):
+def test_existing_cluster_same_rows_as_serial(tmp_path, serial_rows, monkeypatch):
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     procs = [_dask("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard")]
@@ -136,8 +147,18 @@ def test_existing_cluster_same_rows_as_serial(tmp_path, serial_rows):
         from distributed import Client
         with Client(address, timeout="60s") as client:
             client.wait_for_workers(2, timeout=120)
-        path, ran, failed = _run(tmp_path, parse_spec(SMALL), scheduler=address)
-        assert (ran, failed) == (8, 0)
+        # the command line with a spec file, the cluster found through Dask's own config
+        spec = tmp_path / "small.toml"
+        spec.write_text(_toml(SMALL))
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address)
+        import dask
+        dask.config.refresh()
+        try:
+            assert cli.main(["sweep", str(spec), "--out", str(tmp_path / "out")]) == 0
+        finally:
+            monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+            dask.config.refresh()
+        (path,) = (tmp_path / "out").iterdir()
         pd.testing.assert_frame_equal(_rows(path), serial_rows, check_exact=True)
     finally:
         for p in reversed(procs):
