@@ -41,7 +41,7 @@ MAX_CELLS = 1_000_000
 # counts): eight int64 per page in all. Measured peaks over the worker's own footprint at 16G
 # were 44-68 bytes per page (highalloc 174 MB, cma-reservations 285 MB; docs/sweeps.md).
 # CELL_BASE_BYTES is a worker process with numpy, numba's compiled simcore, pandas and
-# distributed loaded (270-330 MB measured).
+# distributed loaded (340 MB measured after a 64M cell).
 BYTES_PER_PAGE = PAGE_DTYPE.itemsize + 8 * 8
 CELL_BASE_BYTES = 400 << 20
 PAGE_SIZE = 4096
