@@ -363,6 +363,9 @@ def main(args):
         plan_local(cells, 1, args.worker_memory)
     elif not scheduler:
         plan_local(cells, args.workers, args.worker_memory)   # refuse before creating DIR
+    else:
+        with remote_client(scheduler) as client:
+            check_remote(client, cells)
     if not isinstance(store, SweepStore):
         text, root = store
         store = SweepStore.create(root, spec, sys.argv[1:], text)

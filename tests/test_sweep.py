@@ -160,6 +160,10 @@ def test_existing_cluster_same_rows_as_serial(tmp_path, serial_rows, monkeypatch
             dask.config.refresh()
         (path,) = (tmp_path / "out").iterdir()
         pd.testing.assert_frame_equal(_rows(path), serial_rows, check_exact=True)
+        # a cell larger than every worker (2 GiB) is refused before anything is written
+        assert cli.main(["sweep", "--grid", "workload=highalloc", "--grid", "mem=128G",
+                         "--scheduler", address, "--out", str(tmp_path / "big")]) == 2
+        assert not (tmp_path / "big").exists()
     finally:
         for p in reversed(procs):
             p.terminate()
