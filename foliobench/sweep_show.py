@@ -130,7 +130,8 @@ def heatmap_figure(df, xaxis, yaxis, figure, title):
         ax.set_xticks(range(len(grid.columns)), [f"{v:g}" for v in grid.columns], fontsize=7)
         ax.set_yticks(range(len(grid.index)), [f"{v:g}" for v in grid.index], fontsize=7)
         ax.set_xlabel(_axis_label(xaxis), fontsize=8)
-        ax.set_ylabel(_axis_label(yaxis), fontsize=8)
+        if i % cols == 0:
+            ax.set_ylabel(_axis_label(yaxis), fontsize=8)
         ax.set_title(label or figure, fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=fig.axes, label=report._metric_label(figure), shrink=0.8)
