@@ -320,7 +320,7 @@ def add_parser(sub):
 
 def _spec_and_store(args):
     if args.resume:
-        if args.target or args.grid or args.quick or args.repeats:
+        if args.target or args.grid or args.quick or args.repeats is not None:
             raise ValueError("--resume DIR takes its grid from DIR; give no SPEC, --grid, "
                              "--quick or --repeats")
         store = SweepStore(args.resume)
@@ -331,12 +331,13 @@ def _spec_and_store(args):
         raise ValueError(f"one SPEC file, got {len(args.target)}: {' '.join(args.target)}")
     if args.target:
         spec = load_spec(args.target[0])
-        if args.quick or args.repeats:
+        if args.quick or args.repeats is not None:
             spec = parse_spec({**spec.to_dict(), **({"quick": True} if args.quick else {}),
-                               **({"repeats": args.repeats} if args.repeats else {})})
+                               **({} if args.repeats is None else {"repeats": args.repeats})})
         text = pathlib.Path(args.target[0]).read_text()
     elif args.grid:
-        spec = parse_spec(grid_doc(args.grid, args.quick, args.repeats or 1))
+        spec = parse_spec(grid_doc(args.grid, args.quick,
+                                   1 if args.repeats is None else args.repeats))
         text = None
     else:
         raise ValueError("sweep needs a SPEC file, --grid NAME=VALUES flags or --resume DIR")
