@@ -221,6 +221,7 @@ BAD = [
      "needs about"),
     (["--grid", "workload=highalloc", "--grid", "mem=3M"], "multiple of 2M"),
     (["--grid", "workload=highalloc", "--workers", "0"], "at least 1"),
+    (["--grid", "workload=highalloc", "--repeats", "0"], "repeats = 0"),
     ([], "needs a SPEC"),
 ]
 
