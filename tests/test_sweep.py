@@ -175,6 +175,12 @@ def test_existing_cluster_same_rows_as_serial(tmp_path, serial_rows, monkeypatch
                 p.wait()
 
 
+def _cell_files(path, prefix=""):
+    """{file name: mtime} of the finished cells (not a killed writer's dot-named temporary)."""
+    return {p.name: p.stat().st_mtime_ns for p in path.glob(f"{prefix}workload=*/*.parquet")
+            if not p.name.startswith(".")}
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path):
     argv = ["--grid", "workload=highalloc", "--grid", "strategy=legacy,split,folio",
@@ -186,8 +192,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path):
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            done = list(tmp_path.glob("*/workload=*/*.parquet"))
-            if len(done) >= 3:
+            if len(_cell_files(tmp_path, "*/")) >= 3:
                 break
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
@@ -195,10 +200,10 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path):
         proc.kill()
         proc.wait()
     (run_dir,) = tmp_path.iterdir()
-    before = {p.name: p.stat().st_mtime_ns for p in run_dir.glob("workload=*/*.parquet")}
+    before = _cell_files(run_dir)
     assert 3 <= len(before) < total, "the sweep was not killed mid-way"
     assert cli.main(["sweep", "--resume", str(run_dir), "--serial"]) == 0
-    after = {p.name: p.stat().st_mtime_ns for p in run_dir.glob("workload=*/*.parquet")}
+    after = _cell_files(run_dir)
     assert len(after) == total
     assert all(after[name] == mtime for name, mtime in before.items())   # none run again
     df = pd.read_parquet(run_dir)
@@ -208,7 +213,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path):
     assert not list(run_dir.rglob(".tmp-*"))
     # a second resume finds nothing to do
     assert cli.main(["sweep", "--resume", str(run_dir), "--serial"]) == 0
-    assert {p.name: p.stat().st_mtime_ns for p in run_dir.glob("workload=*/*.parquet")} == after
+    assert _cell_files(run_dir) == after
 
 
 BAD = [
