@@ -66,6 +66,7 @@ def test_serial_dataset_has_run_columns_and_coordinates(serial_rows):
     assert by_load[0.8] < by_load[0.3]
 
 
+@pytest.mark.slow
 def test_local_cluster_same_rows_as_serial_and_failing_cell_recorded(tmp_path, serial_rows):
     import cloudpickle
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
