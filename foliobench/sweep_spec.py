@@ -39,7 +39,7 @@ MAX_CELLS = 1_000_000
 # doubling: up to two slots per page when every folio is order 0), and the workload's own int64
 # handle arrays with their temporaries (concatenations, masks, pageblock_map()'s per-page
 # counts): eight int64 per page in all. Measured peaks over the worker's own footprint at 16G
-# were 44-68 bytes per page (highalloc 174 MB, cma-reservations 285 MB; docs/sweeps.md).
+# were 44-71 bytes per page (highalloc 174 MB, cma-reservations 285 MB; docs/sweeps.md).
 # CELL_BASE_BYTES is a worker process with numpy, numba's compiled simcore, pandas and
 # distributed loaded (340 MB measured after a 64M cell).
 BYTES_PER_PAGE = PAGE_DTYPE.itemsize + 8 * 8
