@@ -9,6 +9,8 @@
     foliobench live probe [--json] | live calibrate [-o FILE] | live restore
     foliobench matrix [--backend sim|live] [--profile NAME ...] [--sizes 4K,64K,2M]
                       [--format md|html|json] [-o DIR]
+    foliobench sweep SPEC.toml | --grid NAME=V1,V2 ... [--serial | --scheduler ADDR] [--resume DIR]
+    foliobench sweep show DIR
     foliobench show RESULT [--format ...]
     foliobench demo
 
@@ -27,7 +29,7 @@ import workloads
 from workloads.base import get_workload, resolve_params, run_one
 from workloads.fragment import fragment
 
-from . import matrix, report, results, twin_cli
+from . import matrix, report, results, sweep, twin_cli
 
 REPO_RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
 SUMMARY = ["highorder_success", "compaction_success_rate", "pages_migrated",
@@ -464,6 +466,7 @@ def build_parser():
     twin_cli.add_live_parsers(live_sub)
     matrix.add_parser(sub)
     twin_cli.add_parsers(sub)
+    sweep.add_parser(sub)
     show = sub.add_parser("show", help="print a saved result again")
     show.add_argument("result", help="a run directory or its results.json/results.csv")
     show.add_argument("--format", choices=results.FORMATS, default="table")
