@@ -232,11 +232,11 @@ class Runner:
 
     def apply(self, op):
         """Run one abstract operation; Violation when it crashed, or was refused yet changed
-        the machine."""
+        the machine. Returns True when the call was refused (ValueError), else False."""
         call = self._resolve(op)
         self.steps += 1
         if call is None:
-            return
+            return False
         text, fn = call
         full = op[0] in FULL_SNAPSHOT
         before = _snapshot(self.m, full)
@@ -248,7 +248,7 @@ class Runner:
                 raise Violation("refused-but-changed", f"{text} raised ValueError ({exc}) "
                                 f"after changing the machine", self.steps) from None
             self.log.append(f"_refused({text!r})")
-            return
+            return True
         except simcore.InvariantError as exc:
             self.log.append(text)
             raise Violation("invariant", str(exc), self.steps) from None
@@ -256,6 +256,7 @@ class Runner:
             self.log.append(text)
             raise Violation("crash", f"{text}: {type(exc).__name__}: {exc}", self.steps) from None
         self.log.append(text)
+        return False
 
     def _resolve(self, op):  # noqa: C901  (one branch per operation kind)
         """(statement, callable) for op against the machine as it is now, or None (no folio
