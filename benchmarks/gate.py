@@ -70,13 +70,13 @@ def from_asv(commit, results_dir=ASV_RESULTS):
     for name, entry in doc["results"].items():
         if not name.startswith(DETERMINISTIC) or ".track_" not in name:
             continue
-        record = dict(zip(cols, entry))
+        record = dict(zip(cols, entry, strict=False))
         values = record["result"]
         params = record.get("params") or []
         combos = list(itertools.product(*params)) if params else [()]
         if values is None:
             values = [None] * len(combos)
-        for combo, value in zip(combos, values):
+        for combo, value in zip(combos, values, strict=False):
             out[_key(name, [p.strip("'") for p in combo])] = _clean(value)
     return out
 
