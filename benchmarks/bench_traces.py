@@ -31,8 +31,9 @@ def trace_ops():
     """The trace: one operation of every kind (every misuse too), then TRACE_LENGTH random
     ones, all from one seeded Generator; the same for every strategy and profile."""
     rng = np.random.default_rng(TRACE_SEED)
-    ops = [soak._draw(rng, name) for name in soak.OP_NAMES if name != "misuse"]
-    ops += [("misuse", i, soak._pick(rng), soak._pick(rng)) for i in range(len(soak.MISUSE))]
+    draw = soak.Draws(rng)
+    ops = [soak.draw_op(draw, name) for name in soak.OP_NAMES if name != "misuse"]
+    ops += [("misuse", i, draw.pick(), draw.pick()) for i in range(len(soak.MISUSE))]
     return ops + soak.generate(rng, TRACE_LENGTH)
 
 

@@ -113,19 +113,50 @@ def generate(rng, n, skip=()):
     names = np.array(OP_NAMES)
     weights = np.array([0 if name in skip else w for name, w in WEIGHTS], dtype=float)
     chosen = rng.choice(len(names), size=n, p=weights / weights.sum())
-    ops = [_draw(rng, names[i]) for i in chosen]
+    draw = Draws(rng)
+    ops = [draw_op(draw, names[i]) for i in chosen]
     return [op for op in ops if op[0] != "misuse" or MISUSE[op[1]] not in skip]
 
 
+class Draws:
+    """Random numbers for draw_op(), taken from `rng` a block at a time (a Generator call per
+    number would cost more than most operations)."""
+
+    BLOCK = 4096
+
+    def __init__(self, rng):
+        self.rng = rng
+        self._ints = []
+        self._units = []
+
+    def pick(self):
+        if not self._ints:
+            self._ints = self.rng.integers(0, 1 << 30, size=self.BLOCK).tolist()
+        return self._ints.pop()
+
+    def integers(self, low, high=None):
+        """An integer in [low, high) (or [0, low)), as Generator.integers."""
+        if high is None:
+            low, high = 0, low
+        if not self._units:
+            self._units = self.rng.random(self.BLOCK).tolist()
+        return low + int(self._units.pop() * (high - low))
+
+    def choice(self, seq, size=None):
+        if size is not None:
+            return [seq[self.integers(len(seq))] for _ in range(size)]
+        return seq[self.integers(len(seq))]
+
+
 def _pick(rng):
-    return int(rng.integers(0, 1 << 30))
+    return rng.pick()
 
 
 def _picks(rng, most):
     return tuple(_pick(rng) for _ in range(int(rng.integers(1, most + 1))))
 
 
-def _draw(rng, name):  # noqa: C901  (one branch per operation kind)
+def draw_op(rng, name):  # noqa: C901  (one branch per operation kind)
     """One abstract operation of kind `name` with random arguments."""
     if name == "alloc":
         mt = int(rng.integers(3))
@@ -183,7 +214,7 @@ def _snapshot(m, full=True):
               m.migrate_stats) + ((p.mem_map,) if full else ())
     return (b"".join(a.tobytes() for a in arrays),
             (None if dev is None else dev.swap_map.tobytes(),
-             m.zswap.stats(), m.ksm.stats(), m.memory_failure_counts.stats(),
+             vars(m.zswap).copy(), vars(m.ksm).copy(), vars(m.memory_failure_counts).copy(),
              sorted(m.hwpoisoned), dict(m._cma_allocations), sorted(m._offline_blocks),
              m.clock_ns, m.rng.bit_generator.state["state"]["state"]))
 
@@ -214,10 +245,11 @@ class Runner:
         """Folio heads an ordinary caller owns: not poisoned, not part of a CMA allocation."""
         m = self.m
         heads = np.flatnonzero(m.pgdat.mem_map["type"] == PAGE_HEAD)
-        keep = (m.pgdat.mem_map["flags"][heads] & PG_HWPOISON) == 0
+        if m.hwpoisoned:
+            heads = heads[(m.pgdat.mem_map["flags"][heads] & PG_HWPOISON) == 0]
         for start, size in m._cma_allocations.items():
-            keep &= (heads < start) | (heads >= start + size)
-        return heads[keep]
+            heads = heads[(heads < start) | (heads >= start + size)]
+        return heads
 
     @staticmethod
     def _one(heads, pick):
