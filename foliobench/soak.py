@@ -672,3 +672,96 @@ def soak(strategy, n, seed=0, profiles=PROFILES, run_length=2000, check_every=10
         run_index += 1
     result.seconds = time.perf_counter() - t0
     return result
+
+
+# --- issue 12's known simulator bugs, probed --------------------------------------------------
+
+def _bug1_offline_undo():
+    m = simcore.Machine(mem="64M", seed=0, memory_block="8M")
+    p = m.alloc_many(16384, 0, "movable", "anon")
+
+    def blk(b):
+        return p[(p >= b * 512) & (p < (b + 1) * 512)]
+    m.free_many(blk(9))
+    m.free(m.alloc(0, migratetype="unmovable", kind="slab"))
+    for b in range(20, 28):
+        m.free_many(blk(b))
+    m.set_flags(blk(10)[:1], "pinned")
+    m.offline_memory_block(2)
+    m.check()
+
+
+def _bug2_swap_pmd_plus():
+    m = simcore.Machine(mem="256M", profile="linux-6.18")
+    m.swapon("64M")
+    m.swap_out([m.alloc(10, kind="anon")])
+    m.check()
+
+
+def _bug3_cma_offline():
+    m = simcore.Machine(mem="64M", cma="8M", memory_block="8M")
+    ok, _ = m.offline_memory_block(m.cma_range[0] // m.memory_block_pages)
+    assert not ok, "a CMA block went offline"
+
+
+def _bug4_free_poisoned():
+    m = simcore.Machine(mem="64M")
+    pfn = m.alloc(0)
+    m.memory_failure(pfn)
+    try:
+        m.free(pfn)
+    except ValueError:
+        return
+    raise AssertionError("free() of a poisoned page was accepted")
+
+
+def _bug4_memory_failure_hugetlb():
+    m = simcore.Machine(mem="64M")
+    pfn = m.alloc(2, kind="hugetlb")
+    before = m.memory_failure_counts.stats()
+    try:
+        m.memory_failure(pfn + 1)
+    except ValueError:
+        pass
+    assert m.memory_failure_counts.stats() == before, "memory_failure counted, then raised"
+
+
+def _bug4_ksm_same():
+    m = simcore.Machine(mem="64M")
+    pfn = m.alloc(2)
+    try:
+        m.ksm_merge([pfn], [pfn])
+    except ValueError:
+        return
+    m.folio(pfn)                  # freed: ValueError
+
+
+def _bug5_numa_stats():
+    m, n = simcore.Machine(mem="64M"), simcore.Machine(mem="64M", seed=1)
+    m.numa_migrate(n, [m.alloc(0)])
+    problem = ledger_problem(m)
+    assert problem is None, problem
+
+
+# bug probe -> the operation and misuse kinds that run into it
+KNOWN_BUGS = {
+    _bug1_offline_undo: ("offline",),
+    _bug2_swap_pmd_plus: ("swap_out",),
+    _bug3_cma_offline: ("offline",),
+    _bug4_free_poisoned: ("free_poisoned", "memory_failure_any_pfn"),
+    _bug4_memory_failure_hugetlb: ("memory_failure", "memory_failure_any_pfn"),
+    _bug4_ksm_same: ("ksm_same",),
+    _bug5_numa_stats: ("numa_migrate",),
+}
+
+
+def known_bugs():
+    """{probe name: operations it affects} for the bugs of issue 12 this simulator still has
+    (each probe is the issue's repro); empty once they are all fixed."""
+    found = {}
+    for probe, ops in KNOWN_BUGS.items():
+        try:
+            probe()
+        except (AssertionError, ValueError) as exc:   # InvariantError is an AssertionError
+            found[probe.__name__.lstrip("_")] = (ops, str(exc).splitlines()[0][:100])
+    return found
