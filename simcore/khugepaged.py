@@ -10,6 +10,11 @@ profile selects it.
 
 Counters: thp_collapse_alloc, thp_collapse_alloc_failed (PMD size, as /proc/vmstat prints them).
 
+Only LRU folios (anon, file, shmem) can be collapsed: hpage_collapse_scan_pmd() gives up with
+SCAN_PAGE_LRU on a page that is not on the LRU, which covers slab, page-table and kernel
+folios, hugetlb and hardware-poisoned pages; a range mixing anonymous and file memory is
+SCAN_PAGE_ANON. Both are reported before anything changes.
+
 Simplified: the caller names the range's folios; no PTE scan (max_ptes_none/swap/shared), no
 mmap lock, no cgroup charge.
 """
@@ -17,7 +22,15 @@ import numpy as np
 
 from . import vm_event as ev
 from .costs import COST_COPY_PAGE, COST_FIXED
-from .mmzone import HPAGE_PMD_ORDER, KIND_NAMES, PG_KSM, PG_PINNED
+from .mmzone import (
+    HPAGE_PMD_ORDER,
+    KIND_ANON,
+    KIND_IS_LRU,
+    KIND_NAMES,
+    PG_HWPOISON,
+    PG_KSM,
+    PG_PINNED,
+)
 
 COLLAPSE_POLICIES = {
     "pmd_only": "collapse to PMD size only (every released kernel)",
@@ -40,6 +53,11 @@ def collapse(m, pfns, order, policy="pmd_only"):
                          f"{1 << order} of an order-{order} collapse")
     if policy == "pmd_only" and order != HPAGE_PMD_ORDER:
         return None, "SCAN_ORDER_NOT_SUPPORTED"
+    kinds = mem_map["kind"][pfns].astype(np.int64)
+    if not KIND_IS_LRU[kinds].all() or (mem_map["flags"][pfns] & PG_HWPOISON).any():
+        return None, "SCAN_PAGE_LRU"
+    if len(set((kinds == KIND_ANON).tolist())) > 1:
+        return None, "SCAN_PAGE_ANON"
     if (mem_map["flags"][pfns] & PG_PINNED).any():
         return None, "SCAN_PAGE_COUNT"
     if (mem_map["flags"][pfns] & PG_KSM).any():       # shared with another mapping

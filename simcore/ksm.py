@@ -13,11 +13,16 @@ mappings of them, i.e. memory saved), full_scans.
 Simplified: the caller names which folios hold identical content (pairs of equal-order folios,
 page i of one equal to page i of the other) instead of KSM hashing and walking the unstable
 tree; one full scan merges everything it can; no unmerging on write (cow_ksm).
+
+Pairs KSM could never see are refused with ValueError before anything changes: a folio paired
+with itself, pairs of different orders, and folios that are not anonymous (KSM scans only
+private anonymous memory of MADV_MERGEABLE areas; vma_ksm_compatible() excludes hugetlb,
+shared and kernel mappings).
 """
 import numpy as np
 
 from .costs import COST_INDEX, split_ns
-from .mmzone import PG_KSM, PG_PINNED
+from .mmzone import KIND_ANON, KIND_NAMES, PG_KSM, PG_PINNED
 
 KSM_POLICIES = {
     "split": "split large folios to order 0 before merging; merged pages are order 0",
@@ -44,6 +49,26 @@ def _split_for_merge(m, pfn):
     return m.split(int(pfn), 0)
 
 
+def _check_pairs(mem_map, pfns_a, pfns_b):
+    """Every pair is two different anonymous folios of one order; ValueError otherwise."""
+    if len(pfns_a) != len(pfns_b):
+        raise ValueError(f"pfns_a has {len(pfns_a)} folios and pfns_b {len(pfns_b)}; KSM pairs "
+                         f"need one folio of each")
+    both = np.intersect1d(pfns_a, pfns_b)
+    if both.size:
+        raise ValueError(f"pfn {int(both[0])} is in both pfns_a and pfns_b; a folio cannot be "
+                         f"merged with itself")
+    for a, b in zip(pfns_a, pfns_b):
+        for pfn in (a, b):
+            kind = int(mem_map[pfn]["kind"])
+            if kind != KIND_ANON:
+                raise ValueError(f"pfn {int(pfn)} is a {KIND_NAMES[kind]} folio; KSM merges "
+                                 f"anonymous folios only")
+        if mem_map[a]["order"] != mem_map[b]["order"]:
+            raise ValueError(f"folios at pfn {int(a)} and {int(b)} differ in order; KSM pairs "
+                             f"need equal content, page for page")
+
+
 def merge(m, pfns_a, pfns_b, policy="split"):
     """One full KSM scan over folios pfns_a[i] and pfns_b[i] of identical content. Returns
     {"merged_pages", "failed_pages", "split_folios", "ksm_pfns", "freed_pfns"}: ksm_pfns are the
@@ -51,14 +76,16 @@ def merge(m, pfns_a, pfns_b, policy="split"):
     if policy not in KSM_POLICIES:
         raise ValueError(f"ksm policy {policy!r} is unknown; allowed: {', '.join(KSM_POLICIES)}")
     mem_map = m.pgdat.mem_map
+    pfns_a = np.asarray(pfns_a, dtype=np.int64)
+    pfns_b = np.asarray(pfns_b, dtype=np.int64)
+    _check_pairs(mem_map, pfns_a, pfns_b)
+    m._reserve_handles(int((np.int64(1) << mem_map["order"][pfns_a].astype(np.int64)).sum()
+                           * 2) + 1)
     cost = m.costs[COST_INDEX["ksm_merge_ns_per_page"]]
     merged = failed = split_folios = 0
     ksm_pfns, freed = [], []
-    for a, b in zip(np.asarray(pfns_a, dtype=np.int64), np.asarray(pfns_b, dtype=np.int64)):
+    for a, b in zip(pfns_a, pfns_b):
         order = int(mem_map[a]["order"])
-        if int(mem_map[b]["order"]) != order:
-            raise ValueError(f"folios at pfn {a} and {b} differ in order; KSM pairs need equal "
-                             f"content, page for page")
         n = 1 << order
         if (mem_map[a]["flags"] | mem_map[b]["flags"]) & PG_PINNED:
             failed += n           # write_protect_page() sees the extra references

@@ -28,8 +28,8 @@ from .mmzone import (
     KIND_ANON, KIND_FILE, KIND_SHMEM, KIND_SLAB, KIND_PAGETABLE, PG_HWPOISON,
 )
 from .pgdat import (
-    PgData, grown_handle_table, Z_START, Z_END, Z_MANAGED, Z_FREE, Z_FREE_CMA, Z_WMARK_MIN,
-    Z_WMARK_LOW, Z_WMARK_HIGH, Z_WMARK_PROMO, Z_LOWMEM_RESERVE, Z_CMA_PAGES,
+    ARRAYS as PGDAT_ARRAYS, PgData, grown_handle_table, Z_START, Z_END, Z_MANAGED, Z_FREE,
+    Z_FREE_CMA, Z_WMARK_MIN, Z_WMARK_LOW, Z_WMARK_HIGH, Z_WMARK_PROMO, Z_LOWMEM_RESERVE, Z_CMA_PAGES,
     Z_COMPACT_CACHED_FREE, NR_ZONE_FIELDS, FA_COUNT, N_HANDLE_FREE,
     N_HANDLES_AVAIL, N_NR_FOLIOS, N_KIND_PAGES, NR_NODE_FIELDS,
 )
@@ -43,12 +43,15 @@ MIN_MEM = 16 << 20
 KCOMPACTD_INTERVAL_NS = 500_000_000   # HPAGE_FRAG_CHECK_INTERVAL_MSEC
 MIN_KERNEL_MEM = 4 << 20   # one MAX_PAGE_ORDER block outside ZONE_MOVABLE and CMA
 MAX_MEM = 1 << 40
+# vm.min_free_kbytes is an int sysctl (proc_dointvec_minmax, minimum 0)
+MAX_MIN_FREE_KBYTES = (1 << 31) - 1
 _ERRORS = {
     page_alloc.E_NOT_HEAD: "is not the head of an allocated folio",
     page_alloc.E_RANGE: "is outside the machine's memory",
     page_alloc.E_DUPLICATE: "appears twice in one call",
     page_alloc.E_ISOLATED: "is isolated by a migration in progress",
     page_alloc.E_HUGETLB: "is a hugetlb folio, which is never split",
+    page_alloc.E_HWPOISON: "is a hardware-poisoned page, which memory_failure() keeps for good",
 }
 
 
@@ -213,8 +216,9 @@ class Machine:
                 min_free_kbytes = max(min_free_kbytes, page_alloc.recommended_min_free_kbytes(
                     populated, lowmem_pages))
         elif isinstance(min_free_kbytes, bool) or not isinstance(min_free_kbytes, (int, np.integer)) \
-                or min_free_kbytes < 0:
-            raise ValueError(f"min_free_kbytes {min_free_kbytes!r} must be a non-negative integer")
+                or not 0 <= min_free_kbytes <= MAX_MIN_FREE_KBYTES:
+            raise ValueError(f"min_free_kbytes {min_free_kbytes!r} must be an integer from 0 to "
+                             f"{MAX_MIN_FREE_KBYTES} (vm.min_free_kbytes is an int sysctl)")
         marks = page_alloc.setup_per_zone_wmarks(managed, int(min_free_kbytes), ZONE_MOVABLE)
         zones[:, Z_WMARK_MIN:Z_WMARK_PROMO + 1] = marks
         zones[:, Z_LOWMEM_RESERVE:Z_LOWMEM_RESERVE + len(ZONE_NAMES)] = \
@@ -433,12 +437,16 @@ class Machine:
         return None
 
     def cma_release(self, pfn):
-        """cma_release(): give back a range cma_alloc() returned."""
-        size = self._cma_allocations.pop(pfn, None)
-        if size is None:
+        """cma_release(): give back a range cma_alloc() returned. Nothing changes when the
+        range cannot be freed whole (the allocation stays recorded)."""
+        if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)) \
+                or int(pfn) not in self._cma_allocations:
             raise ValueError(f"pfn {pfn!r} is not the start of a CMA allocation")
+        pfn = int(pfn)
+        size = self._cma_allocations[pfn]
         heads = np.flatnonzero(self.pgdat.mem_map["type"][pfn:pfn + size] == PAGE_HEAD) + pfn
-        self.free_many(heads)
+        self.free_many(heads)               # checks every head first; raises before freeing
+        del self._cma_allocations[pfn]
 
     def _zone_of(self, pfn):
         z = self.pgdat.zones
@@ -448,18 +456,25 @@ class Machine:
         raise ValueError(f"pfn {pfn} is in no zone")
 
     def memory_blocks(self):
-        """/sys/devices/system/memory: one dict per block (index, start_pfn, nr_pages, zone,
-        state "online"/"offline", removable: within one zone)."""
+        """/sys/devices/system/memory: one dict per block (index, start_pfn, nr_pages present,
+        zone, state "online"/"offline", removable: within one zone and without holes).
+
+        As the kernel creates a memory block for every block-sized range with memory present
+        (add_boot_memory_block()), memory that ends inside a block (mem="1000M" with 128M
+        blocks, or mem smaller than one block) gives a last block with a hole; nr_pages is
+        then what is present, and offline_pages() refuses it (EINVAL, memory holes)."""
         out = []
         zones = self.pgdat.zones
-        for idx in range(self.nr_pages // self.memory_block_pages):
+        nr_blocks = -(-self.nr_pages // self.memory_block_pages)
+        for idx in range(nr_blocks):
             start = idx * self.memory_block_pages
-            end = start + self.memory_block_pages
+            end = min(start + self.memory_block_pages, self.nr_pages)
             z = self._zone_of(start)
-            out.append({"index": idx, "start_pfn": start, "nr_pages": self.memory_block_pages,
+            out.append({"index": idx, "start_pfn": start, "nr_pages": end - start,
                         "zone": ZONE_NAMES[z],
                         "state": "offline" if idx in self._offline_blocks else "online",
-                        "removable": bool(end <= zones[z, Z_END])})
+                        "removable": bool(end <= zones[z, Z_END]
+                                          and end - start == self.memory_block_pages)})
         return out
 
     def offline_memory_block(self, index):
@@ -468,11 +483,18 @@ class Machine:
         block = self._block(index)
         if block["state"] == "offline":
             return False, "already offline"
+        if block["nr_pages"] != self.memory_block_pages:
+            return False, "EINVAL: memory holes (memory ends inside this block)"
         if not block["removable"]:
             return False, "EINVAL: block spans zones"
         start = block["start_pfn"]
         end = start + block["nr_pages"]
         z = self._zone_of(start)
+        left = self._kernel_pages_without(z, end - start)
+        if left < MIN_KERNEL_MEM // PAGE_SIZE:
+            return False, (f"EBUSY: the kernel's own memory: offlining would leave "
+                           f"{format_size(max(left, 0) * PAGE_SIZE)} outside ZONE_MOVABLE and "
+                           f"CMA, below the {format_size(MIN_KERNEL_MEM)} the kernel keeps")
         saved = np.zeros(block["nr_pages"] // PAGEBLOCK_NR_PAGES, dtype=np.int64)
         self._reserve_for_compaction(0)
         bad = page_isolation.entry_has_unmovable(self.pgdat, start, end)
@@ -486,6 +508,12 @@ class Machine:
         self._offline_blocks.add(block["index"])
         self._setup_watermarks(self.pgdat.zones, self.min_free_kbytes, False)
         return True, ""
+
+    def _kernel_pages_without(self, z, nr_pages):
+        """Managed pages outside ZONE_MOVABLE and CMA once nr_pages leave zone z."""
+        zones = self.pgdat.zones
+        managed = zones[:ZONE_MOVABLE, Z_MANAGED].sum() - zones[:ZONE_MOVABLE, Z_CMA_PAGES].sum()
+        return int(managed) - (nr_pages if z < ZONE_MOVABLE else 0)
 
     def online_memory_block(self, index):
         """echo online > memoryN/state: the block's pages back to the buddy allocator."""
@@ -526,7 +554,7 @@ class Machine:
         simcore.swap.SwapRecord per folio, or None where it stayed resident."""
         if self.swap_device is None:
             raise ValueError("no swap area; call swapon() first")
-        pfns = self._heads(pfns)
+        pfns = self._heads(pfns, reserve=True)
         return [swap.swap_out_folio(self, int(p), self.profile.swap_alloc) for p in pfns]
 
     def swap_in(self, records):
@@ -550,7 +578,6 @@ class Machine:
         allocated (kind "kernel", flag hwpoison) for good; see simcore.memory_failure."""
         if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)):
             raise ValueError(f"pfn {pfn!r} is not an integer")
-        self._reserve_handles(1 << MAX_PAGE_ORDER)
         return memory_failure.memory_failure(self, int(pfn), self.profile.memory_failure)
 
     def collapse(self, pfns, order=HPAGE_PMD_ORDER):
@@ -578,15 +605,19 @@ class Machine:
         out.update({f"time_ns/{k}": v for k, v in self.model_ns.items()})
         return out
 
-    def _heads(self, pfns):
+    def _heads(self, pfns, reserve=False):
+        """The folio heads `pfns` as an array, checked; with reserve, handles for splitting
+        them all (callers that refuse input after this check reserve later, so that a refused
+        call leaves the handle table as it was)."""
         arr = np.atleast_1d(np.asarray(pfns, dtype=np.int64))
         if arr.size and (arr.min() < 0 or arr.max() >= self.nr_pages
                          or (self.pgdat.mem_map["type"][arr] != PAGE_HEAD).any()):
             raise ValueError("a pfn is not the head of an allocated folio")
         if len(np.unique(arr)) != len(arr):
             raise ValueError("a pfn appears twice")
-        self._reserve_handles(int((np.int64(1) << self.pgdat.mem_map["order"][arr]
-                                   .astype(np.int64)).sum()) + 1)
+        if reserve:
+            self._reserve_handles(int((np.int64(1) << self.pgdat.mem_map["order"][arr]
+                                       .astype(np.int64)).sum()) + 1)
         return arr
 
     # -- folio queries ---------------------------------------------------------------------
@@ -811,13 +842,43 @@ class Machine:
                 raise InvariantError(f"pfn {pfn}: a poisoned page went back into use")
 
     def digest(self):
-        """SHA-256 over every array of state: equal digests mean identical machines."""
+        """SHA-256 over the whole mutable state: equal digests mean machines that behave
+        identically from here on under the same operations.
+
+        Covered: every pgdat array (mem_map, pageblock flags with the skip bits, free lists,
+        zones with watermarks and the compaction scanners' cached positions, node counters,
+        handle table, vmstat events, mTHP stats), the compaction control and its free-page
+        pool, knobs (deferral and sysctls), the cost model, migration statistics, the simulated
+        clock and kcompactd's next wake-up, the rng's full state, CMA allocations, offline
+        memory blocks, the swap device (slot map, clusters, per-order current cluster), zswap,
+        KSM and memory-failure state, poisoned pages, modelled subsystem time, and the
+        configuration (profile, strategy, sizes, min_free_kbytes)."""
         h = hashlib.sha256()
         p = self.pgdat
-        for arr in (p.mem_map, p.pageblock_flags, p.free_area, p.zones, p.node, p.folio_pfn,
-                    p.events, p.mthp_stats):
-            h.update(np.ascontiguousarray(arr).view(np.uint8))
-        h.update(self.rng.bit_generator.state["state"]["state"].to_bytes(16, "little"))
+        arrays = [getattr(p, name) for name, _, _ in PGDAT_ARRAYS]
+        arrays += [self.knobs, self.costs, self._cc, self._pool, self._migratepages,
+                   self.migrate_stats]
+        dev = self.swap_device
+        if dev is not None:
+            arrays += [dev.swap_map, dev.cluster_count, dev.cluster_order]
+        for arr in arrays:
+            arr = np.ascontiguousarray(arr)
+            h.update(repr((arr.dtype.str, arr.shape)).encode())
+            h.update(arr.view(np.uint8))
+        scalars = (
+            self.profile.name, sorted(self.profile.policies().items()),
+            self.strategy.name, type(self.strategy).__qualname__,
+            self.mem, self.seed, self.nr_pages, self.memory_block_pages, self.min_free_kbytes,
+            self.cma_range, self.clock_ns, self._kcompactd_next_ns,
+            sorted(self._cma_allocations.items()), sorted(self._offline_blocks),
+            sorted(self.hwpoisoned), sorted(self.model_ns.items()),
+            self.rng.bit_generator.state,
+            None if dev is None else (dev.nr_slots, sorted(dev.next.items()), dev.synchronous,
+                                      dev.solid_state, dev.blkdev),
+            sorted(vars(self.zswap).items()), sorted(vars(self.ksm).items()),
+            sorted(vars(self.memory_failure_counts).items()),
+        )
+        h.update(repr(scalars).encode())
         return h.hexdigest()
 
     def __repr__(self):

@@ -11,11 +11,23 @@ the folio stays in use as order-0 folios.
 Counters as /sys/devices/system/node/node0/memory_failure/ prints them (6.8+): total, ignored,
 failed, delayed, recovered.
 
-Simplified: poisoned pages are in-use anonymous or file memory (no free-page, hugetlb, slab or
-device cases); no processes are killed: an isolated page counts as recovered.
+A page the kernel owns (slab, page tables, other kernel memory, or a page already poisoned)
+cannot be handled: get_hwpoison_page() finds it neither on the LRU nor movable nor free, and
+memory_failure() reports MF_MSG_GET_HWPOISON as ignored (total and ignored counted) without
+touching the folio; we return (False, "ignored: kernel page") and leave the folio as it was.
+The kernel also sets PG_hwpoison on such a page, which only matters once it is freed; we do
+not flag it.
+
+Simplified: poisoned pages are in-use anonymous, file or shmem memory; free pages and hugetlb
+folios (try_memory_failure_hugetlb(), which poisons and later dissolves the whole hugetlb
+folio) are refused with ValueError before anything changes; no processes are killed: an
+isolated page counts as recovered.
 """
 from .costs import COST_INDEX, split_ns
-from .mmzone import KINDS, KIND_KERNEL, PAGE_BUDDY, PAGE_HEAD, PAGE_TAIL, PG_HWPOISON
+from .mmzone import (
+    KINDS, KIND_HUGETLB, KIND_IS_LRU, KIND_KERNEL, PAGE_BUDDY, PAGE_HEAD, PAGE_TAIL,
+    PG_HWPOISON,
+)
 from .pgdat import N_KIND_PAGES
 
 MEMORY_FAILURE_POLICIES = {
@@ -48,7 +60,8 @@ def folio_head(m, pfn):
 
 def memory_failure(m, pfn, policy="split_order0"):
     """memory_failure(pfn): returns (recovered, action), action the kernel's action_result()
-    message in short ("recovered", "already poisoned", "unsplit thp")."""
+    message in short ("recovered", "already poisoned", "unsplit thp", "ignored: kernel page").
+    A hugetlb folio is refused (ValueError) before any counter moves."""
     if policy not in MEMORY_FAILURE_POLICIES:
         raise ValueError(f"memory_failure policy {policy!r} is unknown; allowed: "
                          f"{', '.join(MEMORY_FAILURE_POLICIES)}")
@@ -56,8 +69,16 @@ def memory_failure(m, pfn, policy="split_order0"):
     head = folio_head(m, pfn)
     if mem_map[pfn]["type"] == PAGE_HEAD and mem_map[pfn]["flags"] & PG_HWPOISON:
         return False, "already poisoned"
+    kind = int(mem_map[head]["kind"])
+    if kind == KIND_HUGETLB:
+        raise ValueError(f"pfn {pfn} is in a hugetlb folio; memory_failure() is modelled for "
+                         f"anon, file and shmem pages (the hugetlb path is not)")
     stats = m.memory_failure_counts
     stats.total += 1
+    if not KIND_IS_LRU[kind]:
+        # get_hwpoison_page() fails: not LRU, not movable, not free -> MF_MSG_GET_HWPOISON
+        stats.ignored += 1
+        return False, "ignored: kernel page"
     order = int(mem_map[head]["order"])
     if order > 0:
         m.model_ns["memory_failure"] += split_ns(m.costs, order)

@@ -12,11 +12,21 @@ Each node is a Machine; counters go to the source node's events, as the global /
 would show them: numa_hint_faults, numa_pages_migrated, pgmigrate_success/fail,
 thp_migration_success/fail.
 
+Every migration attempt also goes into the source node's migration_stats() (migrate_pages()
+statistics: pages succeeded or failed, large folios moved whole, modelled time), as the kernel's
+migrate_misplaced_folio() runs migrate_pages(); the NUMA share of that time is also kept
+apart as time_ns/numa in subsystem_stats().
+
+Only folios in user page tables take hinting faults: task_numa_work() skips hugetlb VMAs and
+kernel memory (slab, page tables, poisoned pages) is never mapped PROT_NONE, so such folios
+are left alone without a fault counted (None).
+
 Simplified: one hinting fault per folio; no task placement, scan periods or rate limits.
 """
+from . import migrate as _migrate
 from . import vm_event as ev
 from .costs import COST_COPY_PAGE, COST_FIXED
-from .mmzone import HPAGE_PMD_ORDER, KIND_NAMES, PG_PINNED
+from .mmzone import HPAGE_PMD_ORDER, KIND_IS_LRU, KIND_NAMES, PG_HWPOISON, PG_PINNED
 from .pgdat import Z_WMARK_HIGH
 
 NUMA_POLICIES = {
@@ -33,6 +43,7 @@ def migrate_misplaced(src, dst, pfns, policy="whole"):
         raise ValueError(f"numa_balancing policy {policy!r} is unknown; allowed: "
                          f"{', '.join(NUMA_POLICIES)}")
     events = src.pgdat.events
+    stats = src.migrate_stats
     mem_map = src.pgdat.mem_map
     out = []
     for pfn in pfns:
@@ -40,6 +51,9 @@ def migrate_misplaced(src, dst, pfns, policy="whole"):
         order, kind, flags = (int(mem_map[pfn]["order"]), int(mem_map[pfn]["kind"]),
                               int(mem_map[pfn]["flags"]))
         n = 1 << order
+        if not KIND_IS_LRU[kind] or flags & PG_HWPOISON:
+            out.append(None)
+            continue
         events[ev.NUMA_HINT_FAULTS] += 1
         if 0 < order < HPAGE_PMD_ORDER and policy == "pmd_only":
             out.append(None)
@@ -50,17 +64,35 @@ def migrate_misplaced(src, dst, pfns, policy="whole"):
             continue
         new = None if flags & PG_PINNED else dst.alloc(order, "movable", KIND_NAMES[kind],
                                                        flags, compact=False)
+        stats[_migrate.MS_ATTEMPTS] += 1
         if new is None:
             events[ev.PGMIGRATE_FAIL] += n
+            stats[_migrate.MS_FAILED_PAGES] += n
+            stats[_migrate.MS_NR_FAILED] += 1
             if order == HPAGE_PMD_ORDER:
                 events[ev.THP_MIGRATION_FAIL] += 1
+                stats[_migrate.MS_THP_FAILED] += 1
             out.append(None)
             continue
         src.free(pfn)
-        src.model_ns["numa"] += src.costs[COST_FIXED] + src.costs[COST_COPY_PAGE] * n
-        events[ev.PGMIGRATE_SUCCESS] += n
-        events[ev.NUMA_PAGES_MIGRATED] += n
-        if order == HPAGE_PMD_ORDER:
-            events[ev.THP_MIGRATION_SUCCESS] += 1
+        _count_success(src, events, stats, order)
         out.append(new)
     return out
+
+
+def _count_success(src, events, stats, order):
+    """The counters of one folio moved: vmstat events, migrate_pages() statistics (as
+    migrate_misplaced_folio() feeds them) and the modelled time."""
+    n = 1 << order
+    cost = src.costs[COST_FIXED] + src.costs[COST_COPY_PAGE] * n
+    src.model_ns["numa"] += cost
+    stats[_migrate.MS_TIME_NS] += int(cost)
+    stats[_migrate.MS_SUCCEEDED] += n
+    events[ev.PGMIGRATE_SUCCESS] += n
+    events[ev.NUMA_PAGES_MIGRATED] += n
+    if order > 0:
+        stats[_migrate.MS_LARGE_SUCCEEDED] += 1
+        stats[_migrate.MS_LARGE_SUCCEEDED_PAGES] += n
+    if order == HPAGE_PMD_ORDER:
+        events[ev.THP_MIGRATION_SUCCESS] += 1
+        stats[_migrate.MS_THP_SUCCEEDED] += 1

@@ -18,7 +18,8 @@ from .mmzone import (
     PAGE_SHIFT, WATERMARK_SCALE_FACTOR, MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, MIGRATE_UNMOVABLE,
     MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_PCPTYPES, MIGRATE_CMA, MIGRATE_ISOLATE,
     ZONE_DMA32, ZONE_NORMAL, ZONE_MOVABLE, PAGE_TAIL, PAGE_BUDDY, PAGE_HEAD, PB_MIGRATETYPE_MASK,
-    FOLIO_ON_LRU, FOLIO_ISOLATED, PG_PINNED, HPAGE_PMD_ORDER, KIND_ANON, KIND_HUGETLB,
+    FOLIO_ON_LRU, FOLIO_ISOLATED, PG_PINNED, PG_HWPOISON, HPAGE_PMD_ORDER, KIND_ANON,
+    KIND_HUGETLB,
 )
 from .pgdat import (
     Z_START, Z_END, Z_FREE, Z_FREE_CMA, Z_WMARK_MIN, Z_LOWMEM_RESERVE, FA_HEAD, FA_TAIL, FA_COUNT,
@@ -47,6 +48,7 @@ E_HUGETLB = 5        # hugetlb folios are never split
 E_ANON_ORDER1 = 6    # anonymous folios cannot be order 1
 E_PINNED = 7         # extra references: split_folio fails with -EAGAIN
 E_ISOLATED = 8       # isolated for migration: owned by a migration in flight
+E_HWPOISON = 9       # hardware-poisoned by memory_failure(): never back to the allocator
 
 
 # ---- sizing (plain Python: run once per machine) -----------------------------------------
@@ -595,6 +597,10 @@ def check_folio_head(pgdat, pfn):
         return E_NOT_HEAD
     if pgdat.mem_map[pfn].prev == FOLIO_ISOLATED:
         return E_ISOLATED
+    # free_pages_prepare() keeps a PageHWPoison page off the buddy lists for good; here the
+    # poisoned page belongs to memory_failure(), so freeing or splitting it is refused
+    if pgdat.mem_map[pfn].flags & PG_HWPOISON:
+        return E_HWPOISON
     return E_OK
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from . import migrate, page_alloc
 from .mmzone import (
     MAX_PAGE_ORDER, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, MIGRATE_ISOLATE, PAGE_TAIL, PAGE_BUDDY, PAGE_HEAD, PG_HWPOISON,
-    KIND_KERNEL, PAGE_OFFLINE,
+    KIND_KERNEL, PAGE_OFFLINE, MIGRATE_CMA, PB_MIGRATETYPE_MASK,
 )
 from .pgdat import Z_START, Z_END
 
@@ -47,10 +47,15 @@ def range_head(mem_map, pfn):
 @jit
 def has_unmovable_pages(pgdat, start, end, for_cma):
     """has_unmovable_pages(): a folio here can never be migrated (slab, page tables, kernel
-    memory, hwpoison). In CMA blocks only movable allocations exist, so nothing is checked.
-    Returns the offending PFN or -1."""
+    memory, hwpoison). In CMA blocks only movable allocations exist, so for cma_alloc nothing
+    is checked; for anything else (offlining) a CMA pageblock itself counts as unmovable, as
+    the kernel's check does when the caller's migratetype is not MIGRATE_CMA: CMA memory
+    cannot be offlined. Returns the offending PFN or -1."""
     if for_cma:
         return -1
+    for pb in range(start >> PAGEBLOCK_ORDER, (end + PAGEBLOCK_NR_PAGES - 1) >> PAGEBLOCK_ORDER):
+        if (pgdat.pageblock_flags[pb] & PB_MIGRATETYPE_MASK) == MIGRATE_CMA:
+            return max(start, pb << PAGEBLOCK_ORDER)
     mem_map = pgdat.mem_map
     pfn = range_head(mem_map, start)
     while pfn < end:
@@ -86,7 +91,9 @@ def isolate_range(pgdat, z, start, end, saved_mt, for_cma):
 
 @jit
 def split_large_free_blocks(pgdat, z, start, end):
-    """Free buddies of MAX_PAGE_ORDER that overlap the range become two pageblock buddies."""
+    """Free buddies of MAX_PAGE_ORDER that overlap the range become two pageblock buddies,
+    as split_large_buddy() does for __move_freepages_block_isolate() when a pageblock is
+    isolated or un-isolated inside a free block larger than a pageblock."""
     mem_map = pgdat.mem_map
     first = start & ~((1 << MAX_PAGE_ORDER) - 1)
     for head in range(first, end, 1 << MAX_PAGE_ORDER):
@@ -102,7 +109,14 @@ def split_large_free_blocks(pgdat, z, start, end):
 @jit
 def undo_isolate_range(pgdat, z, start, end, saved_mt):
     """undo_isolate_page_range(): blocks get their saved type back, free pages their lists,
-    and free buddies merge again, across the range's edges too."""
+    and free buddies merge again, across the range's edges too.
+
+    While isolated, two neighbouring pageblocks are both MIGRATE_ISOLATE and their free halves
+    merge into one MAX_PAGE_ORDER block; their saved types may differ (one UNMOVABLE, one
+    MOVABLE, or CMA next to MOVABLE). __move_freepages_block_isolate() splits such a block
+    per pageblock (split_large_buddy()) before it un-isolates, and frees each half with its
+    own type, so the re-merge below joins the halves only where __free_one_page() allows."""
+    split_large_free_blocks(pgdat, z, start, end)
     nb_blocks = (end - start) >> PAGEBLOCK_ORDER
     for i in range(nb_blocks):
         pfn = start + i * PAGEBLOCK_NR_PAGES

@@ -19,6 +19,14 @@ finds them is the profile's swap_alloc policy:
 When no slots are found the folio is split to order 0 and its pages swapped one by one
 (thp_swpout_fallback for PMD size, per-size swpout_fallback). Order-0 pages take any free slot.
 
+A folio larger than a cluster (above PMD order: the simulator can allocate order 10 anon
+folios, the kernel's anonymous and shmem folios stop at PMD order) never gets slots:
+folio_alloc_swap() refuses a size above SWAPFILE_CLUSTER (WARN_ON_ONCE) in every release, so
+add_to_swap() fails and shrink_folio_list() splits the folio to order 0 and swaps its pages
+one by one, counting thp_swpout_fallback (nr_pages >= HPAGE_PMD_NR) but no per-size stat
+(count_mthp_stat() ignores orders above PMD). Before 6.10 such a folio is not PMD-mapped, so
+it is split before add_to_swap() and no fallback is counted.
+
 Swap-in (SWAPIN_POLICIES): order0 (do_swap_page() before 6.12) brings every page back as its
 own folio; sync_io_large (6.12) allocates the folio's order when the device is
 SWP_SYNCHRONOUS_IO (zram-like), zswap was never enabled and the order is below PMD_ORDER
@@ -120,7 +128,10 @@ class SwapDevice:
 
     def alloc(self, order, policy):
         """Slots for a folio of `order` under the swap_alloc `policy`: the first offset, or -1
-        when the policy finds none (the caller splits). Order 0 takes any free slot."""
+        when the policy finds none (the caller splits). Order 0 takes any free slot; a folio
+        larger than a cluster gets none (folio_alloc_swap()'s size > SWAPFILE_CLUSTER check)."""
+        if (1 << order) > SWAPFILE_CLUSTER:
+            return -1
         if order > 0:
             # every release refuses large entries on a swap file ("Swapfile is not block
             # device": scan_swap_map_slots(), cluster_alloc_swap_entry())
@@ -223,9 +234,10 @@ def swap_out_folio(m, pfn, policy):
             return record
         if policy != "pmd_free_cluster" or order == HPAGE_PMD_ORDER:
             # folio_alloc_swap() found no slots: split and retry page by page
-            if order == HPAGE_PMD_ORDER:
+            if order >= HPAGE_PMD_ORDER:
                 events[ev.THP_SWPOUT_FALLBACK] += 1
-            stats[order, ev.MTHP_STAT_SWPOUT_FALLBACK] += 1
+            if order <= HPAGE_PMD_ORDER:
+                stats[order, ev.MTHP_STAT_SWPOUT_FALLBACK] += 1
         m.model_ns["swap_out"] += split_ns(m.costs, order)
         if not m.split(int(pfn), 0):
             return None

@@ -1,18 +1,20 @@
 """Sizes as users write them: "512M", "16G", "64K", or a number of bytes."""
 import re
 
+import numpy as np
+
 _SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 
 
 def parse_size(value, what="size"):
-    """Bytes from an int or a string such as "16G", "512M", "64K", "2MiB"; ValueError otherwise."""
+    """Bytes from an int (numpy integers too) or a string such as "16G", "512M", "64K", "2MiB"; ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError(f"{what} {value!r} is not a size; use bytes or a string like '16G'")
-    if isinstance(value, int):
+    if isinstance(value, (int, np.integer)):
         if value < 0:
             raise ValueError(f"{what} {value!r} is negative")
-        return value
+        return int(value)
     if isinstance(value, str):
         match = _SIZE_RE.match(value)
         if match:
