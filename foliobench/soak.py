@@ -408,23 +408,19 @@ class Runner:
         return f"m.ksm_merge([{a}], [{b}])", lambda: m.ksm_merge([a], [b])
 
     def _collapse(self, heads, pick, pages=512):
-        """Folios of one kind, from heads[pick] on, that together hold exactly `pages`."""
+        """Folios of one kind, from heads[pick] on (wrapping round), whose first ones together
+        hold exactly `pages`; None when the running total skips over it."""
         m = self.m
         if not len(heads):
             return None
-        orders = m.pgdat.mem_map["order"][heads].astype(np.int64)
-        kinds = m.pgdat.mem_map["kind"][heads]
         start = pick % len(heads)
-        chosen, total = [], 0
-        for i in np.concatenate([np.arange(start, len(heads)), np.arange(start)]):
-            if kinds[i] != kinds[start] or total + (1 << orders[i]) > pages:
-                continue
-            chosen.append(int(heads[i]))
-            total += 1 << int(orders[i])
-            if total == pages:
-                break
-        if total != pages:
+        ring = np.roll(heads, -start)
+        ring = ring[m.pgdat.mem_map["kind"][ring] == m.pgdat.mem_map["kind"][ring[0]]]
+        total = np.cumsum(np.int64(1) << m.pgdat.mem_map["order"][ring].astype(np.int64))
+        end = int(np.searchsorted(total, pages))
+        if end >= len(total) or total[end] != pages:
             return None
+        chosen = sorted(int(p) for p in ring[:end + 1])
         return f"m.collapse({_arr(chosen)})", lambda: m.collapse(chosen)
 
     def _misuse(self, heads, what, a, b):  # noqa: C901
