@@ -68,7 +68,7 @@ def run_trace(strategy, profile, ops=None):
     return out
 
 
-class OperationTrace:
+class TraceOutcome:
     """End state of the deterministic operation trace per strategy and profile (exact)."""
 
     params = [STRATEGIES, PROFILES, VALUES]

@@ -24,7 +24,7 @@ BASELINE = REPO / "results" / "baseline.json"
 ASV_RESULTS = REPO / "results" / "asv"
 # The benchmark classes whose track_ values are exact (deterministic simulator runs).
 DETERMINISTIC = ("bench_workloads.WorkloadOutcome", "bench_compaction.CompactionOutcome",
-                 "bench_matrix.MatrixOutcome", "bench_traces.OperationTrace")
+                 "bench_matrix.MatrixOutcome", "bench_traces.TraceOutcome")
 
 
 def _key(name, params):
