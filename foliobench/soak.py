@@ -284,7 +284,7 @@ class Runner:
         except simcore.InvariantError as exc:
             self.log.append(text)
             raise Violation("invariant", str(exc), self.steps) from None
-        except Exception as exc:   # noqa: B902  (any other crash is a finding)
+        except Exception as exc:   # any other crash is a finding
             self.log.append(text)
             raise Violation("crash", f"{text}: {type(exc).__name__}: {exc}", self.steps) from None
         self.log.append(text)
