@@ -631,6 +631,7 @@ def repro_snippet(config, ops):
 class SoakResult:
     operations: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     violation: object = None
     config: object = None
     ops: list = dataclasses.field(default_factory=list)
@@ -646,7 +647,7 @@ def soak(strategy, n, seed=0, profiles=PROFILES, run_length=2000, check_every=10
     end. Stops at the first violation (SoakResult.violation, .config, .ops the machine's ops)."""
     rng = np.random.default_rng(seed)
     result = SoakResult()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     run_index = 0
     while result.operations < n:
         config = Config(strategy, profiles[run_index % len(profiles)],
@@ -667,6 +668,7 @@ def soak(strategy, n, seed=0, profiles=PROFILES, run_length=2000, check_every=10
         result.operations += len(ops)
         run_index += 1
     result.seconds = time.perf_counter() - t0
+    result.cpu_seconds = time.process_time() - cpu0
     return result
 
 
