@@ -24,45 +24,70 @@ BASELINE = REPO / "results" / "baseline.json"
 ASV_RESULTS = REPO / "results" / "asv"
 # The benchmark classes whose track_ values are exact (deterministic simulator runs).
 DETERMINISTIC = ("bench_workloads.WorkloadOutcome", "bench_compaction.CompactionOutcome",
-                 "bench_matrix.MatrixOutcome")
+                 "bench_matrix.MatrixOutcome", "bench_traces.TraceOutcome")
 
 
 def _key(name, params):
     return f"{name}({', '.join(params)})" if params else name
 
 
-def from_asv(commit, results_dir=ASV_RESULTS):
-    """{benchmark(params): value} of the deterministic track_ benchmarks for `commit`."""
-    files = sorted(results_dir.glob(f"*/{commit[:8]}-*.json"))
-    if not files:
-        raise FileNotFoundError(f"no asv results for commit {commit[:8]} under {results_dir}; "
-                                f"run tools/bench first")
-    out = {}
+def results_file(commit, results_dir=ASV_RESULTS):
+    """The one asv results file to read for `commit`: the newest of the commit's files (by the
+    latest started_at of a deterministic benchmark in it, then by modification time). Reading
+    only one matters: a leftover file of the same commit (another machine name or environment,
+    an older run) would otherwise mask a value that moved. Files of tools/history's runs of the
+    committed code (FOLIOBENCH_SOURCE=commit) are not this working tree's and are skipped."""
+    files = sorted(pathlib.Path(results_dir).glob(f"*/{commit[:8]}-*.json"))
+    candidates = []
     for path in files:
         doc = json.loads(path.read_text())
         if (doc.get("env_vars") or {}).get("FOLIOBENCH_SOURCE") == "commit":
-            continue        # tools/history's run of the committed code, not this working tree
-        cols = doc["result_columns"]
-        for name, entry in doc["results"].items():
-            if not name.startswith(DETERMINISTIC) or ".track_" not in name:
-                continue
-            record = dict(zip(cols, entry))
-            values = record["result"]
-            params = record.get("params") or []
-            combos = list(itertools.product(*params)) if params else [()]
-            if values is None:
-                values = [None] * len(combos)
-            for combo, value in zip(combos, values):
-                out[_key(name, [p.strip("'") for p in combo])] = _clean(value)
+            continue
+        candidates.append((_newest_start(doc), path.stat().st_mtime, str(path), doc))
+    if not candidates:
+        raise FileNotFoundError(f"no asv results for commit {commit[:8]} under {results_dir}; "
+                                f"run tools/bench first")
+    _, _, path, doc = max(candidates, key=lambda c: c[:3])
+    return pathlib.Path(path), doc
+
+
+def _newest_start(doc):
+    cols = doc.get("result_columns") or []
+    if "started_at" not in cols:
+        return 0
+    at = cols.index("started_at")
+    starts = [entry[at] for name, entry in (doc.get("results") or {}).items()
+              if name.startswith(DETERMINISTIC) and len(entry) > at and entry[at] is not None]
+    return max(starts, default=0)
+
+
+def from_asv(commit, results_dir=ASV_RESULTS):
+    """{benchmark(params): value} of the deterministic track_ benchmarks for `commit`, from the
+    commit's newest asv results file only (results_file())."""
+    _, doc = results_file(commit, results_dir)
+    out = {}
+    cols = doc["result_columns"]
+    for name, entry in doc["results"].items():
+        if not name.startswith(DETERMINISTIC) or ".track_" not in name:
+            continue
+        record = dict(zip(cols, entry, strict=False))
+        values = record["result"]
+        params = record.get("params") or []
+        combos = list(itertools.product(*params)) if params else [()]
+        if values is None:
+            values = [None] * len(combos)
+        for combo, value in zip(combos, values, strict=False):
+            out[_key(name, [p.strip("'") for p in combo])] = _clean(value)
     return out
 
 
-def direct():
-    """The same values computed in this process from the benchmark classes."""
+def direct(classes=DETERMINISTIC):
+    """The same values computed in this process from the benchmark classes (all of
+    DETERMINISTIC, or the named ones)."""
     sys.path.insert(0, str(REPO))
     import importlib
     out = {}
-    for qualname in DETERMINISTIC:
+    for qualname in classes:
         module_name, class_name = qualname.split(".")
         cls = getattr(importlib.import_module(f"benchmarks.{module_name}"), class_name)
         bench = cls()

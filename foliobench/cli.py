@@ -208,9 +208,16 @@ def _load_costs(path):
 
 
 def _save(df, keeps, names, args):
+    """Save the run atomically (results.save_run): a run killed while saving leaves no run
+    directory behind, only a hidden staging one that the next run or show removes."""
     root = pathlib.Path(args.out) if args.out else REPO_RESULTS
     label = "all" if len(names) > 1 else names[0]
-    run_dir = results.new_run_dir(root, label)
+    results.cleanup_leftovers(root / "runs")
+    return results.save_run(results.new_run_dir(root, label),
+                            lambda run_dir: _write_run(run_dir, df, keeps, names, args))
+
+
+def _write_run(run_dir, df, keeps, names, args):
     for (_, row), keep in zip(df.iterrows(), keeps):
         tag = f"{row['workload']}-{row['strategy']}-seed{row['seed']}"
         results.write_json(run_dir, f"vmstat-delta-{tag}", keep.get("vmstat_delta", {}))
@@ -343,6 +350,10 @@ def _live_restore(args):
 # ---- show and demo ------------------------------------------------------------------------
 
 def _show(args):
+    path = pathlib.Path(args.result)
+    runs = path if path.name == "runs" else path.parent if path.is_dir() else path.parent.parent
+    if runs.name == "runs":
+        results.cleanup_leftovers(runs)
     df, meta = results.load_run(args.result)
     print(results.format_table(_summary(df) if args.format == "table" else df, args.format))
     return 0

@@ -21,7 +21,9 @@ import os
 import pathlib
 import platform
 import re
+import shutil
 import tempfile
+import time
 
 import numpy as np
 import pandas as pd
@@ -61,6 +63,86 @@ def new_run_dir(out_root, workload, now=None):
         n += 1
         candidate = runs / f"{base}-{n}"
     return candidate
+
+
+# --- whole runs: staged, then published with one rename ------------------------------------
+
+PARTIAL_SUFFIX = ".partial"
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.partial$")
+_RUN_NAME = re.compile(r"^\d{8}T\d{6}Z-")
+LEFTOVER_AGE_S = 600
+
+
+def staging_dir(run_dir):
+    """The hidden sibling of run_dir that save_run() writes into: `.<name>.<pid>.partial`."""
+    run_dir = pathlib.Path(run_dir)
+    return run_dir.with_name(f".{run_dir.name}.{os.getpid()}{PARTIAL_SUFFIX}")
+
+
+def save_run(run_dir, write):
+    """Write a whole run atomically: write(staging) fills a hidden staging directory (it must
+    end with write_table()), which is then renamed to run_dir (or run_dir-2, ... when taken).
+    Returns the final directory. When write() fails the staging directory is removed; when the
+    process is killed it stays hidden, and cleanup_leftovers() removes it later: a run directory
+    never exists without its results.json."""
+    run_dir = pathlib.Path(run_dir)
+    staging = staging_dir(run_dir)
+    try:
+        write(staging)
+        if not (staging / RESULTS_JSON).is_file():
+            raise ValueError(f"a run needs its {RESULTS_JSON}: write_table() was not called")
+        final, n = run_dir, 1
+        while True:
+            try:
+                if final.exists():
+                    raise FileExistsError(final)
+                os.rename(staging, final)
+                break
+            except FileExistsError:
+                n += 1
+                final = run_dir.with_name(f"{run_dir.name}-{n}")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _fsync_dir(final.parent)
+    return final
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cleanup_leftovers(runs_dir, now=None):
+    """Remove what killed runs left in `runs_dir` (`<out>/runs`): staging directories whose
+    process is gone, and run directories without results.json that nothing has touched for
+    LEFTOVER_AGE_S seconds (left by versions before save_run()). Returns the removed paths."""
+    runs_dir = pathlib.Path(runs_dir)
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = list(runs_dir.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        if not path.is_dir() or path.is_symlink():
+            continue
+        partial = _PARTIAL.match(path.name)
+        if partial:
+            stale = not _pid_alive(int(partial["pid"]))
+        else:
+            stale = (_RUN_NAME.match(path.name) is not None
+                     and not (path / RESULTS_JSON).exists()
+                     and now - path.stat().st_mtime > LEFTOVER_AGE_S)
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 # --- JSON conversion --------------------------------------------------------------------------
@@ -360,12 +442,31 @@ def load_run(path):
     if csv_path is None:
         df = pd.DataFrame.from_records(doc["records"], columns=columns)
     else:
-        try:
-            df = pd.read_csv(csv_path)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{csv_path} is not a readable results table: {exc}") from None
+        df = _read_csv_checked(csv_path, columns, len(doc["records"]))
     df = _restore_dtypes(df, schema.get("dtypes") or {})
     return df, doc["metadata"]
+
+
+def _read_csv_checked(csv_path, columns, nrows):
+    """results.csv as a DataFrame, refused (ValueError, one line) unless it is whole: ends with
+    a newline and has the columns and the number of rows results.json records."""
+    try:
+        raw = csv_path.read_bytes()
+        df = pd.read_csv(csv_path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{csv_path} is not a readable results table: "
+                         f"{str(exc).splitlines()[0] if str(exc) else exc}") from None
+    problem = None
+    if raw and not raw.endswith(b"\n"):
+        problem = "it does not end with a newline"
+    elif columns is not None and [str(c) for c in df.columns] != list(columns):
+        problem = f"its columns differ from the {len(columns)} of {RESULTS_JSON}"
+    elif len(df) != nrows:
+        problem = f"it has {len(df)} rows, {RESULTS_JSON} records {nrows}"
+    if problem:
+        raise ValueError(f"{csv_path} is truncated or damaged ({problem}); {RESULTS_JSON} beside "
+                         f"it holds the whole table")
+    return df
 
 
 # --- printing ---------------------------------------------------------------------------------

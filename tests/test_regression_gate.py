@@ -43,3 +43,70 @@ def test_a_behaviour_change_fails_the_gate_and_names_the_benchmark(monkeypatch):
 def test_gate_without_results_for_the_commit_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no asv results for commit deadbeef"):
         gate.from_asv("deadbeefcafe", results_dir=tmp_path)
+
+
+TRACES = ("bench_traces.TraceOutcome",)
+
+
+def test_traces_are_gated_and_cover_every_operation():
+    from benchmarks import bench_traces
+    from foliobench import soak
+    assert "bench_traces.TraceOutcome" in gate.DETERMINISTIC
+    kinds = {op[0] for op in bench_traces.trace_ops()}
+    assert kinds == set(soak.OP_NAMES)
+    misuse = {soak.MISUSE[op[1]] for op in bench_traces.trace_ops() if op[0] == "misuse"}
+    assert misuse == set(soak.MISUSE)
+    baseline = json.loads(gate.BASELINE.read_text())
+    traced = [k for k in baseline if k.startswith("bench_traces.TraceOutcome.track_value(")]
+    assert len(traced) == (len(bench_traces.STRATEGIES) * len(bench_traces.PROFILES)
+                           * len(bench_traces.VALUES))
+    assert gate.compare({k: baseline[k] for k in traced}, gate.direct(TRACES)) == []
+
+
+def test_swapping_movable_fallback_order_fails_the_gate_naming_the_trace(monkeypatch):
+    """Issue 12: swapping MOVABLE's fallback order moved no workload row; the traces see it."""
+    import simcore.machine
+    from simcore.mmzone import FALLBACK_TABLE, MIGRATE_MOVABLE
+    baseline = json.loads(gate.BASELINE.read_text())
+    swapped = FALLBACK_TABLE.copy()
+    swapped[MIGRATE_MOVABLE] = FALLBACK_TABLE[MIGRATE_MOVABLE][::-1]
+    # the table reaches compiled code as an argument (pgdat.fallbacks): no numba cache involved
+    monkeypatch.setattr(simcore.machine, "FALLBACK_TABLE", swapped)
+    current = gate.direct(TRACES)
+    moved = gate.compare({k: v for k, v in baseline.items() if k in current}, current)
+    names = [key for key, _, _ in moved]
+    assert any(k.startswith("bench_traces.TraceOutcome.track_value(") and ", digest)" in k
+               for k in names), names
+    table = gate.format_moved(moved)
+    assert "TraceOutcome.track_value(" in table
+    monkeypatch.undo()
+    assert gate.compare({k: v for k, v in baseline.items() if k in current},
+                        gate.direct(TRACES)) == []
+
+
+def _asv_file(path, commit, value, started_at, env_vars=None):
+    name = "bench_traces.TraceOutcome.track_value"
+    doc = {"result_columns": ["result", "params", "version", "started_at", "duration"],
+           "results": {name: [[value], [["'folio'"], ["'linux-6.18'"], ["'digest'"]], "v",
+                              started_at, 1.0]},
+           "env_vars": env_vars or {}}
+    path.mkdir(parents=True, exist_ok=True)
+    (path / f"{commit[:8]}-{'x' * 8}.json").write_text(json.dumps(doc))
+
+
+def test_gate_reads_only_the_newest_results_file_of_the_commit(tmp_path):
+    """A leftover file of the same commit must not mask a value that moved."""
+    key = "bench_traces.TraceOutcome.track_value(folio, linux-6.18, digest)"
+    _asv_file(tmp_path / "old-machine", "abcdef0123", 1.0, started_at=1000)
+    _asv_file(tmp_path / "new-machine", "abcdef0123", 2.0, started_at=2000)
+    assert gate.from_asv("abcdef0123", results_dir=tmp_path) == {key: 2.0}
+    path, _ = gate.results_file("abcdef0123", results_dir=tmp_path)
+    assert path.parent.name == "new-machine"
+    # the same with the names swapped: newest wins, not the last in sorted order
+    _asv_file(tmp_path / "zz-old", "1234567890", 5.0, started_at=1000)
+    _asv_file(tmp_path / "aa-new", "1234567890", 6.0, started_at=3000)
+    assert gate.from_asv("1234567890", results_dir=tmp_path) == {key: 6.0}
+    # tools/history's runs of the committed code are never the one read
+    _asv_file(tmp_path / "hist", "1234567890", 9.0, started_at=9000,
+              env_vars={"FOLIOBENCH_SOURCE": "commit"})
+    assert gate.from_asv("1234567890", results_dir=tmp_path) == {key: 6.0}

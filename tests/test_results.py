@@ -188,3 +188,110 @@ def test_format_table():
     assert records[1]["compaction_success_rate"] is None and records[0]["strategy"] == "legacy"
     with pytest.raises(ValueError, match=r"'xml'.*'table', 'csv', 'json'"):
         results.format_table(df, "xml")
+
+
+# --- whole runs: a kill while saving, leftovers, truncated tables (issue 12) ------------------
+
+def _visible_runs(root):
+    return sorted(p.name for p in (root / "runs").iterdir() if not p.name.startswith("."))
+
+
+def test_save_run_publishes_a_complete_directory(tmp_path):
+    run = results.new_run_dir(tmp_path, "fragment")
+
+    def write(d):
+        results.write_text(d, "buddyinfo.txt", "x")
+        results.write_table(d, table())
+    final = results.save_run(run, write)
+    assert final == run and sorted(p.name for p in run.iterdir()) == [
+        "buddyinfo.txt", "results.csv", "results.json"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run.name]
+    taken = results.save_run(run, write)            # the name is taken: -2
+    assert taken.name == run.name + "-2"
+
+
+@pytest.mark.parametrize("fail_at", ["artefact", "table", "no_table"])
+def test_save_run_failing_midway_leaves_nothing(tmp_path, fail_at):
+    run = results.new_run_dir(tmp_path, "fragment")
+
+    def write(d):
+        results.write_text(d, "buddyinfo.txt", "x")
+        if fail_at == "artefact":
+            raise RuntimeError("killed mid-save")
+        if fail_at == "table":
+            results.write_json(d, "more", {"a": 1})
+            raise KeyboardInterrupt
+    with pytest.raises((RuntimeError, KeyboardInterrupt, ValueError)):
+        results.save_run(run, write)
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_run_killed_while_saving_leaves_no_run_dir_and_is_cleaned_up(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    script = f"""
+import os, signal, pathlib, sys
+sys.path.insert(0, {str(os.getcwd())!r})
+from foliobench import results
+import pandas as pd
+run = results.new_run_dir({str(tmp_path)!r}, "fragment")
+def write(d):
+    results.write_text(d, "buddyinfo.txt", "x")
+    results.write_table(d, pd.DataFrame({{"a": [1, 2]}}))
+    os.kill(os.getpid(), signal.SIGKILL)      # killed after the last write, before the rename
+results.save_run(run, write)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    runs = tmp_path / "runs"
+    left = list(runs.iterdir())
+    assert len(left) == 1 and left[0].name.startswith(".") and left[0].name.endswith(".partial")
+    assert _visible_runs(tmp_path) == []            # no run directory without results.json
+    assert results.cleanup_leftovers(runs) == left
+    assert list(runs.iterdir()) == []
+
+
+def test_cleanup_keeps_live_staging_and_recent_dirs(tmp_path):
+    runs = tmp_path / "runs"
+    mine = results.staging_dir(runs / "20260101T000000Z-x")       # this process is alive
+    mine.mkdir(parents=True)
+    old = runs / "20250101T000000Z-old"                # an older version's leftover
+    old.mkdir()
+    os.utime(old, (0, 0))
+    recent = runs / "20260101T000000Z-recent"          # may still be being written
+    recent.mkdir()
+    other = runs / "notes"                             # not a run directory
+    other.mkdir()
+    assert results.cleanup_leftovers(runs) == [old]
+    assert sorted(p.name for p in runs.iterdir()) == sorted(
+        [mine.name, recent.name, other.name])
+
+
+def test_show_refuses_a_truncated_csv_in_one_line(tmp_path, capsys):
+    from foliobench import cli
+    run = results.write_table(tmp_path / "runs" / "r", table())
+    csv = run / "results.csv"
+    whole = csv.read_bytes()
+    assert cli.main(["show", str(csv), "--format", "csv"]) == 0
+    capsys.readouterr()
+    for cut in (len(whole) - 1, whole.rindex(b"\n", 0, len(whole) - 1) + 1, 40):
+        csv.write_bytes(whole[:cut])
+        assert cli.main(["show", str(csv)]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert len(err.strip().splitlines()) == 1 and "truncated" in err, err
+    csv.write_bytes(b"")
+    assert cli.main(["show", str(csv)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1
+
+
+def test_show_cleans_up_leftovers_of_killed_runs(tmp_path, capsys):
+    from foliobench import cli
+    run = results.write_table(tmp_path / "runs" / "20260101T000000Z-ok", table())
+    dead = tmp_path / "runs" / ".20260101T000001Z-x.999999999.partial"
+    dead.mkdir()
+    assert cli.main(["show", str(run)]) == 0
+    assert not dead.exists() and run.exists()
