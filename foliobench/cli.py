@@ -9,6 +9,8 @@
     foliobench live probe [--json] | live calibrate [-o FILE] | live restore
     foliobench matrix [--backend sim|live] [--profile NAME ...] [--sizes 4K,64K,2M]
                       [--format md|html|json] [-o DIR]
+    foliobench guest [--kernel PATH|RELEASE] [--mem 4G] [--numa N] [--movable SIZE] -- COMMAND
+    foliobench compare-runs DIR DIR... [--min-effect 5] [--fail-on-regression]
     foliobench show RESULT [--format ...]
     foliobench demo
 
@@ -16,6 +18,7 @@ Bad input: one line on stderr, exit code 2, no traceback, no results written. Ct
 cleanly and keeps the rows that completed.
 """
 import argparse
+import os
 import pathlib
 import sys
 import time
@@ -27,9 +30,11 @@ import workloads
 from workloads.base import get_workload, resolve_params, run_one
 from workloads.fragment import fragment
 
-from . import matrix, report, results
+from . import compare_runs, guest, matrix, report, results
 
-REPO_RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
+# FOLIOBENCH_RESULTS: a guest's run directory (foliobench guest), the one place it may write
+REPO_RESULTS = pathlib.Path(os.environ.get("FOLIOBENCH_RESULTS")
+                            or pathlib.Path(__file__).resolve().parent.parent / "results")
 SUMMARY = ["highorder_success", "compaction_success_rate", "pages_migrated",
            "migration_gib_per_s", "large_folio_preservation", "compact_scan_efficiency",
            "unusable_9_before", "unusable_9_after", "sim_wall_s"]
@@ -456,6 +461,8 @@ def build_parser():
                                                        "SIGKILL left changed")
     live_restore.set_defaults(func=_live_restore)
     matrix.add_parser(sub)
+    guest.add_parser(sub)
+    compare_runs.add_parser(sub)
     show = sub.add_parser("show", help="print a saved result again")
     show.add_argument("result", help="a run directory or its results.json/results.csv")
     show.add_argument("--format", choices=results.FORMATS, default="table")

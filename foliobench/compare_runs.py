@@ -236,7 +236,8 @@ def _summary(doc):
 
 
 def render_table(doc, only_changes=False):
-    rows = [r for r, keep in zip(table_rows(doc), _changed_mask(doc)) if keep or not only_changes]
+    rows = [r for r, keep in zip(table_rows(doc), _changed_mask(doc), strict=True)
+            if keep or not only_changes]
     df = pd.DataFrame(rows, columns=_header(doc))
     body = df.to_string(index=False) if rows else "(no shared workload and figure)"
     return body + "\n\n" + _summary(doc) + "\n"
@@ -259,9 +260,9 @@ def render_html(doc):
     colours = {IMPROVED: "#c7e9c0", REGRESSED: "#fcbba1", CHANGED: "#fee08b"}
     head = "".join(f"<th>{html.escape(h)}</th>" for h in _header(doc))
     body = []
-    for r, cells in zip(doc["rows"], table_rows(doc)):
+    for r, cells in zip(doc["rows"], table_rows(doc), strict=True):
         tds = [f"<td>{html.escape(c)}</td>" for c in cells[:5]]
-        for s, c in zip(r["runs"][1:], cells[5:]):
+        for s, c in zip(r["runs"][1:], cells[5:], strict=True):
             colour = colours.get(s["verdict"]) if s else None
             style = f' style="background:{colour}"' if colour else ""
             tds.append(f"<td{style}>{html.escape(c)}</td>")
@@ -287,6 +288,7 @@ def plot(doc, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from foliobench import results
     rows = [r for r in doc["rows"] if r["direction"] != "-"] or doc["rows"]
     labels = [f"{r['workload']}/{r['strategy']}: {r['figure']}" for r in rows]
@@ -368,6 +370,7 @@ def _name(path, taken):
 
 def main(args):
     import sys
+
     from foliobench import results
     from foliobench.cli import REPO_RESULTS
     if len(args.runs) < 2:

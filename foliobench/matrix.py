@@ -368,8 +368,8 @@ def main(args):
         doc = run_sim(args.profile, orders, args.seed, probes)
     print(RENDERERS[args.format](doc), end="")
     if not args.no_save:
-        root = pathlib.Path(args.out) if args.out else \
-            pathlib.Path(__file__).resolve().parent.parent / "results"
+        from foliobench.cli import REPO_RESULTS
+        root = pathlib.Path(args.out) if args.out else REPO_RESULTS
         out = save(doc, root, doc["backend"])
         print(f"saved: {out} (and {root / 'matrix'}/latest.*)", file=sys.stderr)
     return 0

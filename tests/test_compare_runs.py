@@ -98,8 +98,9 @@ def test_min_effect_holds_back_a_significant_small_change():
     b = _run(rng, n=30, shift={"highorder_success": 0.97})
     small = compare_runs.compare([a, b], min_effect_pct=5)
     strict = compare_runs.compare([a, b], min_effect_pct=1)
-    pick = lambda doc: next(r["runs"][1] for r in doc["rows"] if r["workload"] == "highalloc"
-                            and r["figure"] == "highorder_success")
+    def pick(doc):
+        return next(r["runs"][1] for r in doc["rows"] if r["workload"] == "highalloc"
+                    and r["figure"] == "highorder_success")
     assert pick(small)["p"] < 0.05
     assert pick(small)["verdict"] == compare_runs.SAME
     assert pick(strict)["verdict"] == compare_runs.REGRESSED
