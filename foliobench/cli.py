@@ -10,6 +10,7 @@
     foliobench matrix [--backend sim|live] [--profile NAME ...] [--sizes 4K,64K,2M]
                       [--format md|html|json] [-o DIR]
     foliobench guest [--kernel PATH|RELEASE] [--mem 4G] [--numa N] [--movable SIZE] -- COMMAND
+    foliobench matrix --backend guest:RELEASE ... | agreement MATRIX_JSON...
     foliobench compare-runs DIR DIR... [--min-effect 5] [--fail-on-regression]
     foliobench show RESULT [--format ...]
     foliobench demo
@@ -30,7 +31,7 @@ import workloads
 from workloads.base import get_workload, resolve_params, run_one
 from workloads.fragment import fragment
 
-from . import compare_runs, guest, matrix, report, results
+from . import agreement, compare_runs, guest, matrix, report, results
 
 # FOLIOBENCH_RESULTS: a guest's run directory (foliobench guest), the one place it may write
 REPO_RESULTS = pathlib.Path(os.environ.get("FOLIOBENCH_RESULTS")
@@ -463,6 +464,7 @@ def build_parser():
     matrix.add_parser(sub)
     guest.add_parser(sub)
     compare_runs.add_parser(sub)
+    agreement.add_parser(sub)
     show = sub.add_parser("show", help="print a saved result again")
     show.add_argument("result", help="a run directory or its results.json/results.csv")
     show.add_argument("--format", choices=results.FORMATS, default="table")
@@ -490,6 +492,9 @@ def main(argv=None):
         return 130
     except BrokenPipeError:
         return 0
+    except (guest.GuestFailed, guest.GuestTimeout, guest.GuestUnavailable) as exc:
+        print(f"foliobench: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         # the kernel or the filesystem refused (a live write, a full disk): not a usage error,
         # and the live journal has already put every setting back

@@ -41,8 +41,10 @@ MIN_MEM = 512 << 20               # below this Debian's kernels with a virtme in
 MIN_NORMAL = 384 << 20            # memory --movable must leave to the kernel's own allocations
 MIN_NODE = 128 << 20
 MAX_CPUS = 64
+GUEST_MATRIX_TIMEOUT_S = 3600     # the whole matrix under TCG on a loaded machine
 KVM_PROBE_S = 45                  # a KVM boot to `true` takes seconds; the firmware hang is forever
 KILL_GRACE_S = 5
+SEPARATOR = "++"                  # between commands run in one boot
 GUEST_DISK = "/mnt"               # where the scratch disk (--disk) is mounted in the guest
 # numba's compiled code for the guest's (emulated) CPU, kept between boots: the checkout is
 # read-only in the guest, and compiling simcore under TCG takes minutes
@@ -55,6 +57,10 @@ NEEDED_CONFIG = ("CONFIG_VIRTIO_PCI", "CONFIG_NET_9P", "CONFIG_NET_9P_VIRTIO", "
 
 class GuestUnavailable(RuntimeError):
     """This machine cannot boot guests (no qemu, virtme-ng, kmod or busybox): one line, exit 1."""
+
+
+class GuestFailed(RuntimeError):
+    """The command in the guest failed: one line, exit 1."""
 
 
 class GuestTimeout(RuntimeError):
@@ -278,21 +284,40 @@ def vng_command(kernel, params, script, *, kvm, rwdir, hide_dir, disk_image=None
 def guest_script(argv, run_dir, disk=False):
     """The shell command the guest runs: the ready mark, the scratch disk mounted at /mnt (a
     disk filesystem for swap files and page-cache files: the guest's /var/tmp is tmpfs), then
-    foliobench from this checkout."""
-    pythonpath = str(REPO)
-    env = {"FOLIOBENCH_RESULTS": str(run_dir), "PYTHONPATH": pythonpath, "HOME": "/root",
+    foliobench from this checkout (several commands split at ++, each after the previous one
+    succeeded)."""
+    env = {"FOLIOBENCH_RESULTS": str(run_dir), "PYTHONPATH": str(REPO), "HOME": "/root",
            "FOLIOBENCH_GUEST": "1", "NUMBA_CACHE_DIR": str(NUMBA_CACHE),
            "MPLCONFIGDIR": str(GUEST_CACHE / "matplotlib")}
-    assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    command = " ".join(shlex.quote(a) for a in argv)
-    mount = (f"modprobe ext4 2>/dev/null; mount -t ext4 /dev/vda {GUEST_DISK} || "
-             f"{{ echo 'foliobench: could not mount the scratch disk'; exit 97; }}; "
-             if disk else "")
+    mount = ""
     if disk:
         env["FOLIOBENCH_GUEST_DISK"] = GUEST_DISK
-        assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    return (f"echo {READY}; {mount}cd {shlex.quote(str(REPO))} && "
-            f"exec env {assigns} {shlex.quote(sys.executable)} -m foliobench {command}")
+        mount = (f"modprobe ext4 2>/dev/null; mount -t ext4 /dev/vda {GUEST_DISK} || "
+                 f"{{ echo 'foliobench: could not mount the scratch disk'; exit 97; }}; ")
+    assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    run = f"env {assigns} {shlex.quote(sys.executable)} -m foliobench"
+    commands = " && ".join(f"{run} " + " ".join(shlex.quote(a) for a in part)
+                           for part in split_commands(argv))
+    return f"echo {READY}; {mount}cd {shlex.quote(str(REPO))} && {commands}"
+
+
+def split_commands(argv):
+    """`live probe ++ run highalloc ...` -> [["live", "probe"], ["run", "highalloc", ...]]:
+    several foliobench commands in one boot, each run only when the one before succeeded."""
+    parts, part = [], []
+    for arg in argv:
+        if arg == SEPARATOR:
+            parts.append(part)
+            part = []
+        else:
+            part.append(arg)
+    parts.append(part)
+    for part in parts:
+        if not part:
+            raise ValueError(f"an empty foliobench command around {SEPARATOR!r}")
+        if part[0] == "guest":
+            raise ValueError("a guest inside a guest is not supported")
+    return parts
 
 
 @contextlib.contextmanager
@@ -486,7 +511,8 @@ def add_parser(sub):
                    help="auto: KVM when a short probe boot works, else TCG")
     p.add_argument("-o", "--out", help="results root (default: the repository's results/)")
     p.add_argument("command", nargs="*", metavar="-- COMMAND",
-                   help="the foliobench command to run inside, after --")
+                   help="the foliobench command to run inside, after --; several are "
+                        f"separated by {SEPARATOR}")
     p.set_defaults(func=main)
     return p
 
@@ -498,8 +524,7 @@ def main(args):
     if not argv:
         raise ValueError("guest needs a foliobench command after --, e.g. "
                          "'foliobench guest -- live probe'")
-    if argv[0] == "guest":
-        raise ValueError("a guest inside a guest is not supported")
+    split_commands(argv)
     if args.timeout <= 0:
         raise ValueError(f"--timeout {args.timeout:g} must be positive")
     kernel = resolve_kernel(args.kernel)
@@ -524,3 +549,35 @@ def main(args):
         print(f"foliobench: the command failed in the guest (exit {code}); its output is in "
               f"{run_dir / 'guest.log'}", file=sys.stderr)
     return code
+
+
+# --- the matrix of a guest kernel ------------------------------------------------------------
+
+GUEST_MATRIX_PARAMS = dict(mem="4G", cpus=2, numa=2, movable="1G", disk="1G")
+
+
+def guest_matrix(release, args, probes):
+    """`foliobench matrix --backend guest:RELEASE`: the live matrix measured inside a guest
+    with two NUMA nodes, a ZONE_MOVABLE of 1G and a scratch disk; memory-failure, offlining and
+    zswap allowed (the guest is disposable). Returns the matrix document (backend "guest")."""
+    import json
+    kernel = resolve_kernel(release)
+    params = boot_params(**GUEST_MATRIX_PARAMS, kernel=kernel)
+    argv = ["matrix", "--backend", "live", "--allow-offline", "--allow-poison", "--allow-zswap",
+            "--live-dir", GUEST_DISK, "--sizes", args.sizes, "--seed", str(args.seed),
+            "--mem", args.mem, "--swap", args.swap, "--format", "json"]
+    for probe in probes:
+        argv += ["--probe", probe.name]
+    root = pathlib.Path(args.out) if getattr(args, "out", None) else None
+    code, run_dir, meta = run_guest(argv, kernel, params, timeout=GUEST_MATRIX_TIMEOUT_S,
+                                    root=root, echo=None)
+    if not meta["booted"] or code:
+        raise GuestFailed(f"the matrix in guest {kernel.release} failed (exit {code}); see "
+                          f"{run_dir / 'guest.log'}")
+    doc = json.loads((run_dir / "matrix" / "latest.json").read_text())
+    for m in doc["matrices"]:
+        m.update(backend="guest", label=f"guest {m['kernel']}",
+                 guest={k: meta[k] for k in ("params", "accelerator", "boot_s", "run_s")},
+                 guest_dir=str(run_dir))
+    doc["backend"] = "guest"
+    return doc

@@ -280,11 +280,19 @@ def save(doc, root, label):
 
 # --- command line ---------------------------------------------------------------------------
 
+def _backend(text):
+    if text in ("sim", "live") or (text.startswith("guest:") and len(text) > len("guest:")):
+        return text
+    raise ValueError(f"--backend {text!r}: allowed sim, live, guest:RELEASE")
+
+
 def add_parser(sub):
     """`foliobench matrix`: the subcommand's arguments."""
     p = sub.add_parser("matrix", help="the large-folio feature matrix: every subsystem x folio "
                                       "size, per simulator kernel profile or the live kernel")
-    p.add_argument("--backend", choices=("sim", "live"), default="sim")
+    p.add_argument("--backend", type=_backend, default="sim",
+                   help="sim (default), live (the running kernel, root) or guest:RELEASE (a "
+                        "disposable guest kernel, e.g. guest:6.1; see foliobench guest)")
     p.add_argument("--profile", action="append", metavar="NAME",
                    help="simulator kernel profile (repeatable; default: all of "
                         + ", ".join(simprofiles.profiles()) + ")")
@@ -354,7 +362,12 @@ def main(args):
     if args.out and not args.no_save:
         from foliobench import results
         results.check_output_dir(pathlib.Path(args.out) / "matrix", "-o/--out")
-    if args.backend == "live":
+    if args.backend.startswith("guest:"):
+        if args.profile:
+            raise ValueError("--profile selects simulator profiles; a guest runs its kernel")
+        from foliobench.guest import guest_matrix
+        doc = guest_matrix(args.backend.split(":", 1)[1], args, probes)
+    elif args.backend == "live":
         if args.profile:
             raise ValueError("--profile selects simulator profiles; the live backend is the "
                              "running kernel")
@@ -370,6 +383,7 @@ def main(args):
     if not args.no_save:
         from foliobench.cli import REPO_RESULTS
         root = pathlib.Path(args.out) if args.out else REPO_RESULTS
-        out = save(doc, root, doc["backend"])
+        out = save(doc, root, doc["backend"] if doc["backend"] != "guest" else
+                   "guest-" + doc["matrices"][0]["kernel"])
         print(f"saved: {out} (and {root / 'matrix'}/latest.*)", file=sys.stderr)
     return 0

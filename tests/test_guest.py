@@ -105,6 +105,9 @@ def test_guest_script_runs_this_checkout_with_its_results_dir():
     assert "mount -t ext4 /dev/vda /mnt" in script
     assert f"FOLIOBENCH_RESULTS=/res/x PYTHONPATH={REPO}" in script
     assert script.endswith(f"{sys.executable} -m foliobench run highalloc --param 'a=b c'")
+    two = guest.guest_script(["live", "probe", "++", "list"], "/res/x")
+    assert two.count(" -m foliobench ") == 2 and " -m foliobench live probe && env " in two
+    assert "mount" not in two
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -114,6 +117,7 @@ def test_guest_script_runs_this_checkout_with_its_results_dir():
     (["--mem", "2G", "--movable", "1900M", "--", "live", "probe"], "--movable 1900M"),
     (["--numa", "2", "--", "live", "probe"], "has no CONFIG_NUMA"),
     (["--", "guest", "--", "live", "probe"], "a guest inside a guest"),
+    (["--", "live", "probe", "++"], "an empty foliobench command"),
     ([], "needs a foliobench command"),
     (["--timeout", "0", "--", "list"], "--timeout 0"),
 ])
