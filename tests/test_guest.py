@@ -188,13 +188,9 @@ def _need_guest(release):
         pytest.skip(f"no {release} kernel: {exc}")
 
 
-# one boot per kernel: the probe, a short workload and the matrix rows the host cannot run
-COMBINED = ("live probe --json > $FOLIOBENCH_RESULTS/probe.json && "
-            "{py} -m foliobench matrix --backend live --allow-offline --allow-poison "
-            "--live-dir /mnt --sizes 4K,64K,2M --probe compaction-direct "
-            "--probe compact-memory --probe hotunplug --probe memory-failure "
-            "--probe numa-balancing --probe swap-out --format json --no-save "
-            "> $FOLIOBENCH_RESULTS/matrix.json")
+# one boot per kernel: the probe, a short live workload and the matrix rows the host cannot run
+MATRIX_PROBES = ("compaction-direct", "compaction-memory", "hotunplug", "memory-failure", "numa",
+                 "swap-out")
 
 
 @pytest.mark.slow
@@ -202,16 +198,33 @@ COMBINED = ("live probe --json > $FOLIOBENCH_RESULTS/probe.json && "
 def test_real_guest_probe_workload_and_matrix_rows(release, tmp_path):
     kernel = _need_guest(release)
     params = guest.boot_params("2G", 2, 2, "512M", disk="512M", kernel=kernel)
-    argv = ["run", "highalloc", "--backend", "live", "--quick", "--mem", "256M",
-            "--mem-cap", "80%", "--live-dir", "/mnt", "--format", "csv"]
+    argv = ["live", "probe", "--json", "++",
+            "run", "highalloc", "--backend", "live", "--quick", "--mem", "128M",
+            "--mem-cap", "80%", "--live-dir", "/mnt", "--format", "csv", "++",
+            "matrix", "--backend", "live", "--allow-offline", "--allow-poison",
+            "--live-dir", "/mnt", "--sizes", "64K", "--format", "json"]
+    for probe in MATRIX_PROBES:
+        argv += ["--probe", probe]
     code, run_dir, meta = guest.run_guest(argv, kernel, params, timeout=1500, root=tmp_path,
                                           echo=None)
     log = (run_dir / "guest.log").read_text()
-    assert code == 0, log[-2000:]
+    assert code == 0, log[-3000:]
     assert meta["booted"] and meta["kernel"] == kernel.release
     assert run_dir.parent == tmp_path / "guest" and kernel.release in run_dir.name
     saved = json.loads((run_dir / "guest.json").read_text())
     assert saved["params"]["numa"] == 2 and saved["boot_s"] > 0
+    probe = json.loads(log[log.index("{"):log.index("\n}\n") + 2])
+    assert probe["kernel"]["detail"] == kernel.release
+    assert "Movable" in probe["zones"]["detail"]
+    assert probe["mthp"]["available"] == (release != "6.1")
     (result,) = (run_dir / "runs").iterdir()
-    df = json.loads((result / "results.json").read_text())["records"]
-    assert df and df[0]["backend"] == "live"
+    records = json.loads((result / "results.json").read_text())["records"]
+    assert records and records[0]["backend"] == "live"
+    doc = json.loads((run_dir / "matrix" / "latest.json").read_text())
+    (m,) = doc["matrices"]
+    assert m["kernel"] == kernel.release
+    cells = {row["probe"]: row["cells"]["64K"] for row in m["rows"]}
+    assert set(cells) == set(MATRIX_PROBES)
+    # what the host cannot run, the guest measures: two nodes, ZONE_MOVABLE, memory-failure
+    for name in ("hotunplug", "numa", "memory-failure"):
+        assert cells[name]["verdict"] != "untested", (name, cells[name]["reason"])
