@@ -171,6 +171,7 @@ class BootParams:
     movable: int = 0
     append: str = ""
     disk: int = 0                 # an ext4 virtio block device of this size at /mnt; 0: none
+    swap_disk: int = 0            # a raw virtio block device for swap (--swap-disk); 0: none
 
     def label(self):
         parts = [f"m{format_size(self.mem)}", f"c{self.cpus}"]
@@ -180,6 +181,8 @@ class BootParams:
             parts.append(f"movable{format_size(self.movable)}")
         if self.disk:
             parts.append(f"disk{format_size(self.disk)}")
+        if self.swap_disk:
+            parts.append(f"swapdisk{format_size(self.swap_disk)}")
         if self.append:
             parts.append("append")
         return "-".join(parts)
@@ -199,13 +202,14 @@ class BootParams:
 
 
 def boot_params(mem="4G", cpus=2, numa=1, movable=None, append="", disk=None,
-                kernel=None):
+                kernel=None, swap_disk=None):
     """Checked BootParams: ValueError naming an option the guest (or its kernel) cannot
     honour."""
     p = BootParams(mem=parse_size(mem, "--mem"), cpus=int(cpus), numa=int(numa),
                    movable=parse_size(movable, "--movable") if movable else 0,
                    append=append or "",
-                   disk=parse_size(disk, "--disk") if disk else 0)
+                   disk=parse_size(disk, "--disk") if disk else 0,
+                   swap_disk=parse_size(swap_disk, "--swap-disk") if swap_disk else 0)
     if p.mem < MIN_MEM:
         raise ValueError(f"--mem {mem} is below the {format_size(MIN_MEM)} a guest needs")
     if not 1 <= p.cpus <= MAX_CPUS:
@@ -226,8 +230,12 @@ def boot_params(mem="4G", cpus=2, numa=1, movable=None, append="", disk=None,
         for option in ("CONFIG_VIRTIO_BLK", "CONFIG_EXT4_FS"):
             if p.disk and not kernel.has(option):
                 raise ValueError(f"--disk: kernel {kernel.release} has no {option}")
+        if p.swap_disk and not kernel.has("CONFIG_VIRTIO_BLK"):
+            raise ValueError(f"--swap-disk: kernel {kernel.release} has no CONFIG_VIRTIO_BLK")
     if p.disk and p.disk < 64 << 20:
         raise ValueError(f"--disk {disk} is below the 64M an ext4 scratch disk needs")
+    if p.swap_disk and p.swap_disk < 16 << 20:
+        raise ValueError(f"--swap-disk {swap_disk} is below 16M")
     return p
 
 
@@ -255,7 +263,8 @@ def unavailable_reason():
 
 # --- running -----------------------------------------------------------------------------------
 
-def vng_command(kernel, params, script, *, kvm, rwdir, hide_dir, disk_image=None):
+def vng_command(kernel, params, script, *, kvm, rwdir, hide_dir, disk_image=None,
+                swap_image=None):
     """The vng command line for one boot (a list)."""
     cmd = ["vng", "-r", kernel.image, "-m", f"{params.mem >> 20}M", "-p", str(params.cpus),
            "--user", "root", f"--rwdir={rwdir}", f"--rwdir={GUEST_CACHE}",
@@ -275,13 +284,15 @@ def vng_command(kernel, params, script, *, kvm, rwdir, hide_dir, disk_image=None
     kargs = params.kernel_args()
     if kargs:
         cmd += ["--append", kargs]
-    if disk_image:
-        cmd.append(f"--qemu-opts=-drive file={disk_image},if=virtio,format=raw,cache=unsafe")
+    drives = [f"-drive file={image},if=virtio,format=raw,cache=unsafe"
+              for image in (disk_image, swap_image) if image]
+    if drives:
+        cmd.append("--qemu-opts=" + " ".join(drives))
     cmd += ["--exec", script]
     return cmd
 
 
-def guest_script(argv, run_dir, disk=False):
+def guest_script(argv, run_dir, disk=False, swap_disk=False):
     """The shell command the guest runs: the ready mark, the scratch disk mounted at /mnt (a
     disk filesystem for swap files and page-cache files: the guest's /var/tmp is tmpfs), then
     foliobench from this checkout (several commands split at ++, each after the previous one
@@ -294,6 +305,8 @@ def guest_script(argv, run_dir, disk=False):
         env["FOLIOBENCH_GUEST_DISK"] = GUEST_DISK
         mount = (f"modprobe ext4 2>/dev/null; mount -t ext4 /dev/vda {GUEST_DISK} || "
                  f"{{ echo 'foliobench: could not mount the scratch disk'; exit 97; }}; ")
+    if swap_disk:         # virtio disks take /dev/vda, vdb... in the order they are given
+        env["FOLIOBENCH_GUEST_SWAP"] = "/dev/vdb" if disk else "/dev/vda"
     assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     run = f"env {assigns} {shlex.quote(sys.executable)} -m foliobench"
     commands = " && ".join(f"{run} " + " ".join(shlex.quote(a) for a in part)
@@ -465,12 +478,18 @@ def run_guest(argv, kernel, params, *, timeout=900, kvm="auto", root=None, echo=
                 f.truncate(params.disk)
             subprocess.run(["mkfs.ext4", "-q", "-F", str(disk_image)], check=True,
                            env=dict(os.environ, PATH=_tool_path()), capture_output=True)
+        swap_image = None
+        if params.swap_disk:
+            swap_image = pathlib.Path(tmp) / "swap.img"
+            with open(swap_image, "wb") as f:
+                f.truncate(params.swap_disk)
         use_kvm = {"on": True, "off": False}.get(kvm)
         if use_kvm is None:
             use_kvm = kvm_works(kernel, str(hide))
-        cmd = vng_command(kernel, params, guest_script(argv, run_dir, bool(disk_image)),
+        script = guest_script(argv, run_dir, bool(disk_image), bool(swap_image))
+        cmd = vng_command(kernel, params, script,
                           kvm=use_kvm, rwdir=str(run_dir), hide_dir=str(hide),
-                          disk_image=disk_image)
+                          disk_image=disk_image, swap_image=swap_image)
         meta.update(accelerator="kvm" if use_kvm else "tcg", vng=cmd)
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         with open(run_dir / "guest.log", "w") as log:
@@ -504,6 +523,9 @@ def add_parser(sub):
     p.add_argument("--disk", help="attach an ext4 scratch disk of this size (a virtio block "
                                   f"device, mounted at {GUEST_DISK}: live runs' swap files and "
                                   "page-cache files), e.g. 1G")
+    p.add_argument("--swap-disk", help="attach an empty virtio block device of this size for "
+                                       "swap (its path in $FOLIOBENCH_GUEST_SWAP: /dev/vdb "
+                                       "after --disk, else /dev/vda; matrix --swap /dev/vdb)")
     p.add_argument("--append", default="", help="more kernel parameters")
     p.add_argument("--timeout", type=float, default=900, help="kill the guest after this many "
                                                               "seconds (default 900)")
@@ -529,7 +551,7 @@ def main(args):
         raise ValueError(f"--timeout {args.timeout:g} must be positive")
     kernel = resolve_kernel(args.kernel)
     params = boot_params(args.mem, args.cpus, args.numa, args.movable, args.append,
-                         args.disk, kernel=kernel)
+                         args.disk, kernel=kernel, swap_disk=args.swap_disk)
     if args.out:
         from foliobench import results
         results.check_output_dir(pathlib.Path(args.out) / "guest", "-o/--out")
@@ -553,19 +575,22 @@ def main(args):
 
 # --- the matrix of a guest kernel ------------------------------------------------------------
 
-GUEST_MATRIX_PARAMS = dict(mem="4G", cpus=2, numa=2, movable="1G", disk="1G")
+GUEST_MATRIX_PARAMS = dict(mem="4G", cpus=2, numa=2, movable="1G", disk="1G", swap_disk="256M")
+GUEST_SWAP = "/dev/vdb"           # the swap disk, after the scratch disk
 
 
 def guest_matrix(release, args, probes):
     """`foliobench matrix --backend guest:RELEASE`: the live matrix measured inside a guest
-    with two NUMA nodes, a ZONE_MOVABLE of 1G and a scratch disk; memory-failure, offlining and
-    zswap allowed (the guest is disposable). Returns the matrix document (backend "guest")."""
+    with two NUMA nodes, a ZONE_MOVABLE of 1G, a scratch disk and a swap disk (swap on a whole
+    virtio block device unless --swap zram); memory-failure, offlining and zswap allowed (the
+    guest is disposable). Returns the matrix document (backend "guest")."""
     import json
     kernel = resolve_kernel(release)
     params = boot_params(**GUEST_MATRIX_PARAMS, kernel=kernel)
     argv = ["matrix", "--backend", "live", "--allow-offline", "--allow-poison", "--allow-zswap",
             "--live-dir", GUEST_DISK, "--sizes", args.sizes, "--seed", str(args.seed),
-            "--mem", args.mem, "--swap", args.swap, "--format", "json"]
+            "--mem", args.mem, "--swap", GUEST_SWAP if args.swap == "file" else args.swap,
+            "--format", "json"]
     for probe in probes:
         argv += ["--probe", probe.name]
     root = pathlib.Path(args.out) if getattr(args, "out", None) else None

@@ -280,6 +280,11 @@ def save(doc, root, label):
 
 # --- command line ---------------------------------------------------------------------------
 
+def _swap_kind(text):
+    from livekernel.swap import check_kind
+    return check_kind(text)
+
+
 def _backend(text):
     if text in ("sim", "live") or (text.startswith("guest:") and len(text) > len("guest:")):
         return text
@@ -314,9 +319,10 @@ def add_parser(sub):
     p.add_argument("--allow-zswap", action="store_true",
                    help="live: the zswap probe may switch zswap on (once it has been on, the "
                         "kernel swaps in only order-0 folios until reboot)")
-    p.add_argument("--swap", choices=("file", "zram"), default="file",
+    p.add_argument("--swap", type=_swap_kind, default="file",
                    help="live: the temporary swap area: a swap file in --live-dir (default) or a "
-                        "zram device of the run's own (synchronous, like the simulator's)")
+                        "zram device of the run's own (synchronous, like the simulator's), or "
+                        "in a guest /dev/DEVICE, a whole block device (--swap-disk)")
     p.add_argument("--live-dir", default="/var/tmp",
                    help="live: where the temporary swap file and page-cache files go (a disk "
                         "filesystem)")

@@ -88,14 +88,15 @@ def test_vng_command_lays_out_nodes_movable_and_disk():
     k = guest.Kernel("/boot/vmlinuz-x", "x", {})
     p = guest.boot_params("3G", 4, 2, "1G", disk="128M")
     cmd = guest.vng_command(k, p, "echo hi", kvm=False, rwdir="/r", hide_dir="/h",
-                            disk_image="/d.img")
+                            disk_image="/d.img", swap_image="/s.img")
     assert cmd[:3] == ["vng", "-r", "/boot/vmlinuz-x"]
     assert "--disable-kvm" in cmd and "--rwdir=/r" in cmd and "--rodir=/usr/lib/systemd=/h" in cmd
     nodes = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--numa"]
     assert nodes == ["1536M,cpus=0,cpus=2", "1536M,cpus=1,cpus=3"]
     assert cmd[cmd.index("-m") + 1] == "3072M"
     assert cmd[cmd.index("--append") + 1] == "movablecore=1024M"
-    assert "--qemu-opts=-drive file=/d.img,if=virtio,format=raw,cache=unsafe" in cmd
+    assert ("--qemu-opts=-drive file=/d.img,if=virtio,format=raw,cache=unsafe "
+            "-drive file=/s.img,if=virtio,format=raw,cache=unsafe") in cmd
     assert cmd[-2:] == ["--exec", "echo hi"]
 
 
@@ -107,7 +108,9 @@ def test_guest_script_runs_this_checkout_with_its_results_dir():
     assert script.endswith(f"{sys.executable} -m foliobench run highalloc --param 'a=b c'")
     two = guest.guest_script(["live", "probe", "++", "list"], "/res/x")
     assert two.count(" -m foliobench ") == 2 and " -m foliobench live probe && env " in two
-    assert "mount" not in two
+    assert "mount" not in two and "FOLIOBENCH_GUEST_SWAP" not in two
+    assert "FOLIOBENCH_GUEST_SWAP=/dev/vdb" in guest.guest_script(["list"], "/r", True, True)
+    assert "FOLIOBENCH_GUEST_SWAP=/dev/vda" in guest.guest_script(["list"], "/r", False, True)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -228,3 +231,14 @@ def test_real_guest_probe_workload_and_matrix_rows(release, tmp_path):
     # what the host cannot run, the guest measures: two nodes, ZONE_MOVABLE, memory-failure
     for name in ("hotunplug", "numa", "memory-failure"):
         assert cells[name]["verdict"] != "untested", (name, cells[name]["reason"])
+
+
+def test_a_whole_swap_device_only_in_a_guest(monkeypatch):
+    from livekernel import swap
+    monkeypatch.delenv("FOLIOBENCH_GUEST", raising=False)
+    with pytest.raises(ValueError, match="only swapped on in a disposable guest"):
+        swap.check_kind("/dev/vdb")
+    with pytest.raises(ValueError, match="allowed: file, zram, or /dev/DEVICE"):
+        swap.check_kind("tape")
+    monkeypatch.setenv("FOLIOBENCH_GUEST", "1")
+    assert swap.check_kind("/dev/vdb") == "/dev/vdb"
