@@ -242,3 +242,16 @@ def test_a_whole_swap_device_only_in_a_guest(monkeypatch):
         swap.check_kind("tape")
     monkeypatch.setenv("FOLIOBENCH_GUEST", "1")
     assert swap.check_kind("/dev/vdb") == "/dev/vdb"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--backend", "guest:5.99-none"], "neither a file"),
+    (["--backend", "guest:"], "invalid _backend value"),
+    (["--backend", "guest:6.1", "--profile", "linux-6.1"], "--profile selects simulator"),
+])
+def test_matrix_guest_backend_bad_input(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.setattr(guest, "run_guest", lambda *a, **k: pytest.fail("booted"))
+    assert cli.main(["matrix", "-o", str(tmp_path)] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert list(tmp_path.iterdir()) == []
