@@ -64,7 +64,8 @@ class GuestFailed(RuntimeError):
 
 
 class GuestTimeout(RuntimeError):
-    """The guest outlived --timeout and was killed."""
+    """The guest outlived --timeout and was killed; boot_s: when it had booted, or None."""
+    boot_s = None
 
 
 @dataclasses.dataclass
@@ -407,6 +408,9 @@ def _stream(cmd, timeout, log, echo):
             _kill_group(proc)
             raise GuestTimeout(f"the guest ran past --timeout {timeout:g} s and was killed") \
                 from None
+    except GuestTimeout as exc:
+        exc.boot_s = ready
+        raise
     except BaseException:
         _kill_group(proc)
         raise
@@ -496,7 +500,9 @@ def run_guest(argv, kernel, params, *, timeout=900, kvm="auto", root=None, echo=
             try:
                 code, ready, total = _stream(cmd, timeout, log, echo)
             except GuestTimeout as exc:
-                meta.update(started=started, exit_code=None, error=str(exc))
+                meta.update(started=started, exit_code=None, error=str(exc),
+                            booted=exc.boot_s is not None,
+                            boot_s=round(exc.boot_s, 1) if exc.boot_s is not None else None)
                 results.write_json(run_dir, "guest.json", meta)
                 raise
     meta.update(started=started, exit_code=code, booted=ready is not None,
