@@ -490,8 +490,11 @@ def run_guest(argv, kernel, params, *, timeout=900, kvm="auto", root=None, echo=
         use_kvm = {"on": True, "off": False}.get(kvm)
         if use_kvm is None:
             use_kvm = kvm_works(kernel, str(hide))
+        # the script goes in a file: virtme-ng passes --exec on the kernel command line, and a
+        # long one (past the 2048 bytes of x86's COMMAND_LINE_SIZE) never boots
         script = guest_script(argv, run_dir, bool(disk_image), bool(swap_image))
-        cmd = vng_command(kernel, params, script,
+        results.write_text(run_dir, "guest.sh", script + "\n")
+        cmd = vng_command(kernel, params, f"sh {shlex.quote(str(run_dir / 'guest.sh'))}",
                           kvm=use_kvm, rwdir=str(run_dir), hide_dir=str(hide),
                           disk_image=disk_image, swap_image=swap_image)
         meta.update(accelerator="kvm" if use_kvm else "tcg", vng=cmd)
