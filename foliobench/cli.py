@@ -11,6 +11,9 @@
                       [--format md|html|json] [-o DIR]
     foliobench sweep SPEC.toml | --grid NAME=V1,V2 ... [--serial | --scheduler ADDR] [--resume DIR]
     foliobench sweep show DIR
+    foliobench guest [--kernel PATH|RELEASE] [--mem 4G] [--numa N] [--movable SIZE] -- COMMAND
+    foliobench matrix --backend guest:RELEASE ... | agreement MATRIX_JSON...
+    foliobench compare-runs DIR DIR... [--min-effect 5] [--fail-on-regression]
     foliobench show RESULT [--format ...]
     foliobench demo
 
@@ -18,6 +21,7 @@ Bad input: one line on stderr, exit code 2, no traceback, no results written. Ct
 cleanly and keeps the rows that completed.
 """
 import argparse
+import os
 import pathlib
 import sys
 import time
@@ -29,9 +33,11 @@ import workloads
 from workloads.base import get_workload, resolve_params, run_one
 from workloads.fragment import fragment
 
-from . import matrix, report, results, sweep, twin_cli
+from . import agreement, compare_runs, guest, matrix, report, results, sweep, twin_cli
 
-REPO_RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
+# FOLIOBENCH_RESULTS: a guest's run directory (foliobench guest), the one place it may write
+REPO_RESULTS = pathlib.Path(os.environ.get("FOLIOBENCH_RESULTS")
+                            or pathlib.Path(__file__).resolve().parent.parent / "results")
 SUMMARY = ["highorder_success", "compaction_success_rate", "pages_migrated",
            "migration_gib_per_s", "large_folio_preservation", "compact_scan_efficiency",
            "unusable_9_before", "unusable_9_after", "sim_wall_s"]
@@ -478,6 +484,9 @@ def build_parser():
     matrix.add_parser(sub)
     twin_cli.add_parsers(sub)
     sweep.add_parser(sub)
+    guest.add_parser(sub)
+    compare_runs.add_parser(sub)
+    agreement.add_parser(sub)
     show = sub.add_parser("show", help="print a saved result again")
     show.add_argument("result", help="a run directory or its results.json/results.csv")
     show.add_argument("--format", choices=results.FORMATS, default="table")
@@ -505,6 +514,9 @@ def main(argv=None):
         return 130
     except BrokenPipeError:
         return 0
+    except (guest.GuestFailed, guest.GuestTimeout, guest.GuestUnavailable) as exc:
+        print(f"foliobench: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         # the kernel or the filesystem refused (a live write, a full disk): not a usage error,
         # and the live journal has already put every setting back

@@ -280,11 +280,24 @@ def save(doc, root, label):
 
 # --- command line ---------------------------------------------------------------------------
 
+def _swap_kind(text):
+    from livekernel.swap import check_kind
+    return check_kind(text)
+
+
+def _backend(text):
+    if text in ("sim", "live") or (text.startswith("guest:") and len(text) > len("guest:")):
+        return text
+    raise ValueError(f"--backend {text!r}: allowed sim, live, guest:RELEASE")
+
+
 def add_parser(sub):
     """`foliobench matrix`: the subcommand's arguments."""
     p = sub.add_parser("matrix", help="the large-folio feature matrix: every subsystem x folio "
                                       "size, per simulator kernel profile or the live kernel")
-    p.add_argument("--backend", choices=("sim", "live"), default="sim")
+    p.add_argument("--backend", type=_backend, default="sim",
+                   help="sim (default), live (the running kernel, root) or guest:RELEASE (a "
+                        "disposable guest kernel, e.g. guest:6.1; see foliobench guest)")
     p.add_argument("--profile", action="append", metavar="NAME",
                    help="simulator kernel profile (repeatable; default: all of "
                         + ", ".join(simprofiles.profiles()) + ")")
@@ -306,9 +319,10 @@ def add_parser(sub):
     p.add_argument("--allow-zswap", action="store_true",
                    help="live: the zswap probe may switch zswap on (once it has been on, the "
                         "kernel swaps in only order-0 folios until reboot)")
-    p.add_argument("--swap", choices=("file", "zram"), default="file",
+    p.add_argument("--swap", type=_swap_kind, default="file",
                    help="live: the temporary swap area: a swap file in --live-dir (default) or a "
-                        "zram device of the run's own (synchronous, like the simulator's)")
+                        "zram device of the run's own (synchronous, like the simulator's), or "
+                        "in a guest /dev/DEVICE, a whole block device (--swap-disk)")
     p.add_argument("--live-dir", default="/var/tmp",
                    help="live: where the temporary swap file and page-cache files go (a disk "
                         "filesystem)")
@@ -354,7 +368,12 @@ def main(args):
     if args.out and not args.no_save:
         from foliobench import results
         results.check_output_dir(pathlib.Path(args.out) / "matrix", "-o/--out")
-    if args.backend == "live":
+    if args.backend.startswith("guest:"):
+        if args.profile:
+            raise ValueError("--profile selects simulator profiles; a guest runs its kernel")
+        from foliobench.guest import guest_matrix
+        doc = guest_matrix(args.backend.split(":", 1)[1], args, probes)
+    elif args.backend == "live":
         if args.profile:
             raise ValueError("--profile selects simulator profiles; the live backend is the "
                              "running kernel")
@@ -368,8 +387,9 @@ def main(args):
         doc = run_sim(args.profile, orders, args.seed, probes)
     print(RENDERERS[args.format](doc), end="")
     if not args.no_save:
-        root = pathlib.Path(args.out) if args.out else \
-            pathlib.Path(__file__).resolve().parent.parent / "results"
-        out = save(doc, root, doc["backend"])
+        from foliobench.cli import REPO_RESULTS
+        root = pathlib.Path(args.out) if args.out else REPO_RESULTS
+        out = save(doc, root, doc["backend"] if doc["backend"] != "guest" else
+                   "guest-" + doc["matrices"][0]["kernel"])
         print(f"saved: {out} (and {root / 'matrix'}/latest.*)", file=sys.stderr)
     return 0

@@ -50,13 +50,14 @@ ZRAM_CONTROL = "/sys/class/zram-control"
 def swap_area(journal, directory, kind="file"):
     """The run's swap area (made and swapped on at the first call for this journal): a swap
     file in `directory`, or kind="zram" a zram device of its own."""
-    if kind not in KINDS:
-        raise ValueError(f"swap kind {kind!r} is unknown; allowed: {', '.join(KINDS)}")
+    check_kind(kind)
     key = id(journal)
     if key in _AREAS and not journal.restored:
         return _AREAS[key]
     if kind == "zram":
         return _zram_area(journal, key)
+    if kind.startswith("/dev/"):
+        return _device_area(journal, key, kind)
     path = os.path.join(directory, f"foliobench-live-swap-{os.getpid()}")
     if journal.dry_run:
         journal.run(["swapon", "-p", PRIORITY, path], ["swapoff", path])
@@ -77,6 +78,40 @@ def swap_area(journal, directory, kind="file"):
     _AREAS[key] = path
     journal.add_undo("forget the swap file", lambda: _AREAS.pop(key, None))
     return path
+
+
+def check_kind(kind):
+    """ValueError unless kind is "file", "zram", or a block device path, which is only taken in
+    a disposable guest (FOLIOBENCH_GUEST, set by foliobench guest): mkswap overwrites it."""
+    if kind in KINDS:
+        return kind
+    if str(kind).startswith("/dev/"):
+        if not os.environ.get("FOLIOBENCH_GUEST"):
+            raise ValueError(f"swap device {kind}: a whole block device is only swapped on in "
+                             f"a disposable guest (foliobench guest --swap-disk); use file or "
+                             f"zram here")
+        return kind
+    raise ValueError(f"swap kind {kind!r} is unknown; allowed: {', '.join(KINDS)}, or "
+                     f"/dev/DEVICE in a guest")
+
+
+def _device_area(journal, key, dev):
+    """A whole block device (the guest's own virtio disk): SWP_BLKDEV, so large folios may be
+    swapped out whole, but not SWP_SYNCHRONOUS_IO, so swap-in is order 0. Refused when it is
+    mounted or already swapped on. Undo: swapoff."""
+    if not os.path.exists(dev):
+        raise OSError(2, f"no swap device {dev}")
+    with open("/proc/mounts") as fh:
+        if any(line.split()[0] == dev for line in fh):
+            raise OSError(16, f"swap device {dev} is mounted")
+    if dev in swap_devices():
+        raise OSError(16, f"swap device {dev} is already swapped on")
+    if not journal.dry_run:
+        _mkswap(dev)
+    _swapon(journal, dev)
+    _AREAS[key] = dev
+    journal.add_undo("forget the swap device", lambda: _AREAS.pop(key, None))
+    return dev
 
 
 def _zram_area(journal, key):
