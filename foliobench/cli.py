@@ -18,13 +18,15 @@ cleanly and keeps the rows that completed.
 import argparse
 import pathlib
 import sys
+import tempfile
 import time
 
 import pandas as pd
 
 import simcore
 import workloads
-from workloads.base import get_workload, resolve_params, run_one
+from workloads.base import (DEFAULT_MEM, MAX_REPEAT, QUICK_MEM, check_memory, get_workload,
+                            resolve_params, run_one)
 from workloads.fragment import fragment
 
 from . import matrix, report, results
@@ -132,6 +134,8 @@ def _run(args):
     costs = _load_costs(args.costs) if args.costs else None
     for name in names:
         resolve_params(name, params, args.quick)          # validate before any work
+    if not args.no_save and not args.dry_run:
+        _check_out(args.out)
     live = None
     if "live" in backends:
         from livekernel.session import LiveSession
@@ -146,6 +150,10 @@ def _run(args):
         sim_backend = sim_factory(live.arena, costs)
     else:
         sim_mem, sim_backend = args.mem, sim_factory(None, costs)
+    if "sim" in backends:
+        # one machine alive at a time: a row keeps its maps and counters, never its machine
+        check_memory(sim_mem or (QUICK_MEM if args.quick else DEFAULT_MEM),
+                     pictures=not args.no_save)
     plan = []
     for name in names:
         for r in range(args.repeat):
@@ -194,6 +202,24 @@ def _summary(df):
     if "unsupported" in df.columns and df["unsupported"].fillna("").astype(bool).any():
         cols.append("unsupported")
     return df[[c for c in cols if c in df.columns]]
+
+
+def _check_out(out):
+    """UsageError unless the results root can be written: found before the work, not after it.
+    os.access() says yes to root almost anywhere (/proc too), so a directory is really made."""
+    root = pathlib.Path(out) if out else REPO_RESULTS
+    try:
+        results.check_output_dir(root, "--out")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    probe = root.absolute()
+    while not probe.exists():
+        probe = probe.parent
+    try:
+        tempfile.TemporaryDirectory(dir=probe, prefix=".foliobench-probe-").cleanup()
+    except OSError as exc:
+        raise UsageError(f"--out {str(root)!r}: {probe} cannot be written: "
+                         f"{exc.strerror or exc}") from None
 
 
 def _load_costs(path):
@@ -388,6 +414,13 @@ def _positive_int(text):
     return value
 
 
+def _repeat(text):
+    value = _positive_int(text)
+    if value > MAX_REPEAT:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_REPEAT}")
+    return value
+
+
 def build_parser():
     parser = _Parser(prog="foliobench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -402,7 +435,8 @@ def build_parser():
                      help="workload parameter (repeatable)")
     run.add_argument("--mem", help="machine size (default 16G, 1G with --quick)")
     run.add_argument("--seed", type=_nonneg_int, default=0)
-    run.add_argument("--repeat", type=_positive_int, default=1, help="seeds seed..seed+N-1")
+    run.add_argument("--repeat", type=_repeat, default=1,
+                     help=f"seeds seed..seed+N-1 (1..{MAX_REPEAT})")
     run.add_argument("--quick", action="store_true", help="quick sizes (seconds)")
     run.add_argument("--format", choices=results.FORMATS, default="table")
     run.add_argument("--out", help="results root (default: the repository's results/)")

@@ -12,6 +12,8 @@ import numpy as np
 import simcore
 from simcore.metrics import fragmentation_at_order9
 
+from .memory import check_memory
+
 
 class Unsupported(Exception):
     """This backend cannot do that step here (the live kernel may lack CMA, say)."""
@@ -146,6 +148,7 @@ class SimBackend(Backend):
         """strategy: compaction strategy (default the profile's); profile: simcore kernel
         profile (default the newest); swap: size of a zram-like swap area; nodes: 2 adds a
         second node of the same size for NUMA balancing."""
+        check_memory(mem, machines=nodes if nodes in (1, 2) else 1)
         self.machine = simcore.Machine(mem=mem, seed=seed, compaction=strategy, profile=profile,
                                        **machine_kw)
         self.rng = self.machine.rng

@@ -22,6 +22,8 @@ from simcore.strategies import get_strategy
 from simcore.units import parse_size
 
 from .backend import SimBackend, Unsupported
+from .memory import (MAX_REPEAT, NotEnoughMemory, check_memory, check_repeat,  # noqa: F401
+                     memory_needed)
 
 QUICK_MEM = "1G"
 DEFAULT_MEM = "16G"
@@ -163,7 +165,7 @@ def _run_on(cls, p, backend, strategy, mem, seed, keep):
                                   wall_s=time.perf_counter() - wall0))
     row.update(figures)
     if keep is not None:
-        keep["backend"] = backend
+        # what the report needs, never the backend: a kept backend keeps its whole machine
         keep["vmstat_delta"] = d
         keep["buddyinfo_after"] = backend.buddyinfo()
         keep["map_after"] = _pageblock_map(backend)
@@ -182,6 +184,7 @@ def run(workload, strategies=("legacy", "split", "folio"), mem=None, seed=0, rep
     backend="live" runs it on the running kernel instead (root; one row per seed, strategy
     "kernel"); `mem` is then the arena and `live` takes livekernel.session.LiveSession's other
     options (mem_cap, dry_run, allow_offline, workdir)."""
+    check_repeat(repeat)
     if backend == "live":
         from livekernel.session import LiveSession
         with LiveSession(mem=mem, **(live or {})) as session:
@@ -194,6 +197,7 @@ def run(workload, strategies=("legacy", "split", "folio"), mem=None, seed=0, rep
         strategies = [strategies]
     for s in strategies:
         get_strategy(s)
+    check_memory(mem or (QUICK_MEM if quick else DEFAULT_MEM))
     rows = [run_one(workload, s, mem, seed + r, params, quick)
             for r in range(repeat) for s in strategies]
     return pd.DataFrame(rows)
