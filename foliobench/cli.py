@@ -17,16 +17,19 @@ cleanly and keeps the rows that completed.
 """
 import argparse
 import pathlib
+import re
 import sys
 import tempfile
+import threading
 import time
 
+import numpy as np
 import pandas as pd
 
 import simcore
 import workloads
-from workloads.base import (DEFAULT_MEM, MAX_REPEAT, QUICK_MEM, check_memory, get_workload,
-                            resolve_params, run_one)
+from workloads.base import (DEFAULT_MEM, MAX_REPEAT, MAX_SEED, QUICK_MEM, check_memory,
+                            get_workload, headline_columns, resolve_params, run_one)
 from workloads.fragment import fragment
 
 from . import matrix, report, results
@@ -44,8 +47,20 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kw):
+        kw.setdefault("allow_abbrev", False)   # --me is not --mem: a typo is an error
+        super().__init__(*args, **kw)
+
     def error(self, message):
         raise UsageError(message)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the rows that completed are kept (exit code 143)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 # ---- list ---------------------------------------------------------------------------------
@@ -83,29 +98,39 @@ def _params(pairs):
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"--param {pair!r} must look like KEY=VALUE")
+        if key in out:
+            raise UsageError(f"--param {key} is given twice ({key}={out[key]} and {pair}); "
+                             f"give each parameter once")
         out[key] = value
     return out
 
 
 class _Progress:
-    """One self-updating line on stderr when it is a terminal; nothing otherwise."""
+    """Progress on stderr: one self-updating line on a terminal ("auto"), one line per completed
+    run for logs and scripts ("lines"), or nothing ("none", and "auto" off a terminal)."""
 
-    def __init__(self, total):
+    def __init__(self, total, mode="auto"):
         self.total = total
         self.done = 0
-        self.tty = sys.stderr.isatty()
+        self.mode = mode if mode != "auto" else ("bar" if sys.stderr.isatty() else "none")
         self.start = time.perf_counter()
 
     def step(self, label):
-        if self.tty:
+        if self.mode == "bar":
             width = 30
             filled = width * self.done // max(self.total, 1)
             sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
                              f" {label:40.40s}")
             sys.stderr.flush()
 
+    def completed(self, label):
+        self.done += 1
+        if self.mode == "lines":
+            print(f"done {self.done}/{self.total}: {label} "
+                  f"({time.perf_counter() - self.start:.1f} s)", file=sys.stderr, flush=True)
+
     def finish(self):
-        if self.tty:
+        if self.mode == "bar":
             sys.stderr.write(f"\r{' ' * 80}\r")
             sys.stderr.flush()
 
@@ -127,6 +152,8 @@ def _run(args):
         from simcore.strategies import get_strategy
         get_strategy(s)
     params = _params(args.param)
+    if args.seed + args.repeat - 1 > MAX_SEED:
+        raise UsageError(f"--seed {args.seed} with --repeat {args.repeat} goes past {MAX_SEED}")
     if args.all and params:
         raise UsageError("--param applies to one workload; give a WORKLOAD instead of --all")
     if args.mem is not None:
@@ -160,13 +187,14 @@ def _run(args):
             for backend in backends:
                 for s in (strategies if backend == "sim" else ["kernel"]):
                     plan.append((name, backend, s, args.seed + r))
-    progress = _Progress(len(plan))
+    progress = _Progress(len(plan), args.progress)
     rows, keeps = [], []
-    interrupted = False
+    interrupted = 0
     with live if live is not None else contextlib.nullcontext():
         try:
             for name, backend, strategy, seed in plan:
-                progress.step(f"{name} {backend} {strategy} seed {seed}")
+                label = f"{name} {backend} {strategy} seed {seed}"
+                progress.step(label)
                 keep = {}
                 if backend == "live":
                     row = run_one(name, strategy, live.mem, seed, params, args.quick, keep=keep,
@@ -176,29 +204,33 @@ def _run(args):
                                   backend_factory=sim_backend)
                 rows.append(row)
                 keeps.append(keep)
-                progress.done += 1
-        except KeyboardInterrupt:
-            interrupted = True
+                progress.completed(label)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # Ctrl-C, SIGTERM (Terminated here, SystemExit(143) from the live journal)
+            interrupted = 143 if isinstance(exc, (Terminated, SystemExit)) else 130
     progress.finish()
     if live is not None and live.journal.errors:
         print("foliobench: some settings could not be restored (see above)", file=sys.stderr)
     if args.dry_run:
         print(f"dry run: {len(live.journal.log)} writes listed above; nothing was changed")
-        return 130 if interrupted else 0
+        return interrupted or 0
     if not rows:
         print("foliobench: interrupted before any run completed; nothing saved", file=sys.stderr)
-        return 130
+        return interrupted
     df = pd.DataFrame(rows)
     print(results.format_table(_summary(df) if args.format == "table" else df, args.format))
     if not args.no_save:
         out = _save(df, keeps, names, args)
         print(f"\nsaved: {out}" + ("  (interrupted: partial)" if interrupted else ""),
               file=sys.stderr if args.format != "table" else sys.stdout)
-    return 130 if interrupted else 0
+    return interrupted or 0
 
 
 def _summary(df):
+    names = list(dict.fromkeys(df["workload"])) if "workload" in df.columns else []
+    names = [n for n in names if n in workloads.workloads()]
     cols = ["workload", "backend", "strategy", "seed"] + [c for c in SUMMARY if c in df.columns]
+    cols += headline_columns(list(df.columns), names)
     if "unsupported" in df.columns and df["unsupported"].fillna("").astype(bool).any():
         cols.append("unsupported")
     return df[[c for c in cols if c in df.columns]]
@@ -254,7 +286,8 @@ def _save(df, keeps, names, args):
         if panels:
             report.fragmentation_map(panels, run_dir / f"fragmap-{name}.png",
                                      title=f"{name}: physical memory, one cell per pageblock")
-        metrics = [m for m in BAR_METRICS if m in sub.columns]
+        metrics = [m for m in BAR_METRICS + headline_columns(list(sub.columns), [name])
+                   if m in sub.columns and pd.api.types.is_numeric_dtype(sub[m])]
         report.metric_bars(sub, metrics, run_dir / f"metrics-{name}.png",
                            title=f"{name} ({sub['mem'].iloc[0]}, {len(sub)} runs)")
     results.write_table(run_dir, df, metadata={"workloads": names, "argv": sys.argv[1:]})
@@ -265,7 +298,6 @@ def _save(df, keeps, names, args):
 
 def _compare(args):
     from simcore.strategies import get_strategy
-    import pyperf
     import subprocess
     for s in (args.strategy_a, args.strategy_b):
         get_strategy(s)
@@ -276,7 +308,10 @@ def _compare(args):
     out.mkdir(parents=True, exist_ok=True)
     mode = ["--rigorous"] if args.rigorous else (["--fast"] if args.fast else [])
     files = []
-    for strategy in (args.strategy_a, args.strategy_b):
+    for step, strategy in enumerate((args.strategy_a, args.strategy_b), 1):
+        # pyperf calibrates, warms up and spawns workers: a minute or more, so say what runs
+        print(f"compare: timing {args.workload} under {strategy} with pyperf ({step}/3)...",
+              file=sys.stderr, flush=True)
         path = out / f"{args.workload}-{strategy}.json"
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.unlink(missing_ok=True)
@@ -293,24 +328,49 @@ def _compare(args):
     table = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", "--table",
                             str(files[0]), str(files[1])], capture_output=True, text=True)
     print(table.stdout.rstrip())
-    a, b = (pyperf.Benchmark.load(str(f)) for f in files)
+    print("compare: deterministic figures, same seed, quick size (3/3)...", file=sys.stderr,
+          flush=True)
     rows = [run_one(args.workload, s, seed=args.seed, quick=True)
             for s in (args.strategy_a, args.strategy_b)]
     metrics = ["highorder_success", "compaction_success_rate", "migration_gib_per_s",
                "large_folio_preservation", "pages_migrated"]
-    side = pd.DataFrame({row["strategy"]: [row[m] for m in metrics] for row in rows},
-                        index=metrics)
+    side = pd.DataFrame({"metric": metrics, **{row["strategy"]: [_exact(row[m]) for m in metrics]
+                                               for row in rows}})
     print("\ndeterministic figures (same seed, quick size):")
-    print(results.format_table(side.reset_index(names="metric"), "table"))
-    ratio = a.mean() / b.mean()
-    faster = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+    print(results.format_table(side, "table"))
+    verdict = _pyperf_verdict(files[0], files[1])
     pa, pb = (row["large_folio_preservation"] for row in rows)
-    pct = lambda v: "n/a (no large folio migrated)" if v != v else f"{v:.1%}"
-    print(f"\n{args.strategy_b} runs {args.workload} {faster} than {args.strategy_a} (simulator "
-          f"wall time, pyperf means) and preserves {pct(pb)} of the large folios it migrates "
+    pct = lambda v: "n/a (no large folio migrated)" if v != v else f"{v:.1%}"  # noqa: E731
+    print(f"\n{args.strategy_b} vs {args.strategy_a} on {args.workload} (simulator wall time): "
+          f"{verdict}; {args.strategy_b} preserves {pct(pb)} of the large folios it migrates "
           f"vs {pct(pa)}.")
     print(f"pyperf files: {files[0]} {files[1]} (python -m pyperf stats/hist/compare_to)")
     return 0
+
+
+def _exact(value):
+    """A figure as text: counters (integers) exactly, other numbers to 3 significant digits."""
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return "-" if value != value else f"{value:.3g}"
+    return str(value)
+
+
+def _pyperf_verdict(ref, changed):
+    """pyperf compare_to's own verdict (its significance test), in words: "not significant" or
+    "1.05x faster"/"1.05x slower" (changed against ref)."""
+    import subprocess
+    proc = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", str(ref), str(changed)],
+                          capture_output=True, text=True)
+    text = proc.stdout
+    if "Not significant" in text:
+        return "not significant (pyperf compare_to)"
+    found = re.search(r"(\d+(?:\.\d+)?x (?:faster|slower)|no change)", text)
+    return f"{found.group(1)} (pyperf compare_to, significant)" if found else \
+        f"no verdict from pyperf compare_to: {text.strip()[-200:]!r}"
 
 
 # ---- live ---------------------------------------------------------------------------------
@@ -398,6 +458,9 @@ def _fraction(text):
 
 
 def _nonneg_int(text):
+    # int() also takes full-width and other non-ASCII digits: only 0-9 are a number here
+    if not text.strip().isascii():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (digits 0-9)")
     try:
         value = int(text)
     except ValueError:
@@ -411,6 +474,13 @@ def _positive_int(text):
     value = _nonneg_int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _seed(text):
+    value = _nonneg_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_SEED} (2**63 - 1)")
     return value
 
 
@@ -434,13 +504,16 @@ def build_parser():
     run.add_argument("--param", action="append", metavar="KEY=VALUE",
                      help="workload parameter (repeatable)")
     run.add_argument("--mem", help="machine size (default 16G, 1G with --quick)")
-    run.add_argument("--seed", type=_nonneg_int, default=0)
+    run.add_argument("--seed", type=_seed, default=0)
     run.add_argument("--repeat", type=_repeat, default=1,
                      help=f"seeds seed..seed+N-1 (1..{MAX_REPEAT})")
     run.add_argument("--quick", action="store_true", help="quick sizes (seconds)")
     run.add_argument("--format", choices=results.FORMATS, default="table")
     run.add_argument("--out", help="results root (default: the repository's results/)")
     run.add_argument("--no-save", action="store_true", help="print only, write nothing")
+    run.add_argument("--progress", choices=("auto", "lines", "none"), default="auto",
+                     help="on stderr: a bar on a terminal (auto), a line per completed run "
+                          "(lines), or nothing")
     run.add_argument("--backend", action="append", choices=("sim", "live"),
                      help="sim (default) and/or live: the running kernel, root only "
                           "(repeatable: one table with a backend column)")
@@ -463,7 +536,7 @@ def build_parser():
     comp.add_argument("strategy_a")
     comp.add_argument("strategy_b")
     comp.add_argument("--workload", default="thp-heavy")
-    comp.add_argument("--seed", type=_nonneg_int, default=0)
+    comp.add_argument("--seed", type=_seed, default=0)
     speed = comp.add_mutually_exclusive_group()
     speed.add_argument("--fast", action="store_true", help="pyperf --fast")
     speed.add_argument("--rigorous", action="store_true", help="pyperf --rigorous")
@@ -497,24 +570,36 @@ def build_parser():
     demo = sub.add_parser("demo", help="build a machine, fragment it, print buddyinfo and the "
                                        "fragmentation indices")
     demo.add_argument("--mem", default="16G", help="machine size (default 16G)")
-    demo.add_argument("--seed", type=_nonneg_int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0)
     demo.add_argument("--fill", type=_fraction, default=0.9, help="share of memory to fill")
     demo.add_argument("--free", type=_fraction, default=0.5, help="share of movable folios freed")
     demo.set_defaults(func=_demo)
     return parser
 
 
+def _refuse_negative_sizes(argv):
+    """`--mem -4G`: argparse takes -4G for an option and says --mem expected one argument."""
+    for option, value in zip(argv, argv[1:]):
+        if option.startswith("--") and "=" not in option and re.match(r"-\d", value) \
+                and not re.fullmatch(r"-\d+", value):
+            raise UsageError(f"{option} {value}: a negative value is not allowed")
+
+
 def main(argv=None):
+    import signal
     parser = build_parser()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        _refuse_negative_sizes(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
         return args.func(args)
     except (UsageError, ValueError) as exc:
         print(f"foliobench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("foliobench: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:
         return 0
     except OSError as exc:

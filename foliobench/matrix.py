@@ -285,6 +285,8 @@ def add_parser(sub):
     p = sub.add_parser("matrix", help="the large-folio feature matrix: every subsystem x folio "
                                       "size, per simulator kernel profile or the live kernel")
     p.add_argument("--backend", choices=("sim", "live"), default="sim")
+    p.add_argument("--live", dest="backend", action="store_const", const="live",
+                   help="same as --backend live (as for run)")
     p.add_argument("--profile", action="append", metavar="NAME",
                    help="simulator kernel profile (repeatable; default: all of "
                         + ", ".join(simprofiles.profiles()) + ")")

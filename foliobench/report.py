@@ -217,7 +217,10 @@ def _metric_label(metric):
 
 
 def _fmt_value(v, _pos=None):
-    """3 significant digits; from 10 thousand on as k, M, G, T."""
+    """3 significant digits; from 10 thousand on as k, M, G, T. A whole number below 10
+    thousand (a counter such as pages_migrated 2048) is written exactly."""
+    if float(v).is_integer() and abs(v) < 1e4:
+        return str(int(v))
     r = float(f"{v:.3g}")
     for threshold, scale, suffix in ((1e12, 1e12, "T"), (1e9, 1e9, "G"), (1e6, 1e6, "M"),
                                      (1e4, 1e3, "k")):

@@ -76,3 +76,39 @@ def test_cli_refuses_before_any_work(args, message):
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mem", "\uff11G"], "is not a size"),                       # full-width 1
+    (["--param", "fill=\uff10.\uff15"], "fill"),
+    (["--param", "fill=nan"], "parameter fill=nan is not a finite number"),
+    (["--param", "fill=0.5", "--param", "fill=0.6"], "--param fill is given twice"),
+    (["--seed", str(1 << 64)], "--seed"),
+    (["--seed", "\uff11"], "--seed"),
+    (["--me", "1G"], "unrecognized arguments: --me"),                 # no prefix matching
+    (["--mem", "-4G"], "--mem -4G: a negative value is not allowed"),
+])
+def test_cli_bad_numbers_are_named(args, message):
+    proc = run_cli("run", "thp-heavy", "--quick", "--no-save", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_api_refuses_non_ascii_digits_nan_and_huge_seeds():
+    from simcore.units import parse_size
+    from workloads.base import resolve_params
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size("\uff11\uff16G")
+    with pytest.raises(ValueError, match="fill"):
+        resolve_params("thp-heavy", {"fill": "\uff10.5"})
+    with pytest.raises(ValueError, match="fill=nan"):
+        resolve_params("thp-heavy", {"fill": float("nan")})
+    with pytest.raises(ValueError, match="seed"):
+        workloads.run("highalloc", strategies=["folio"], quick=True, seed=1 << 63)
+
+
+def test_matrix_takes_live_like_run():
+    from foliobench.cli import build_parser
+    args = build_parser().parse_args(["matrix", "--live"])
+    assert args.backend == "live"
+    assert build_parser().parse_args(["matrix"]).backend == "sim"

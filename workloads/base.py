@@ -27,6 +27,7 @@ from .memory import (MAX_REPEAT, NotEnoughMemory, check_memory, check_repeat,  #
 
 QUICK_MEM = "1G"
 DEFAULT_MEM = "16G"
+MAX_SEED = (1 << 63) - 1
 _REGISTRY = {}
 
 
@@ -42,6 +43,9 @@ class Param:
     def parse(self, name, value):
         """The value from a string (command line) or a Python value, checked against the range."""
         kind = type(self.default)
+        if isinstance(value, str) and kind is not str and not value.strip().isascii():
+            # int() and float() take full-width and other non-ASCII digits; a number here is 0-9
+            raise ValueError(f"parameter {name}={value!r} is not a {kind.__name__} (digits 0-9)")
         if isinstance(value, str) and kind is not str:
             try:
                 value = kind(value) if kind is not bool else value.lower() in ("1", "true", "yes")
@@ -49,6 +53,8 @@ class Param:
                 raise ValueError(f"parameter {name}={value!r} is not a {kind.__name__}") from None
         if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ValueError(f"parameter {name}={value!r} is not a {kind.__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"parameter {name}={value!r} is not a finite number")
         if kind is int and isinstance(value, float):
             if not value.is_integer():
                 raise ValueError(f"parameter {name}={value!r} is not an integer")
@@ -71,12 +77,22 @@ class Workload:
     description = ""
     params = {}
     machine = {}          # extra simcore.Machine arguments, from params: {"cma": "cma_size"}
+    # the figures this workload is about, shown in the printed table, `show` and the metrics
+    # picture; a name ending in * is a prefix ("fallback_*": one column per folio size)
+    headline = ()
 
     def run(self, backend, p, extra):
         """Drive the backend with parameters p; return this workload's figures (a dict;
         "requested" and "granted" feed highorder_success). `extra` takes artefacts for the
         report (anything JSON-serialisable)."""
         raise NotImplementedError
+
+
+def check_seed(seed):
+    """ValueError unless seed is an integer 0..MAX_SEED (a seed column stays int64)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed {seed!r} must be an integer from 0 to {MAX_SEED} (2**63 - 1)")
+    return seed
 
 
 def register(cls):
@@ -185,6 +201,8 @@ def run(workload, strategies=("legacy", "split", "folio"), mem=None, seed=0, rep
     "kernel"); `mem` is then the arena and `live` takes livekernel.session.LiveSession's other
     options (mem_cap, dry_run, allow_offline, workdir)."""
     check_repeat(repeat)
+    check_seed(seed)
+    check_seed(seed + repeat - 1)
     if backend == "live":
         from livekernel.session import LiveSession
         with LiveSession(mem=mem, **(live or {})) as session:
@@ -201,6 +219,19 @@ def run(workload, strategies=("legacy", "split", "folio"), mem=None, seed=0, rep
     rows = [run_one(workload, s, mem, seed + r, params, quick)
             for r in range(repeat) for s in strategies]
     return pd.DataFrame(rows)
+
+
+def headline_columns(columns, names=None):
+    """The headline figures among `columns`, in workload then column order (names: the
+    workloads to take them from; default every registered one)."""
+    out = []
+    for name in names if names is not None else workloads():
+        for pattern in get_workload(name).headline:
+            if pattern.endswith("*"):
+                out.extend(c for c in columns if c.startswith(pattern[:-1]))
+            elif pattern in columns:
+                out.append(pattern)
+    return list(dict.fromkeys(out))
 
 
 def share(num, den):

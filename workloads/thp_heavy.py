@@ -15,6 +15,7 @@ ROUNDS = 16
 @register
 class ThpHeavy(Workload):
     name = "thp-heavy"
+    headline = ("huge_pct", "fallback_*")
     description = " ".join(__doc__.split("\n\n")[0].split()).split(": ", 1)[1]
     params = {
         "mix": Param("16K:1,64K:2,2M:2", "mTHP size mix of the faults (size:weight,...)"),
