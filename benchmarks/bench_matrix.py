@@ -7,7 +7,7 @@ profile (all sizes), the figure behind the README's "foliobench matrix <= 30 s" 
 """
 from foliobench import matrix
 from simcore import profiles
-from simcore.metrics import PERFECTLY, UNTESTED
+from foliobench.verdicts import PERFECTLY, UNTESTED
 from workloads.matrix_probes import PROBE_NAMES
 
 ORDERS = sorted(matrix.SIZE_ORDERS.values())

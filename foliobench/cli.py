@@ -30,6 +30,7 @@ import simcore
 import workloads
 from workloads.base import (DEFAULT_MEM, MAX_REPEAT, MAX_SEED, QUICK_MEM, check_memory,
                             get_workload, headline_columns, resolve_params, run_one)
+from workloads.backend import sim_factory
 from workloads.fragment import fragment
 
 from . import matrix, report, results
@@ -171,8 +172,9 @@ def _run(args):
                            out=sys.stdout if args.dry_run else None)
         if args.dry_run:
             backends, args.no_save = ["live"], True
-    from livekernel.compare import live_machine_size, sim_factory
+    # the command line chooses the backends: the simulator, the live kernel or both
     if live is not None:
+        from livekernel.compare import live_machine_size
         sim_mem = args.sim_mem or live_machine_size()
         sim_backend = sim_factory(live.arena, costs)
     else:

@@ -6,7 +6,7 @@ evidence.
     print(render_markdown(doc))
 
 The probes (workloads.matrix_probes) drive any Backend; the verdicts come from
-simcore.metrics.matrix_verdict (thresholds defined there, once); this module runs the probes,
+foliobench.verdicts.matrix_verdict (thresholds defined there, once); this module runs the probes,
 adds each cell's cost per byte against the same probe on 4K pages, and renders Markdown, HTML
 (self-contained, colour-coded, evidence on hover) and JSON, saved under results/matrix/.
 """
@@ -18,11 +18,12 @@ import time
 
 import simcore
 from simcore import profiles as simprofiles
-from simcore.metrics import (COST_RATIO_LIMIT, NOT_AT_ALL, PERFECTLY, SUB_OPTIMALLY, BARELY,
-                             UNTESTED, VERDICT_RULES, matrix_verdict)
 from simcore.units import parse_size
 from workloads.backend import SimBackend, Unsupported
 from workloads.base import git_commit
+
+from .verdicts import (BARELY, COST_RATIO_LIMIT, NOT_AT_ALL, PERFECTLY, SUB_OPTIMALLY, UNTESTED,
+                       VERDICT_RULES, matrix_verdict)
 from workloads.matrix_probes import PROBES
 
 FORMAT = "foliobench-matrix/1"

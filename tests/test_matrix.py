@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from foliobench import matrix
-from simcore import metrics
-from simcore.metrics import matrix_verdict
+from foliobench import verdicts as metrics
+from foliobench.verdicts import matrix_verdict
 from workloads.backend import Backend, SimBackend, Unsupported
 from workloads.matrix_probes import PROBES, get_probe
 

@@ -193,24 +193,19 @@ def _run_on(cls, p, backend, strategy, mem, seed, keep):
 
 
 def run(workload, strategies=("legacy", "split", "folio"), mem=None, seed=0, repeat=1,
-        params=None, quick=False, backend="sim", live=None):
+        params=None, quick=False, backend="sim"):
     """Every strategy on the same seeded workload (seeds seed..seed+repeat-1): a DataFrame with
-    one row per strategy x seed.
+    one row per strategy x seed, on the simulator.
 
-    backend="live" runs it on the running kernel instead (root; one row per seed, strategy
-    "kernel"); `mem` is then the arena and `live` takes livekernel.session.LiveSession's other
-    options (mem_cap, dry_run, allow_offline, workdir)."""
+    The live kernel is chosen above this layer (workloads never import livekernel): `foliobench
+    run --backend live`, or run_one(..., backend_factory=LiveSession(...).factory)."""
     check_repeat(repeat)
     check_seed(seed)
     check_seed(seed + repeat - 1)
-    if backend == "live":
-        from livekernel.session import LiveSession
-        with LiveSession(mem=mem, **(live or {})) as session:
-            rows = [run_one(workload, "kernel", session.mem, seed + r, params, quick,
-                            backend_factory=session.factory) for r in range(repeat)]
-        return pd.DataFrame(rows)
     if backend != "sim":
-        raise ValueError(f"backend {backend!r} is unknown; allowed: sim, live")
+        raise ValueError(f"backend {backend!r}: workloads.run() runs the simulator (sim); run the "
+                         f"live kernel with 'foliobench run --backend live' or run_one() with "
+                         f"a LiveSession's factory")
     if isinstance(strategies, str):
         strategies = [strategies]
     for s in strategies:
