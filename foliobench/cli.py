@@ -28,9 +28,18 @@ import pandas as pd
 
 import simcore
 import workloads
-from workloads.base import (DEFAULT_MEM, MAX_REPEAT, MAX_SEED, QUICK_MEM, check_memory,
-                            get_workload, headline_columns, resolve_params, run_one)
 from workloads.backend import sim_factory
+from workloads.base import (
+    DEFAULT_MEM,
+    MAX_REPEAT,
+    MAX_SEED,
+    QUICK_MEM,
+    check_memory,
+    get_workload,
+    headline_columns,
+    resolve_params,
+    run_one,
+)
 from workloads.fragment import fragment
 
 from . import matrix, report, results
@@ -136,11 +145,13 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _run(args):
-    import contextlib
-    names = workloads.workloads() if args.all else [args.workload]
+def _run_request(args):
+    """The run's workloads, backends, strategies and parameters, every one checked before any
+    work starts (UsageError/ValueError otherwise)."""
+    from simcore.strategies import get_strategy
     if not args.all and not args.workload:
         raise UsageError("run needs a WORKLOAD or --all; see 'foliobench list'")
+    names = workloads.workloads() if args.all else [args.workload]
     backends = list(dict.fromkeys((args.backend or []) + (["live"] if args.live else [])))
     backends = backends or ["sim"]
     live_opts = args.dry_run or args.allow_offline or args.mem_cap or args.sim_mem
@@ -150,7 +161,6 @@ def _run(args):
     # a side-by-side run compares the kernel with the strategy of kernels 6.9 and later
     strategies = args.strategy or (["folio"] if "live" in backends else simcore.strategies())
     for s in strategies:
-        from simcore.strategies import get_strategy
         get_strategy(s)
     params = _params(args.param)
     if args.seed + args.repeat - 1 > MAX_SEED:
@@ -159,11 +169,16 @@ def _run(args):
         raise UsageError("--param applies to one workload; give a WORKLOAD instead of --all")
     if args.mem is not None:
         simcore.parse_size(args.mem, "--mem")
-    costs = _load_costs(args.costs) if args.costs else None
     for name in names:
         resolve_params(name, params, args.quick)          # validate before any work
     if not args.no_save and not args.dry_run:
         _check_out(args.out)
+    return names, backends, strategies, params
+
+
+def _backends(args, backends, costs):
+    """(live session or None, backends, simulated machine size, simulator factory): the command
+    line chooses the backends, the simulator, the live kernel or both."""
     live = None
     if "live" in backends:
         from livekernel.session import LiveSession
@@ -172,45 +187,54 @@ def _run(args):
                            out=sys.stdout if args.dry_run else None)
         if args.dry_run:
             backends, args.no_save = ["live"], True
-    # the command line chooses the backends: the simulator, the live kernel or both
     if live is not None:
         from livekernel.compare import live_machine_size
-        sim_mem = args.sim_mem or live_machine_size()
-        sim_backend = sim_factory(live.arena, costs)
+        sim_mem, sim_backend = args.sim_mem or live_machine_size(), sim_factory(live.arena, costs)
     else:
         sim_mem, sim_backend = args.mem, sim_factory(None, costs)
     if "sim" in backends:
         # one machine alive at a time: a row keeps its maps and counters, never its machine
         check_memory(sim_mem or (QUICK_MEM if args.quick else DEFAULT_MEM),
                      pictures=not args.no_save)
-    plan = []
-    for name in names:
-        for r in range(args.repeat):
-            for backend in backends:
-                for s in (strategies if backend == "sim" else ["kernel"]):
-                    plan.append((name, backend, s, args.seed + r))
+    return live, backends, sim_mem, sim_backend
+
+
+def _execute(args, plan, params, live, sim_mem, sim_backend):
+    """Run the plan: (rows, keeps, exit status of an interruption or 0). Ctrl-C and SIGTERM
+    (Terminated here, SystemExit(143) from the live journal) keep the rows that completed."""
     progress = _Progress(len(plan), args.progress)
     rows, keeps = [], []
     interrupted = 0
-    with live if live is not None else contextlib.nullcontext():
-        try:
-            for name, backend, strategy, seed in plan:
-                label = f"{name} {backend} {strategy} seed {seed}"
-                progress.step(label)
-                keep = {}
-                if backend == "live":
-                    row = run_one(name, strategy, live.mem, seed, params, args.quick, keep=keep,
-                                  backend_factory=live.factory)
-                else:
-                    row = run_one(name, strategy, sim_mem, seed, params, args.quick, keep=keep,
-                                  backend_factory=sim_backend)
-                rows.append(row)
-                keeps.append(keep)
-                progress.completed(label)
-        except (KeyboardInterrupt, SystemExit) as exc:
-            # Ctrl-C, SIGTERM (Terminated here, SystemExit(143) from the live journal)
-            interrupted = 143 if isinstance(exc, (Terminated, SystemExit)) else 130
+    try:
+        for name, backend, strategy, seed in plan:
+            label = f"{name} {backend} {strategy} seed {seed}"
+            progress.step(label)
+            keep = {}
+            if backend == "live":
+                row = run_one(name, strategy, live.mem, seed, params, args.quick, keep=keep,
+                              backend_factory=live.factory)
+            else:
+                row = run_one(name, strategy, sim_mem, seed, params, args.quick, keep=keep,
+                              backend_factory=sim_backend)
+            rows.append(row)
+            keeps.append(keep)
+            progress.completed(label)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        interrupted = 143 if isinstance(exc, (Terminated, SystemExit)) else 130
     progress.finish()
+    return rows, keeps, interrupted
+
+
+def _run(args):
+    import contextlib
+    names, backends, strategies, params = _run_request(args)
+    costs = _load_costs(args.costs) if args.costs else None
+    live, backends, sim_mem, sim_backend = _backends(args, backends, costs)
+    plan = [(name, backend, s, args.seed + r)
+            for name in names for r in range(args.repeat) for backend in backends
+            for s in (strategies if backend == "sim" else ["kernel"])]
+    with live if live is not None else contextlib.nullcontext():
+        rows, keeps, interrupted = _execute(args, plan, params, live, sim_mem, sim_backend)
     if live is not None and live.journal.errors:
         print("foliobench: some settings could not be restored (see above)", file=sys.stderr)
     if args.dry_run:
@@ -299,8 +323,9 @@ def _save(df, keeps, names, args):
 # ---- compare (pyperf) ---------------------------------------------------------------------
 
 def _compare(args):
-    from simcore.strategies import get_strategy
     import subprocess
+
+    from simcore.strategies import get_strategy
     for s in (args.strategy_a, args.strategy_b):
         get_strategy(s)
     if args.strategy_a == args.strategy_b:
@@ -380,6 +405,7 @@ def _pyperf_verdict(ref, changed):
 def _live_probe(args):
     import dataclasses
     import json
+
     from livekernel.probe import format_probe, probe
     caps = probe()
     if args.json:

@@ -21,10 +21,18 @@ from simcore import profiles as simprofiles
 from simcore.units import parse_size
 from workloads.backend import SimBackend, Unsupported
 from workloads.base import git_commit
-
-from .verdicts import (BARELY, COST_RATIO_LIMIT, NOT_AT_ALL, PERFECTLY, SUB_OPTIMALLY, UNTESTED,
-                       VERDICT_RULES, matrix_verdict)
 from workloads.matrix_probes import PROBES
+
+from .verdicts import (
+    BARELY,
+    COST_RATIO_LIMIT,
+    NOT_AT_ALL,
+    PERFECTLY,
+    SUB_OPTIMALLY,
+    UNTESTED,
+    VERDICT_RULES,
+    matrix_verdict,
+)
 
 FORMAT = "foliobench-matrix/1"
 SIZES = ("4K", "16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M")

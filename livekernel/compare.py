@@ -8,6 +8,7 @@ the whole machine) to see what the host's free memory hides.
 import psutil
 
 from simcore.units import format_size
+
 # the simulated side (ArenaSimBackend, sim_factory) is workloads.backend's; kept importable here
 from workloads.backend import ArenaSimBackend, sim_factory  # noqa: F401
 

@@ -15,7 +15,7 @@ Simplified: poisoned pages are in-use anonymous or file memory (no free-page, hu
 device cases); no processes are killed: an isolated page counts as recovered.
 """
 from .costs import COST_INDEX, split_ns
-from .mmzone import KINDS, KIND_KERNEL, PAGE_BUDDY, PAGE_HEAD, PAGE_TAIL, PG_HWPOISON
+from .mmzone import KIND_KERNEL, KINDS, PAGE_BUDDY, PAGE_HEAD, PAGE_TAIL, PG_HWPOISON
 from .pgdat import N_KIND_PAGES
 
 MEMORY_FAILURE_POLICIES = {

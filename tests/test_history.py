@@ -28,6 +28,8 @@ SYNTHETIC_REGRESSION = '''
 # synthetic regression (tests/test_history.py): folio compaction splits large folios again
 from simcore import freescan as _freescan
 from simcore.strategies import Folio as _Folio
+
+pytestmark = pytest.mark.slow
 _Folio.split_free_pages = True
 _Folio.target_policy = _freescan.TARGET_ORDER0
 '''

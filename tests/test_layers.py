@@ -1,4 +1,5 @@
-"""Layers one way: workload -> backend -> counters -> metrics -> results; nothing imports back up."""
+"""Layers one way: workload -> backend -> counters -> metrics -> results; nothing imports
+back up."""
 import ast
 import pathlib
 import subprocess

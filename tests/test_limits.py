@@ -10,8 +10,7 @@ import pytest
 import workloads
 from workloads.backend import SimBackend
 from workloads.base import run_one
-from workloads.memory import (MAX_REPEAT, NotEnoughMemory, check_memory, check_repeat,
-                              memory_needed)
+from workloads.memory import MAX_REPEAT, NotEnoughMemory, check_memory, check_repeat, memory_needed
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

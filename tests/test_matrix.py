@@ -3,7 +3,6 @@ kernel's history, evidence in every cell, the three renderings, the command line
 import html.parser
 import json
 import pathlib
-import re
 import subprocess
 import sys
 
@@ -102,7 +101,7 @@ def test_every_cell_keeps_its_evidence(doc):
     for m in doc["matrices"]:
         assert len(m["rows"]) == len(PROBES)
         for row in m["rows"]:
-            for size, cell in row["cells"].items():
+            for _size, cell in row["cells"].items():
                 ev = cell["evidence"]
                 if cell["verdict"] == "untested":
                     assert cell["reason"]
@@ -181,7 +180,8 @@ def test_markdown_html_json_render_every_cell(doc):
     md = matrix.render_markdown(doc)
     for m in doc["matrices"]:
         assert f"### {m['label']} (kernel {m['kernel']})" in md
-    table_rows = [l for l in md.splitlines() if l.startswith("| ") and "subsystem" not in l]
+    table_rows = [row for row in md.splitlines()
+                  if row.startswith("| ") and "subsystem" not in row]
     assert len(table_rows) == len(PROBES) * (len(doc["matrices"]) + 1)
     parsed = json.loads(matrix.render_json(doc))
     assert parsed["format"] == matrix.FORMAT and len(parsed["matrices"]) == 5

@@ -103,8 +103,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, needle)
         args = args + ["--out", str(tmp_path)]
     proc = run_cli(*args)
     assert proc.returncode == 2
-    lines = [l for l in proc.stderr.splitlines() if l.strip() and "Warning" not in l
-             and not l.startswith("  ")]
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and "Warning" not in line
+             and not line.startswith("  ")]
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not any(tmp_path.iterdir())

@@ -22,8 +22,7 @@ from simcore.strategies import get_strategy
 from simcore.units import parse_size
 
 from .backend import SimBackend, Unsupported
-from .memory import (MAX_REPEAT, NotEnoughMemory, check_memory, check_repeat,  # noqa: F401
-                     memory_needed)
+from .memory import MAX_REPEAT, NotEnoughMemory, check_memory, check_repeat, memory_needed  # noqa: F401
 
 QUICK_MEM = "1G"
 DEFAULT_MEM = "16G"
@@ -51,7 +50,8 @@ class Param:
                 value = kind(value) if kind is not bool else value.lower() in ("1", "true", "yes")
             except ValueError:
                 raise ValueError(f"parameter {name}={value!r} is not a {kind.__name__}") from None
-        if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        if kind in (int, float) and (isinstance(value, bool)
+                                     or not isinstance(value, (int, float))):
             raise ValueError(f"parameter {name}={value!r} is not a {kind.__name__}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"parameter {name}={value!r} is not a finite number")

@@ -40,7 +40,7 @@ class HotunplugCycles(Workload):
         time0 = backend.counters()["migrate_time_ns"]
         extra["map_before"] = backend.pageblock_map()
         reasons = {}
-        for cycle in range(p["cycles"]):
+        for _cycle in range(p["cycles"]):
             index = int(candidates[rng.integers(len(candidates))])
             done, reason = backend.offline_block(index)
             if done:

@@ -7,6 +7,7 @@ asked, fallbacks per size, and the compaction figures."""
 import numpy as np
 
 from simcore.mmzone import PAGEBLOCK_NR_PAGES
+
 from .base import Param, Workload, parse_size_mix, register, share
 
 ROUNDS = 16
