@@ -60,3 +60,19 @@ def test_workloads_run_refuses_the_live_backend():
     import workloads
     with pytest.raises(ValueError, match="foliobench run --backend live"):
         workloads.run("highalloc", backend="live")
+
+
+def test_workload_modules_register_themselves_without_a_list():
+    import importlib
+    import pkgutil
+
+    import workloads
+    from workloads.base import Workload
+    init = (REPO / "workloads" / "__init__.py").read_text()
+    found = set()
+    for info in pkgutil.iter_modules(workloads.__path__):
+        assert f"import {info.name}" not in init and f" {info.name}," not in init
+        module = importlib.import_module(f"workloads.{info.name}")
+        found |= {obj.name for obj in vars(module).values()
+                  if isinstance(obj, type) and issubclass(obj, Workload) and obj.name}
+    assert found and found == set(workloads.workloads())
