@@ -12,7 +12,8 @@ from .mmzone import PAGE_SIZE
 GIB = 1 << 30
 
 
-def _ratio(num, den):
+def ratio(num, den):
+    """num / den, NaN when den is 0 (a share of nothing is unknown, not 0)."""
     return num / den if den else math.nan
 
 
@@ -42,24 +43,24 @@ def compaction_metrics(vmstat_delta, migration=None, requested=None, granted=Non
         "compact_stall": v.get("compact_stall", 0),
         "compact_success": v.get("compact_success", 0),
         "compact_fail": v.get("compact_fail", 0),
-        "compaction_success_rate": _ratio(v.get("compact_success", 0), v.get("compact_stall", 0)),
-        "compact_scan_efficiency": _ratio(100 * v.get("compact_migrate_scanned", 0),
+        "compaction_success_rate": ratio(v.get("compact_success", 0), v.get("compact_stall", 0)),
+        "compact_scan_efficiency": ratio(100 * v.get("compact_migrate_scanned", 0),
                                           v.get("compact_free_scanned", 0)),
         "pages_migrated": migrated,
         "pages_migrate_failed": v.get("pgmigrate_fail", 0),
         "highorder_requested": requested if requested is not None else math.nan,
         "highorder_granted": granted if granted is not None else math.nan,
-        "highorder_success": _ratio(granted, requested) if requested is not None else math.nan,
+        "highorder_success": ratio(granted, requested) if requested is not None else math.nan,
     }
     time_ns = (migration or {}).get("time_ns", 0)
     row["migration_time_s"] = time_ns / 1e9
-    row["migration_pages_per_s"] = _ratio(migrated, time_ns / 1e9)
-    row["migration_gib_per_s"] = _ratio(migrated * PAGE_SIZE / GIB, time_ns / 1e9)
+    row["migration_pages_per_s"] = ratio(migrated, time_ns / 1e9)
+    row["migration_gib_per_s"] = ratio(migrated * PAGE_SIZE / GIB, time_ns / 1e9)
     whole = (migration or {}).get("large_succeeded", 0)
     split = (migration or {}).get("nr_split", 0)
     row["large_folios_migrated_whole"] = whole
     row["large_folios_split"] = split
-    row["large_folio_preservation"] = _ratio(whole, whole + split)
+    row["large_folio_preservation"] = ratio(whole, whole + split)
     for name, value in (("before", frag_before), ("after", frag_after)):
         if value is not None:
             row[f"fragindex_9_{name}"] = value.get("fragindex", math.nan)

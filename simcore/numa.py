@@ -15,7 +15,7 @@ thp_migration_success/fail.
 Simplified: one hinting fault per folio; no task placement, scan periods or rate limits.
 """
 from . import vm_event as ev
-from .costs import COST_COPY_PAGE, COST_FIXED
+from .costs import migration_ns
 from .mmzone import HPAGE_PMD_ORDER, KIND_NAMES, PG_PINNED
 from .pgdat import Z_WMARK_HIGH
 
@@ -57,7 +57,7 @@ def migrate_misplaced(src, dst, pfns, policy="whole"):
             out.append(None)
             continue
         src.free(pfn)
-        src.model_ns["numa"] += src.costs[COST_FIXED] + src.costs[COST_COPY_PAGE] * n
+        src.model_ns["numa"] += migration_ns(src.costs, order)
         events[ev.PGMIGRATE_SUCCESS] += n
         events[ev.NUMA_PAGES_MIGRATED] += n
         if order == HPAGE_PMD_ORDER:

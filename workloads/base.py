@@ -17,7 +17,7 @@ import time
 import pandas as pd
 
 import simcore
-from simcore.metrics import compaction_metrics, delta
+from simcore.metrics import compaction_metrics, delta, ratio
 from simcore.strategies import get_strategy
 from simcore.units import parse_size
 
@@ -229,8 +229,8 @@ def headline_columns(columns, names=None):
     return list(dict.fromkeys(out))
 
 
-def share(num, den):
-    return num / den if den else math.nan
+# one ratio helper: a workload's share of requests is simcore.metrics.ratio
+share = ratio
 
 
 @functools.lru_cache(maxsize=8)
