@@ -24,12 +24,12 @@ CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 SPLIT_RATE = "bench_compaction.CompactionOutcome.track_large_folio_split_rate"
 
+pytestmark = pytest.mark.slow   # an asv pass per commit and a browser: minutes
+
 SYNTHETIC_REGRESSION = '''
 # synthetic regression (tests/test_history.py): folio compaction splits large folios again
 from simcore import freescan as _freescan
 from simcore.strategies import Folio as _Folio
-
-pytestmark = pytest.mark.slow
 _Folio.split_free_pages = True
 _Folio.target_policy = _freescan.TARGET_ORDER0
 '''
