@@ -6,8 +6,8 @@ below "perfectly" per profile and subsystem. time_sim_matrix times the whole mat
 profile (all sizes), the figure behind the README's "foliobench matrix <= 30 s" target.
 """
 from foliobench import matrix
+from foliobench.verdicts import PERFECTLY, UNTESTED
 from simcore import profiles
-from simcore.metrics import PERFECTLY, UNTESTED
 from workloads.matrix_probes import PROBE_NAMES
 
 ORDERS = sorted(matrix.SIZE_ORDERS.values())

@@ -23,8 +23,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def _child(what, mem, rounds):
     sys.path.insert(0, HERE)
     import gc
-    import simcore
+
     import bench_page_alloc as B
+
+    import simcore
 
     B._warm_up()
     out = {}
@@ -99,7 +101,7 @@ def main():
     jobs += [("churn", mem) for mem in ("1G", "16G", "64G")]
     jobs += [("single", state) for state in ("fresh", "half-full")]
     results = {}
-    for r in range(args.runs):          # interleave runs so drifting load hits every job alike
+    for _r in range(args.runs):          # interleave runs so drifting load hits every job alike
         for what, mem in jobs:
             results.setdefault((what, mem), []).append(_run(what, mem, args.rounds))
     med = {}

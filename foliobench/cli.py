@@ -23,14 +23,29 @@ cleanly and keeps the rows that completed.
 import argparse
 import os
 import pathlib
+import re
 import sys
+import tempfile
+import threading
 import time
 
+import numpy as np
 import pandas as pd
 
 import simcore
 import workloads
-from workloads.base import get_workload, resolve_params, run_one
+from workloads.backend import sim_factory
+from workloads.base import (
+    DEFAULT_MEM,
+    MAX_REPEAT,
+    MAX_SEED,
+    QUICK_MEM,
+    check_memory,
+    get_workload,
+    headline_columns,
+    resolve_params,
+    run_one,
+)
 from workloads.fragment import fragment
 
 from . import agreement, compare_runs, guest, matrix, report, results, sweep, twin_cli
@@ -50,8 +65,20 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kw):
+        kw.setdefault("allow_abbrev", False)   # --me is not --mem: a typo is an error
+        super().__init__(*args, **kw)
+
     def error(self, message):
         raise UsageError(message)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the rows that completed are kept (exit code 143)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 # ---- list ---------------------------------------------------------------------------------
@@ -89,38 +116,50 @@ def _params(pairs):
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"--param {pair!r} must look like KEY=VALUE")
+        if key in out:
+            raise UsageError(f"--param {key} is given twice ({key}={out[key]} and {pair}); "
+                             f"give each parameter once")
         out[key] = value
     return out
 
 
 class _Progress:
-    """One self-updating line on stderr when it is a terminal; nothing otherwise."""
+    """Progress on stderr: one self-updating line on a terminal ("auto"), one line per completed
+    run for logs and scripts ("lines"), or nothing ("none", and "auto" off a terminal)."""
 
-    def __init__(self, total):
+    def __init__(self, total, mode="auto"):
         self.total = total
         self.done = 0
-        self.tty = sys.stderr.isatty()
+        self.mode = mode if mode != "auto" else ("bar" if sys.stderr.isatty() else "none")
         self.start = time.perf_counter()
 
     def step(self, label):
-        if self.tty:
+        if self.mode == "bar":
             width = 30
             filled = width * self.done // max(self.total, 1)
             sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
                              f" {label:40.40s}")
             sys.stderr.flush()
 
+    def completed(self, label):
+        self.done += 1
+        if self.mode == "lines":
+            print(f"done {self.done}/{self.total}: {label} "
+                  f"({time.perf_counter() - self.start:.1f} s)", file=sys.stderr, flush=True)
+
     def finish(self):
-        if self.tty:
+        if self.mode == "bar":
             sys.stderr.write(f"\r{' ' * 80}\r")
             sys.stderr.flush()
 
 
-def _run(args):
-    import contextlib
-    names = workloads.workloads() if args.all else [args.workload]
+def _run_request(args):
+    """The run's workloads, backends, strategies and parameters, every one checked before any
+    work starts (UsageError/ValueError otherwise)."""
+    from simcore.strategies import get_strategy
     if not args.all and not args.workload:
         raise UsageError("run needs a WORKLOAD or --all; see 'foliobench list'")
+    names = workloads.workloads() if args.all else [args.workload]
     backends = list(dict.fromkeys((args.backend or []) + (["live"] if args.live else [])))
     backends = backends or ["sim"]
     live_opts = args.dry_run or args.allow_offline or args.mem_cap or args.sim_mem
@@ -130,16 +169,24 @@ def _run(args):
     # a side-by-side run compares the kernel with the strategy of kernels 6.9 and later
     strategies = args.strategy or (["folio"] if "live" in backends else simcore.strategies())
     for s in strategies:
-        from simcore.strategies import get_strategy
         get_strategy(s)
     params = _params(args.param)
+    if args.seed + args.repeat - 1 > MAX_SEED:
+        raise UsageError(f"--seed {args.seed} with --repeat {args.repeat} goes past {MAX_SEED}")
     if args.all and params:
         raise UsageError("--param applies to one workload; give a WORKLOAD instead of --all")
     if args.mem is not None:
         simcore.parse_size(args.mem, "--mem")
-    costs = _load_costs(args.costs) if args.costs else None
     for name in names:
         resolve_params(name, params, args.quick)          # validate before any work
+    if not args.no_save and not args.dry_run:
+        _check_out(args.out)
+    return names, backends, strategies, params
+
+
+def _backends(args, backends, costs):
+    """(live session or None, backends, simulated machine size, simulator factory): the command
+    line chooses the backends, the simulator, the live kernel or both."""
     live = None
     if "live" in backends:
         from livekernel.session import LiveSession
@@ -148,64 +195,101 @@ def _run(args):
                            out=sys.stdout if args.dry_run else None)
         if args.dry_run:
             backends, args.no_save = ["live"], True
-    from livekernel.compare import live_machine_size, sim_factory
     if live is not None:
-        sim_mem = args.sim_mem or live_machine_size()
-        sim_backend = sim_factory(live.arena, costs)
+        from livekernel.compare import live_machine_size
+        sim_mem, sim_backend = args.sim_mem or live_machine_size(), sim_factory(live.arena, costs)
     else:
         sim_mem, sim_backend = args.mem, sim_factory(None, costs)
     if args.snapshot:
         if live is not None or costs:
             raise UsageError("--snapshot runs on the simulator only, without --costs")
         sim_backend = twin_cli.snapshot_factory(args.snapshot)
-    plan = []
-    for name in names:
-        for r in range(args.repeat):
-            for backend in backends:
-                for s in (strategies if backend == "sim" else ["kernel"]):
-                    plan.append((name, backend, s, args.seed + r))
-    progress = _Progress(len(plan))
+    if "sim" in backends:
+        # one machine alive at a time: a row keeps its maps and counters, never its machine
+        check_memory(sim_mem or (QUICK_MEM if args.quick else DEFAULT_MEM),
+                     pictures=not args.no_save)
+    return live, backends, sim_mem, sim_backend
+
+
+def _execute(args, plan, params, live, sim_mem, sim_backend):
+    """Run the plan: (rows, keeps, exit status of an interruption or 0). Ctrl-C and SIGTERM
+    (Terminated here, SystemExit(143) from the live journal) keep the rows that completed."""
+    progress = _Progress(len(plan), args.progress)
     rows, keeps = [], []
-    interrupted = False
-    with live if live is not None else contextlib.nullcontext():
-        try:
-            for name, backend, strategy, seed in plan:
-                progress.step(f"{name} {backend} {strategy} seed {seed}")
-                keep = {}
-                if backend == "live":
-                    row = run_one(name, strategy, live.mem, seed, params, args.quick, keep=keep,
-                                  backend_factory=live.factory)
-                else:
-                    row = run_one(name, strategy, sim_mem, seed, params, args.quick, keep=keep,
-                                  backend_factory=sim_backend)
-                rows.append(row)
-                keeps.append(keep)
-                progress.done += 1
-        except KeyboardInterrupt:
-            interrupted = True
+    interrupted = 0
+    try:
+        for name, backend, strategy, seed in plan:
+            label = f"{name} {backend} {strategy} seed {seed}"
+            progress.step(label)
+            keep = {}
+            if backend == "live":
+                row = run_one(name, strategy, live.mem, seed, params, args.quick, keep=keep,
+                              backend_factory=live.factory)
+            else:
+                row = run_one(name, strategy, sim_mem, seed, params, args.quick, keep=keep,
+                              backend_factory=sim_backend)
+            rows.append(row)
+            keeps.append(keep)
+            progress.completed(label)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        interrupted = 143 if isinstance(exc, (Terminated, SystemExit)) else 130
     progress.finish()
+    return rows, keeps, interrupted
+
+
+def _run(args):
+    import contextlib
+    names, backends, strategies, params = _run_request(args)
+    costs = _load_costs(args.costs) if args.costs else None
+    live, backends, sim_mem, sim_backend = _backends(args, backends, costs)
+    plan = [(name, backend, s, args.seed + r)
+            for name in names for r in range(args.repeat) for backend in backends
+            for s in (strategies if backend == "sim" else ["kernel"])]
+    with live if live is not None else contextlib.nullcontext():
+        rows, keeps, interrupted = _execute(args, plan, params, live, sim_mem, sim_backend)
     if live is not None and live.journal.errors:
         print("foliobench: some settings could not be restored (see above)", file=sys.stderr)
     if args.dry_run:
         print(f"dry run: {len(live.journal.log)} writes listed above; nothing was changed")
-        return 130 if interrupted else 0
+        return interrupted or 0
     if not rows:
         print("foliobench: interrupted before any run completed; nothing saved", file=sys.stderr)
-        return 130
+        return interrupted
     df = pd.DataFrame(rows)
     print(results.format_table(_summary(df) if args.format == "table" else df, args.format))
     if not args.no_save:
         out = _save(df, keeps, names, args)
         print(f"\nsaved: {out}" + ("  (interrupted: partial)" if interrupted else ""),
               file=sys.stderr if args.format != "table" else sys.stdout)
-    return 130 if interrupted else 0
+    return interrupted or 0
 
 
 def _summary(df):
+    names = list(dict.fromkeys(df["workload"])) if "workload" in df.columns else []
+    names = [n for n in names if n in workloads.workloads()]
     cols = ["workload", "backend", "strategy", "seed"] + [c for c in SUMMARY if c in df.columns]
+    cols += headline_columns(list(df.columns), names)
     if "unsupported" in df.columns and df["unsupported"].fillna("").astype(bool).any():
         cols.append("unsupported")
     return df[[c for c in cols if c in df.columns]]
+
+
+def _check_out(out):
+    """UsageError unless the results root can be written: found before the work, not after it.
+    os.access() says yes to root almost anywhere (/proc too), so a directory is really made."""
+    root = pathlib.Path(out) if out else REPO_RESULTS
+    try:
+        results.check_output_dir(root, "--out")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    probe = root.absolute()
+    while not probe.exists():
+        probe = probe.parent
+    try:
+        tempfile.TemporaryDirectory(dir=probe, prefix=".foliobench-probe-").cleanup()
+    except OSError as exc:
+        raise UsageError(f"--out {str(root)!r}: {probe} cannot be written: "
+                         f"{exc.strerror or exc}") from None
 
 
 def _load_costs(path):
@@ -247,7 +331,8 @@ def _write_run(run_dir, df, keeps, names, args):
         if panels:
             report.fragmentation_map(panels, run_dir / f"fragmap-{name}.png",
                                      title=f"{name}: physical memory, one cell per pageblock")
-        metrics = [m for m in BAR_METRICS if m in sub.columns]
+        metrics = [m for m in BAR_METRICS + headline_columns(list(sub.columns), [name])
+                   if m in sub.columns and pd.api.types.is_numeric_dtype(sub[m])]
         report.metric_bars(sub, metrics, run_dir / f"metrics-{name}.png",
                            title=f"{name} ({sub['mem'].iloc[0]}, {len(sub)} runs)")
     results.write_table(run_dir, df, metadata={"workloads": names, "argv": sys.argv[1:]})
@@ -257,9 +342,9 @@ def _write_run(run_dir, df, keeps, names, args):
 # ---- compare (pyperf) ---------------------------------------------------------------------
 
 def _compare(args):
-    from simcore.strategies import get_strategy
-    import pyperf
     import subprocess
+
+    from simcore.strategies import get_strategy
     for s in (args.strategy_a, args.strategy_b):
         get_strategy(s)
     if args.strategy_a == args.strategy_b:
@@ -269,7 +354,10 @@ def _compare(args):
     out.mkdir(parents=True, exist_ok=True)
     mode = ["--rigorous"] if args.rigorous else (["--fast"] if args.fast else [])
     files = []
-    for strategy in (args.strategy_a, args.strategy_b):
+    for step, strategy in enumerate((args.strategy_a, args.strategy_b), 1):
+        # pyperf calibrates, warms up and spawns workers: a minute or more, so say what runs
+        print(f"compare: timing {args.workload} under {strategy} with pyperf ({step}/3)...",
+              file=sys.stderr, flush=True)
         path = out / f"{args.workload}-{strategy}.json"
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.unlink(missing_ok=True)
@@ -286,24 +374,49 @@ def _compare(args):
     table = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", "--table",
                             str(files[0]), str(files[1])], capture_output=True, text=True)
     print(table.stdout.rstrip())
-    a, b = (pyperf.Benchmark.load(str(f)) for f in files)
+    print("compare: deterministic figures, same seed, quick size (3/3)...", file=sys.stderr,
+          flush=True)
     rows = [run_one(args.workload, s, seed=args.seed, quick=True)
             for s in (args.strategy_a, args.strategy_b)]
     metrics = ["highorder_success", "compaction_success_rate", "migration_gib_per_s",
                "large_folio_preservation", "pages_migrated"]
-    side = pd.DataFrame({row["strategy"]: [row[m] for m in metrics] for row in rows},
-                        index=metrics)
+    side = pd.DataFrame({"metric": metrics, **{row["strategy"]: [_exact(row[m]) for m in metrics]
+                                               for row in rows}})
     print("\ndeterministic figures (same seed, quick size):")
-    print(results.format_table(side.reset_index(names="metric"), "table"))
-    ratio = a.mean() / b.mean()
-    faster = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+    print(results.format_table(side, "table"))
+    verdict = _pyperf_verdict(files[0], files[1])
     pa, pb = (row["large_folio_preservation"] for row in rows)
-    pct = lambda v: "n/a (no large folio migrated)" if v != v else f"{v:.1%}"
-    print(f"\n{args.strategy_b} runs {args.workload} {faster} than {args.strategy_a} (simulator "
-          f"wall time, pyperf means) and preserves {pct(pb)} of the large folios it migrates "
+    pct = lambda v: "n/a (no large folio migrated)" if v != v else f"{v:.1%}"  # noqa: E731
+    print(f"\n{args.strategy_b} vs {args.strategy_a} on {args.workload} (simulator wall time): "
+          f"{verdict}; {args.strategy_b} preserves {pct(pb)} of the large folios it migrates "
           f"vs {pct(pa)}.")
     print(f"pyperf files: {files[0]} {files[1]} (python -m pyperf stats/hist/compare_to)")
     return 0
+
+
+def _exact(value):
+    """A figure as text: counters (integers) exactly, other numbers to 3 significant digits."""
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return "-" if value != value else f"{value:.3g}"
+    return str(value)
+
+
+def _pyperf_verdict(ref, changed):
+    """pyperf compare_to's own verdict (its significance test), in words: "not significant" or
+    "1.05x faster"/"1.05x slower" (changed against ref)."""
+    import subprocess
+    proc = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", str(ref), str(changed)],
+                          capture_output=True, text=True)
+    text = proc.stdout
+    if "Not significant" in text:
+        return "not significant (pyperf compare_to)"
+    found = re.search(r"(\d+(?:\.\d+)?x (?:faster|slower)|no change)", text)
+    return f"{found.group(1)} (pyperf compare_to, significant)" if found else \
+        f"no verdict from pyperf compare_to: {text.strip()[-200:]!r}"
 
 
 # ---- live ---------------------------------------------------------------------------------
@@ -311,6 +424,7 @@ def _compare(args):
 def _live_probe(args):
     import dataclasses
     import json
+
     from livekernel.probe import format_probe, probe
     caps = probe()
     if args.json:
@@ -395,6 +509,9 @@ def _fraction(text):
 
 
 def _nonneg_int(text):
+    # int() also takes full-width and other non-ASCII digits: only 0-9 are a number here
+    if not text.strip().isascii():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (digits 0-9)")
     try:
         value = int(text)
     except ValueError:
@@ -411,6 +528,20 @@ def _positive_int(text):
     return value
 
 
+def _seed(text):
+    value = _nonneg_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_SEED} (2**63 - 1)")
+    return value
+
+
+def _repeat(text):
+    value = _positive_int(text)
+    if value > MAX_REPEAT:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_REPEAT}")
+    return value
+
+
 def build_parser():
     parser = _Parser(prog="foliobench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -424,14 +555,18 @@ def build_parser():
     run.add_argument("--param", action="append", metavar="KEY=VALUE",
                      help="workload parameter (repeatable)")
     run.add_argument("--mem", help="machine size (default 16G, 1G with --quick)")
-    run.add_argument("--seed", type=_nonneg_int, default=0)
-    run.add_argument("--repeat", type=_positive_int, default=1, help="seeds seed..seed+N-1")
+    run.add_argument("--seed", type=_seed, default=0)
+    run.add_argument("--repeat", type=_repeat, default=1,
+                     help=f"seeds seed..seed+N-1 (1..{MAX_REPEAT})")
     run.add_argument("--quick", action="store_true", help="quick sizes (seconds)")
     run.add_argument("--format", choices=results.FORMATS, default="table")
     run.add_argument("--out", help="results root (default: the repository's results/)")
     run.add_argument("--no-save", action="store_true", help="print only, write nothing")
     run.add_argument("--snapshot", help="sim: start from the digital twin of this snapshot "
                                         "('foliobench live snapshot'; --mem is ignored)")
+    run.add_argument("--progress", choices=("auto", "lines", "none"), default="auto",
+                     help="on stderr: a bar on a terminal (auto), a line per completed run "
+                          "(lines), or nothing")
     run.add_argument("--backend", action="append", choices=("sim", "live"),
                      help="sim (default) and/or live: the running kernel, root only "
                           "(repeatable: one table with a backend column)")
@@ -454,7 +589,7 @@ def build_parser():
     comp.add_argument("strategy_a")
     comp.add_argument("strategy_b")
     comp.add_argument("--workload", default="thp-heavy")
-    comp.add_argument("--seed", type=_nonneg_int, default=0)
+    comp.add_argument("--seed", type=_seed, default=0)
     speed = comp.add_mutually_exclusive_group()
     speed.add_argument("--fast", action="store_true", help="pyperf --fast")
     speed.add_argument("--rigorous", action="store_true", help="pyperf --rigorous")
@@ -494,24 +629,36 @@ def build_parser():
     demo = sub.add_parser("demo", help="build a machine, fragment it, print buddyinfo and the "
                                        "fragmentation indices")
     demo.add_argument("--mem", default="16G", help="machine size (default 16G)")
-    demo.add_argument("--seed", type=_nonneg_int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0)
     demo.add_argument("--fill", type=_fraction, default=0.9, help="share of memory to fill")
     demo.add_argument("--free", type=_fraction, default=0.5, help="share of movable folios freed")
     demo.set_defaults(func=_demo)
     return parser
 
 
+def _refuse_negative_sizes(argv):
+    """`--mem -4G`: argparse takes -4G for an option and says --mem expected one argument."""
+    for option, value in zip(argv, argv[1:]):
+        if option.startswith("--") and "=" not in option and re.match(r"-\d", value) \
+                and not re.fullmatch(r"-\d+", value):
+            raise UsageError(f"{option} {value}: a negative value is not allowed")
+
+
 def main(argv=None):
+    import signal
     parser = build_parser()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        _refuse_negative_sizes(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
         return args.func(args)
     except (UsageError, ValueError) as exc:
         print(f"foliobench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("foliobench: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:
         return 0
     except (guest.GuestFailed, guest.GuestTimeout, guest.GuestUnavailable) as exc:

@@ -6,7 +6,7 @@ evidence.
     print(render_markdown(doc))
 
 The probes (workloads.matrix_probes) drive any Backend; the verdicts come from
-simcore.metrics.matrix_verdict (thresholds defined there, once); this module runs the probes,
+foliobench.verdicts.matrix_verdict (thresholds defined there, once); this module runs the probes,
 adds each cell's cost per byte against the same probe on 4K pages, and renders Markdown, HTML
 (self-contained, colour-coded, evidence on hover) and JSON, saved under results/matrix/.
 """
@@ -18,12 +18,21 @@ import time
 
 import simcore
 from simcore import profiles as simprofiles
-from simcore.metrics import (COST_RATIO_LIMIT, NOT_AT_ALL, PERFECTLY, SUB_OPTIMALLY, BARELY,
-                             UNTESTED, VERDICT_RULES, matrix_verdict)
 from simcore.units import parse_size
 from workloads.backend import SimBackend, Unsupported
 from workloads.base import git_commit
 from workloads.matrix_probes import PROBES
+
+from .verdicts import (
+    BARELY,
+    COST_RATIO_LIMIT,
+    NOT_AT_ALL,
+    PERFECTLY,
+    SUB_OPTIMALLY,
+    UNTESTED,
+    VERDICT_RULES,
+    matrix_verdict,
+)
 
 FORMAT = "foliobench-matrix/1"
 SIZES = ("4K", "16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M")
@@ -298,6 +307,8 @@ def add_parser(sub):
     p.add_argument("--backend", type=_backend, default="sim",
                    help="sim (default), live (the running kernel, root) or guest:RELEASE (a "
                         "disposable guest kernel, e.g. guest:6.1; see foliobench guest)")
+    p.add_argument("--live", dest="backend", action="store_const", const="live",
+                   help="same as --backend live (as for run)")
     p.add_argument("--profile", action="append", metavar="NAME",
                    help="simulator kernel profile (repeatable; default: all of "
                         + ", ".join(simprofiles.profiles()) + ")")

@@ -19,7 +19,7 @@ from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from foliobench import results
-from simcore.mmzone import MIGRATETYPE_NAMES, PAGEBLOCK_NR_PAGES, PAGE_SIZE
+from simcore.mmzone import MIGRATETYPE_NAMES, PAGE_SIZE, PAGEBLOCK_NR_PAGES
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), the darker
 # ones, so that lightening a cell by its free share stays visible.
@@ -217,7 +217,10 @@ def _metric_label(metric):
 
 
 def _fmt_value(v, _pos=None):
-    """3 significant digits; from 10 thousand on as k, M, G, T."""
+    """3 significant digits; from 10 thousand on as k, M, G, T. A whole number below 10
+    thousand (a counter such as pages_migrated 2048) is written exactly."""
+    if float(v).is_integer() and abs(v) < 1e4:
+        return str(int(v))
     r = float(f"{v:.3g}")
     for threshold, scale, suffix in ((1e12, 1e12, "T"), (1e9, 1e9, "G"), (1e6, 1e6, "M"),
                                      (1e4, 1e3, "k")):
@@ -274,13 +277,13 @@ def _metric_bars_figure(df, metrics, group="strategy", title=None):
         ax.set_ylim(bottom - (0.12 * span if bottom < 0 else 0), top + 0.15 * span)
         ax.axhline(0, color="#888888", lw=0.8, zorder=1)
         trans = blended_transform_factory(ax.transData, ax.transAxes)
-        for xi, m, l, h, good in zip(x, mean, lo, hi, ok):
+        for xi, m, low, h, good in zip(x, mean, lo, hi, ok):
             if good and m >= 0:      # value label beyond the bar's end and its whisker
                 ax.annotate(_fmt_value(m), (xi, np.fmax(h, m)), xytext=(0, 3),
                             textcoords="offset points", ha="center", va="bottom", fontsize=8,
                             zorder=4)
             elif good:
-                ax.annotate(_fmt_value(m), (xi, np.fmin(l, m)), xytext=(0, -3),
+                ax.annotate(_fmt_value(m), (xi, np.fmin(low, m)), xytext=(0, -3),
                             textcoords="offset points", ha="center", va="top", fontsize=8,
                             zorder=4)
             else:

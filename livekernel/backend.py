@@ -651,7 +651,10 @@ class LiveBackend(Backend):
         out = []
         for d in sorted(base.glob("memory[0-9]*"), key=lambda p: int(p.name[6:])):
             idx = int(d.name[6:])
-            read = lambda n: (d / n).read_text().strip() if (d / n).exists() else ""
+
+            def read(n, d=d):
+                return (d / n).read_text().strip() if (d / n).exists() else ""
+
             zones = read("valid_zones").split()
             out.append({"index": idx, "start_pfn": idx * block_pages, "nr_pages": block_pages,
                         "zone": zones[0] if len(zones) == 1 else (zones[0] if zones else "none"),
@@ -974,7 +977,7 @@ class LiveBackend(Backend):
         """Per-size mTHP stats as "hugepages-64kB/swpout", KSM's counters as "ksm/...", and
         the wall time measured per subsystem as "time_ns/...". """
         out = {}
-        for order, d in self._sizes.items():
+        for _order, d in self._sizes.items():
             stats = d / "stats"
             for f in stats.iterdir() if stats.is_dir() else ():
                 try:

@@ -27,12 +27,12 @@ import fcntl
 import itertools
 import json
 import os
-import tempfile
-import time
 import re
 import signal
 import sys
+import tempfile
 import threading
+import time
 
 RESTORE_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _CHOICE_RE = re.compile(r"\[([^\]]+)\]")

@@ -2,8 +2,9 @@
 
 start() sets run=1 with a large pages_to_scan and a short sleep_millisecs (so a few full scans
 take well under a second); each old value is journaled. When KSM was off before, an undo action
-writes run=2 first (unmerge every KSM page: break_ksm() on each, unmerge_and_remove_all_rmap_items())
-and the journal then writes the old run value back, so no merged page outlives the run.
+writes run=2 first (unmerge every KSM page: break_ksm() on each,
+unmerge_and_remove_all_rmap_items()) and the journal then writes the old run value back, so no
+merged page outlives the run.
 wait_for_merge() polls pages_sharing until it reaches the pairs expected or stops growing for
 two full scans (ksmd needs a scan to see a page's checksum stay the same before the unstable
 tree takes it: cmp_and_merge_page()), bounded in time.

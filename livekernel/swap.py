@@ -2,8 +2,9 @@
 
 The swap area is a file by default, or (kind="zram") a zram device of the run's own: a block
 device with SWP_SYNCHRONOUS_IO, the kind of device whose large-folio swap-out and swap-in the
-kernel supports (and the simulator's swap area models). The swap file (swap_area()) is made once per settings journal, in the live run's work directory
-(a disk filesystem: swapon refuses tmpfs): written with zeroes (not fallocate, whose unwritten
+kernel supports (and the simulator's swap area models). The swap file (swap_area()) is made
+once per settings journal, in the live run's work directory (a disk filesystem: swapon refuses
+tmpfs): written with zeroes (not fallocate, whose unwritten
 extents some filesystems refuse for swap), mkswap, swapon at a high priority so that it takes
 every page reclaimed during the run. Its undo actions (swapoff, then the file removed) are in the
 journal, so the file goes on normal exit, on errors, Ctrl-C, and after a SIGKILL through
@@ -19,8 +20,8 @@ only the pages mincore() still finds resident (swap-cache hits: no device read, 
 readahead) and reclaims them again: clean swap-cache folios are freed at once, so the next
 touch really reads them from the device (swap_read_folio(), pswpin). Faulting every page
 on a later pass would read the already freed ones back, and swap readahead would leave their
-neighbours in the swap cache. With zswap on, zswap_store() is synchronous and the first pass frees the
-folios already: no second pass, so zswpout counts each page once; so does a synchronous
+neighbours in the swap cache. With zswap on, zswap_store() is synchronous and the first pass
+frees the folios already: no second pass, so zswpout counts each page once; so does a synchronous
 device (zram).
 
 A swap *file* never takes a large folio whole: cluster_alloc_swap_entry() (mm/swapfile.c)
@@ -177,7 +178,10 @@ def swap_devices():
 def _under_writeback(pfns):
     """Per PFN: under writeback (KPF_WRITEBACK, and not a free buddy page), /proc/kpageflags."""
     words = pageflags.kpageflags(pfns)
-    bit = lambda b: ((words >> np.uint64(b)) & np.uint64(1)).astype(bool)
+
+    def bit(b):
+        return ((words >> np.uint64(b)) & np.uint64(1)).astype(bool)
+
     return bit(KPF_WRITEBACK) & ~bit(pageflags.KPF_BUDDY)
 
 
@@ -196,6 +200,7 @@ def pageout(mapping, start, length, madvise):
     nothing read ahead) and the next pass frees them. At most MAX_PASSES passes.
     madvise(advice, start, length) is the mapping's."""
     nr_pages = length // 4096
+    left = np.zeros(nr_pages, dtype=bool)       # resident after the previous pass
     for attempt in range(MAX_PASSES):
         if attempt:
             view = mapping.bytes(start, length)

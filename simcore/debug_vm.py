@@ -7,12 +7,31 @@ import numba as nb
 import numpy as np
 
 from .mmzone import (
-    MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, MIGRATE_TYPES, MIGRATE_PCPTYPES,
-    MIGRATE_CMA, MIGRATE_ISOLATE, PAGE_TAIL, PAGE_BUDDY, PAGE_OFFLINE, PB_MIGRATETYPE_MASK, NR_KINDS, FOLIO_ON_LRU,
+    FOLIO_ON_LRU,
+    MAX_PAGE_ORDER,
+    MIGRATE_CMA,
+    MIGRATE_ISOLATE,
+    MIGRATE_PCPTYPES,
+    MIGRATE_TYPES,
+    NR_KINDS,
+    NR_PAGE_ORDERS,
+    PAGE_BUDDY,
+    PAGE_OFFLINE,
+    PAGE_TAIL,
+    PAGEBLOCK_ORDER,
+    PB_MIGRATETYPE_MASK,
 )
 from .pgdat import (
-    Z_START, Z_END, Z_FREE, Z_FREE_CMA, FA_HEAD, FA_TAIL, FA_COUNT, N_NR_FOLIOS, N_KIND_PAGES,
+    FA_COUNT,
+    FA_HEAD,
+    FA_TAIL,
     N_HANDLES_AVAIL,
+    N_KIND_PAGES,
+    N_NR_FOLIOS,
+    Z_END,
+    Z_FREE,
+    Z_FREE_CMA,
+    Z_START,
 )
 
 RULES = (
@@ -47,7 +66,8 @@ def _block_mt(pageblock_flags, pfn):
 
 @nb.njit(cache=True, nogil=True)
 def check_pgdat(pgdat):
-    """Walk mem_map, the free lists, the counters and the handle table. Returns (code, pfn, detail)."""
+    """Walk mem_map, the free lists, the counters and the handle table.
+    Returns (code, pfn, detail)."""
     mem_map = pgdat.mem_map
     pbf = pgdat.pageblock_flags
     zones = pgdat.zones

@@ -21,7 +21,7 @@ mmap lock, no cgroup charge.
 import numpy as np
 
 from . import vm_event as ev
-from .costs import COST_COPY_PAGE, COST_FIXED
+from .costs import migration_ns
 from .mmzone import (
     HPAGE_PMD_ORDER,
     KIND_ANON,
@@ -69,6 +69,6 @@ def collapse(m, pfns, order, policy="pmd_only"):
         events[ev.THP_COLLAPSE_ALLOC_FAILED if new is None else ev.THP_COLLAPSE_ALLOC] += 1
     if new is None:
         return None, "SCAN_ALLOC_HUGE_PAGE_FAIL"
-    m.model_ns["collapse"] += m.costs[COST_FIXED] + m.costs[COST_COPY_PAGE] * (1 << order)
+    m.model_ns["collapse"] += migration_ns(m.costs, order)
     m.free_many(pfns)
     return new, ""

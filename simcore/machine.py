@@ -14,26 +14,89 @@ import hashlib
 import numba
 import numpy as np
 
-from . import compaction as _compaction, debug_vm, freescan, migrate, page_alloc, page_isolation, vmstat
-from . import khugepaged, ksm, memory_failure, numa, profiles as _profiles, swap, zswap
-from .costs import cost_array
-from .strategies import get_strategy
+from . import compaction as _compaction
+from . import (
+    debug_vm,
+    freescan,
+    khugepaged,
+    ksm,
+    memory_failure,
+    migrate,
+    numa,
+    page_alloc,
+    page_isolation,
+    swap,
+    vmstat,
+    zswap,
+)
+from . import profiles as _profiles
 from . import vm_event as ev
+from .costs import cost_array
 from .mmzone import (
-    PAGE_SIZE, PAGE_SHIFT, MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES,
-    MIGRATE_TYPES, MIGRATE_MOVABLE, MIGRATE_CMA, MIGRATE_PCPTYPES, MIGRATETYPE_NAMES,
-    ZONE_DMA32, ZONE_NORMAL, ZONE_MOVABLE, ZONE_NAMES, DMA32_LIMIT_BYTES, LOWMEM_RESERVE_RATIO,
-    KINDS, KIND_NAMES, NR_KINDS, KIND_IS_LRU, KIND_IS_MIGRATABLE,
-    PAGE_DTYPE, PAGE_HEAD, PAGE_BUDDY, PAGE_FLAG_NAMES, FALLBACK_TABLE, PB_MIGRATETYPE_MASK, HPAGE_PMD_ORDER,
-    KIND_ANON, KIND_FILE, KIND_SHMEM, KIND_SLAB, KIND_PAGETABLE, PG_HWPOISON,
+    DMA32_LIMIT_BYTES,
+    FALLBACK_TABLE,
+    HPAGE_PMD_ORDER,
+    KIND_ANON,
+    KIND_FILE,
+    KIND_IS_LRU,
+    KIND_IS_MIGRATABLE,
+    KIND_NAMES,
+    KIND_PAGETABLE,
+    KIND_SHMEM,
+    KIND_SLAB,
+    KINDS,
+    LOWMEM_RESERVE_RATIO,
+    MAX_PAGE_ORDER,
+    MIGRATE_CMA,
+    MIGRATE_MOVABLE,
+    MIGRATE_PCPTYPES,
+    MIGRATE_TYPES,
+    MIGRATETYPE_NAMES,
+    NR_KINDS,
+    NR_PAGE_ORDERS,
+    PAGE_BUDDY,
+    PAGE_DTYPE,
+    PAGE_FLAG_NAMES,
+    PAGE_HEAD,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PAGEBLOCK_NR_PAGES,
+    PAGEBLOCK_ORDER,
+    PB_MIGRATETYPE_MASK,
+    PG_HWPOISON,
+    ZONE_DMA32,
+    ZONE_MOVABLE,
+    ZONE_NAMES,
+    ZONE_NORMAL,
 )
 from .pgdat import (
-    ARRAYS as PGDAT_ARRAYS, PgData, grown_handle_table, Z_START, Z_END, Z_MANAGED, Z_FREE,
-    Z_FREE_CMA, Z_WMARK_MIN, Z_WMARK_LOW, Z_WMARK_HIGH, Z_WMARK_PROMO, Z_LOWMEM_RESERVE, Z_CMA_PAGES,
-    Z_COMPACT_CACHED_FREE, NR_ZONE_FIELDS, FA_COUNT, N_HANDLE_FREE,
-    N_HANDLES_AVAIL, N_NR_FOLIOS, N_KIND_PAGES, NR_NODE_FIELDS,
+    ARRAYS as PGDAT_ARRAYS,
 )
-from .units import parse_size, format_size
+from .pgdat import (
+    FA_COUNT,
+    N_HANDLE_FREE,
+    N_HANDLES_AVAIL,
+    N_KIND_PAGES,
+    N_NR_FOLIOS,
+    NR_NODE_FIELDS,
+    NR_ZONE_FIELDS,
+    Z_CMA_PAGES,
+    Z_COMPACT_CACHED_FREE,
+    Z_END,
+    Z_FREE,
+    Z_FREE_CMA,
+    Z_LOWMEM_RESERVE,
+    Z_MANAGED,
+    Z_START,
+    Z_WMARK_HIGH,
+    Z_WMARK_LOW,
+    Z_WMARK_MIN,
+    Z_WMARK_PROMO,
+    PgData,
+    grown_handle_table,
+)
+from .strategies import get_strategy
+from .units import format_size, parse_size
 
 # The migratetypes a request can ask for (gfp_migratetype()); CMA, HighAtomic and Isolate are
 # properties of pageblocks, never of a request.
@@ -159,8 +222,10 @@ class Machine:
             cma_end = zones[cma_zone, Z_END]
             cma_start = cma_end - cma // PAGE_SIZE
             if cma_start < zones[cma_zone, Z_START]:
-                raise ValueError(f"cma {format_size(cma)} does not fit in zone {ZONE_NAMES[cma_zone]}")
-            pageblock_flags[cma_start // PAGEBLOCK_NR_PAGES:cma_end // PAGEBLOCK_NR_PAGES] = MIGRATE_CMA
+                raise ValueError(f"cma {format_size(cma)} does not fit in zone "
+                                 f"{ZONE_NAMES[cma_zone]}")
+            pageblock_flags[cma_start // PAGEBLOCK_NR_PAGES:
+                            cma_end // PAGEBLOCK_NR_PAGES] = MIGRATE_CMA
             zones[cma_zone, Z_CMA_PAGES] = cma_end - cma_start
             self.cma_range = (int(cma_start), int(cma_end))
         else:
@@ -226,12 +291,14 @@ class Machine:
         managed = [int(v) for v in zones[:, Z_MANAGED]]
         lowmem_pages = managed[ZONE_DMA32] + managed[ZONE_NORMAL]
         if min_free_kbytes is None:
-            min_free_kbytes = page_alloc.calculate_min_free_kbytes(lowmem_pages << (PAGE_SHIFT - 10))
+            min_free_kbytes = page_alloc.calculate_min_free_kbytes(
+                lowmem_pages << (PAGE_SHIFT - 10))
             if thp:
                 populated = sum(1 for m in managed[:ZONE_MOVABLE] if m)
                 min_free_kbytes = max(min_free_kbytes, page_alloc.recommended_min_free_kbytes(
                     populated, lowmem_pages))
-        elif isinstance(min_free_kbytes, bool) or not isinstance(min_free_kbytes, (int, np.integer)) \
+        elif isinstance(min_free_kbytes, bool) \
+                or not isinstance(min_free_kbytes, (int, np.integer)) \
                 or not 0 <= min_free_kbytes <= MAX_MIN_FREE_KBYTES:
             raise ValueError(f"min_free_kbytes {min_free_kbytes!r} must be an integer from 0 to "
                              f"{MAX_MIN_FREE_KBYTES} (vm.min_free_kbytes is an int sysctl)")
@@ -428,7 +495,8 @@ class Machine:
         area, migrating what lives there out of the way (alloc_contig_range()). Tries each
         pageblock-aligned position in turn, as cma_alloc() walks its bitmap. Returns the first
         PFN, or None (cma_alloc_fail)."""
-        if isinstance(nr_pages, bool) or not isinstance(nr_pages, (int, np.integer)) or nr_pages < 1:
+        if isinstance(nr_pages, bool) or not isinstance(nr_pages, (int, np.integer)) \
+                or nr_pages < 1:
             raise ValueError(f"nr_pages {nr_pages!r} must be a positive integer")
         lo, hi = self.cma_range
         if lo == hi:
@@ -549,7 +617,8 @@ class Machine:
         blocks = self.memory_blocks()
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) \
                 or not 0 <= index < len(blocks):
-            raise ValueError(f"memory block {index!r} does not exist; allowed: 0..{len(blocks) - 1}")
+            raise ValueError(f"memory block {index!r} does not exist; "
+                             f"allowed: 0..{len(blocks) - 1}")
         return blocks[index]
 
     # -- swap, zswap, KSM, memory-failure, khugepaged, NUMA balancing ----------------------

@@ -25,7 +25,13 @@ isolated page counts as recovered.
 """
 from .costs import COST_INDEX, split_ns
 from .mmzone import (
-    KINDS, KIND_HUGETLB, KIND_IS_LRU, KIND_KERNEL, PAGE_BUDDY, PAGE_HEAD, PAGE_TAIL,
+    KIND_HUGETLB,
+    KIND_IS_LRU,
+    KIND_KERNEL,
+    KINDS,
+    PAGE_BUDDY,
+    PAGE_HEAD,
+    PAGE_TAIL,
     PG_HWPOISON,
 )
 from .pgdat import N_KIND_PAGES

@@ -12,7 +12,8 @@ from .mmzone import PAGE_SIZE
 GIB = 1 << 30
 
 
-def _ratio(num, den):
+def ratio(num, den):
+    """num / den, NaN when den is 0 (a share of nothing is unknown, not 0)."""
     return num / den if den else math.nan
 
 
@@ -42,24 +43,24 @@ def compaction_metrics(vmstat_delta, migration=None, requested=None, granted=Non
         "compact_stall": v.get("compact_stall", 0),
         "compact_success": v.get("compact_success", 0),
         "compact_fail": v.get("compact_fail", 0),
-        "compaction_success_rate": _ratio(v.get("compact_success", 0), v.get("compact_stall", 0)),
-        "compact_scan_efficiency": _ratio(100 * v.get("compact_migrate_scanned", 0),
+        "compaction_success_rate": ratio(v.get("compact_success", 0), v.get("compact_stall", 0)),
+        "compact_scan_efficiency": ratio(100 * v.get("compact_migrate_scanned", 0),
                                           v.get("compact_free_scanned", 0)),
         "pages_migrated": migrated,
         "pages_migrate_failed": v.get("pgmigrate_fail", 0),
         "highorder_requested": requested if requested is not None else math.nan,
         "highorder_granted": granted if granted is not None else math.nan,
-        "highorder_success": _ratio(granted, requested) if requested is not None else math.nan,
+        "highorder_success": ratio(granted, requested) if requested is not None else math.nan,
     }
     time_ns = (migration or {}).get("time_ns", 0)
     row["migration_time_s"] = time_ns / 1e9
-    row["migration_pages_per_s"] = _ratio(migrated, time_ns / 1e9)
-    row["migration_gib_per_s"] = _ratio(migrated * PAGE_SIZE / GIB, time_ns / 1e9)
+    row["migration_pages_per_s"] = ratio(migrated, time_ns / 1e9)
+    row["migration_gib_per_s"] = ratio(migrated * PAGE_SIZE / GIB, time_ns / 1e9)
     whole = (migration or {}).get("large_succeeded", 0)
     split = (migration or {}).get("nr_split", 0)
     row["large_folios_migrated_whole"] = whole
     row["large_folios_split"] = split
-    row["large_folio_preservation"] = _ratio(whole, whole + split)
+    row["large_folio_preservation"] = ratio(whole, whole + split)
     for name, value in (("before", frag_before), ("after", frag_after)):
         if value is not None:
             row[f"fragindex_9_{name}"] = value.get("fragindex", math.nan)
@@ -75,57 +76,3 @@ def fragmentation_at_order9(machine):
     frag = machine.fragmentation_index(9)
     unusable = machine.unusable_free_index(9)
     return {"fragindex": max(frag.values()), "unusable": max(unusable.values())}
-
-
-# --- the large-folio feature matrix: verdicts from a probe's evidence ------------------------
-
-PERFECTLY = "perfectly"
-SUB_OPTIMALLY = "sub-optimally"
-BARELY = "barely"
-NOT_AT_ALL = "not at all"
-UNTESTED = "untested"
-VERDICTS = (PERFECTLY, SUB_OPTIMALLY, BARELY, NOT_AT_ALL, UNTESTED)
-PERFECT_SUCCESS = 0.99        # success share for "perfectly"
-PERFECT_KEPT_ORDER = 0.99     # share of large folios keeping their order for "perfectly"
-SUBOPTIMAL_SUCCESS = 0.90     # at least this much success: "sub-optimally" at worst
-BARELY_SUCCESS = 0.10         # at least this much: "barely"; below: "not at all"
-COST_RATIO_LIMIT = 2.0        # cost per byte above this many times base pages': degraded
-VERDICT_RULES = (
-    (PERFECTLY, f">= {PERFECT_SUCCESS:.0%} success and >= {PERFECT_KEPT_ORDER:.0%} of large "
-                f"folios keep their order (and cost per byte at most {COST_RATIO_LIMIT:g}x "
-                f"that of base pages)"),
-    (SUB_OPTIMALLY, f">= {SUBOPTIMAL_SUCCESS:.0%} success, but folios split or degrade, or cost "
-                    f"per byte > {COST_RATIO_LIMIT:g}x that of base pages"),
-    (BARELY, f"{BARELY_SUCCESS:.0%}-{SUBOPTIMAL_SUCCESS:.0%} success"),
-    (NOT_AT_ALL, f"< {BARELY_SUCCESS:.0%} success"),
-    (UNTESTED, "no evidence on this backend, with the reason"),
-)
-
-
-def matrix_verdict(success, kept_order=None, cost_ratio=None, untested=None):
-    """(verdict, why) for one cell of the feature matrix.
-
-    success: share of the probe's work that succeeded (0..1); kept_order: share of the large
-    folios that kept their order (None when not applicable, e.g. 4K); cost_ratio: cost per byte
-    over that of base pages in the same probe (None when unknown); untested: the reason there
-    is no evidence (then the verdict is "untested")."""
-    if untested:
-        return UNTESTED, str(untested)
-    if success is None or (isinstance(success, float) and math.isnan(success)):
-        return UNTESTED, "the probe produced no sample"
-    pct = f"{success:.0%} success"
-    if success < BARELY_SUCCESS:
-        return NOT_AT_ALL, pct
-    if success < SUBOPTIMAL_SUCCESS:
-        return BARELY, pct
-    problems = []
-    if kept_order is not None and kept_order < PERFECT_KEPT_ORDER:
-        problems.append(f"only {kept_order:.0%} of large folios kept their order")
-    if cost_ratio is not None and cost_ratio > COST_RATIO_LIMIT:
-        problems.append(f"cost per byte {cost_ratio:.1f}x that of base pages")
-    if success < PERFECT_SUCCESS:
-        problems.insert(0, "some failures")
-    if problems:
-        return SUB_OPTIMALLY, f"{pct}; " + "; ".join(problems)
-    return PERFECTLY, pct + ("" if kept_order is None else
-                             f", {kept_order:.0%} of large folios kept their order")

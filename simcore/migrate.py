@@ -16,10 +16,19 @@ import numpy as np
 
 from . import freescan, page_alloc
 from . import vm_event as ev
-from .costs import COST_FIXED, COST_COPY_PAGE, COST_WRITEBACK_WAIT
+from .costs import COST_COPY_PAGE, COST_FIXED, COST_WRITEBACK_WAIT
 from .mmzone import (
-    PAGE_TAIL, PAGE_HEAD, FOLIO_ON_LRU, FOLIO_ISOLATED, PG_PINNED, PG_DIRTY, PG_WRITEBACK,
-    AS_NO_MIGRATE_FOLIO, HPAGE_PMD_ORDER, MIGRATE_MOVABLE, NR_PAGE_ORDERS,
+    AS_NO_MIGRATE_FOLIO,
+    FOLIO_ISOLATED,
+    FOLIO_ON_LRU,
+    HPAGE_PMD_ORDER,
+    MIGRATE_MOVABLE,
+    NR_PAGE_ORDERS,
+    PAGE_HEAD,
+    PAGE_TAIL,
+    PG_DIRTY,
+    PG_PINNED,
+    PG_WRITEBACK,
 )
 
 jit = nb.njit(cache=True, nogil=True)

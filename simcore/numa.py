@@ -25,7 +25,7 @@ Simplified: one hinting fault per folio; no task placement, scan periods or rate
 """
 from . import migrate as _migrate
 from . import vm_event as ev
-from .costs import COST_COPY_PAGE, COST_FIXED
+from .costs import migration_ns
 from .mmzone import HPAGE_PMD_ORDER, KIND_IS_LRU, KIND_NAMES, PG_HWPOISON, PG_PINNED
 from .pgdat import Z_WMARK_HIGH
 
@@ -84,7 +84,7 @@ def _count_success(src, events, stats, order):
     """The counters of one folio moved: vmstat events, migrate_pages() statistics (as
     migrate_misplaced_folio() feeds them) and the modelled time."""
     n = 1 << order
-    cost = src.costs[COST_FIXED] + src.costs[COST_COPY_PAGE] * n
+    cost = migration_ns(src.costs, order)
     src.model_ns["numa"] += cost
     stats[_migrate.MS_TIME_NS] += int(cost)
     stats[_migrate.MS_SUCCEEDED] += n

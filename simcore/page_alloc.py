@@ -14,18 +14,50 @@ import math
 import numba as nb
 import numpy as np
 
+from . import vm_event as ev
 from .mmzone import (
-    PAGE_SHIFT, WATERMARK_SCALE_FACTOR, MAX_PAGE_ORDER, NR_PAGE_ORDERS, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, MIGRATE_UNMOVABLE,
-    MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_PCPTYPES, MIGRATE_CMA, MIGRATE_ISOLATE,
-    ZONE_DMA32, ZONE_NORMAL, ZONE_MOVABLE, PAGE_TAIL, PAGE_BUDDY, PAGE_HEAD, PB_MIGRATETYPE_MASK,
-    FOLIO_ON_LRU, FOLIO_ISOLATED, PG_PINNED, PG_HWPOISON, HPAGE_PMD_ORDER, KIND_ANON,
+    FOLIO_ISOLATED,
+    FOLIO_ON_LRU,
+    HPAGE_PMD_ORDER,
+    KIND_ANON,
     KIND_HUGETLB,
+    MAX_PAGE_ORDER,
+    MIGRATE_CMA,
+    MIGRATE_ISOLATE,
+    MIGRATE_MOVABLE,
+    MIGRATE_PCPTYPES,
+    MIGRATE_RECLAIMABLE,
+    MIGRATE_UNMOVABLE,
+    NR_PAGE_ORDERS,
+    PAGE_BUDDY,
+    PAGE_HEAD,
+    PAGE_SHIFT,
+    PAGE_TAIL,
+    PAGEBLOCK_NR_PAGES,
+    PAGEBLOCK_ORDER,
+    PB_MIGRATETYPE_MASK,
+    PG_HWPOISON,
+    PG_PINNED,
+    WATERMARK_SCALE_FACTOR,
+    ZONE_DMA32,
+    ZONE_MOVABLE,
+    ZONE_NORMAL,
 )
 from .pgdat import (
-    Z_START, Z_END, Z_FREE, Z_FREE_CMA, Z_WMARK_MIN, Z_LOWMEM_RESERVE, FA_HEAD, FA_TAIL, FA_COUNT,
-    N_HANDLE_FREE, N_HANDLES_AVAIL, N_NR_FOLIOS, N_KIND_PAGES,
+    FA_COUNT,
+    FA_HEAD,
+    FA_TAIL,
+    N_HANDLE_FREE,
+    N_HANDLES_AVAIL,
+    N_KIND_PAGES,
+    N_NR_FOLIOS,
+    Z_END,
+    Z_FREE,
+    Z_FREE_CMA,
+    Z_LOWMEM_RESERVE,
+    Z_START,
+    Z_WMARK_MIN,
 )
-from . import vm_event as ev
 
 jit = nb.njit(cache=True, nogil=True)
 
@@ -420,7 +452,8 @@ def zone_watermark_ok(pgdat, z, order, highest_zoneidx, alloc_flags):
 @jit
 def alloc_flags_nofragment(pgdat, zone_idx):
     """alloc_flags_nofragment(): Normal avoids fragmenting while DMA32 below it has memory."""
-    if zone_idx == ZONE_NORMAL and pgdat.zones[ZONE_DMA32, Z_END] > pgdat.zones[ZONE_DMA32, Z_START]:
+    dma32 = pgdat.zones[ZONE_DMA32]
+    if zone_idx == ZONE_NORMAL and dma32[Z_END] > dma32[Z_START]:
         return ALLOC_NOFRAGMENT
     return 0
 
@@ -502,7 +535,8 @@ def alloc_folio(pgdat, order, mt, kind, flags, alloc_flags):
     pfn, z = get_page_from_freelist(pgdat, order, mt, alloc_flags | nofragment, highest)
     if pfn < 0 and (alloc_flags & ALLOC_WMARK_MASK) != ALLOC_WMARK_MIN:
         pfn, z = get_page_from_freelist(pgdat, order, mt,
-                                        (alloc_flags & ~ALLOC_WMARK_MASK) | ALLOC_WMARK_MIN, highest)
+                                        (alloc_flags & ~ALLOC_WMARK_MASK) | ALLOC_WMARK_MIN,
+                                        highest)
     if pfn < 0:
         return -1
     prep_new_folio(pgdat, pfn, order, kind, flags)
@@ -541,7 +575,8 @@ def free_one_page(pgdat, z, pfn, order, mt, to_tail):
 
     The merged block goes to the tail when its next-larger buddy is free too (buddy_merge_likely),
     so that the pair is not split again soon. Pageblocks of different mergeable types merge, the
-    buddy's blocks taking the freed block's type; isolated and CMA blocks never merge with others."""
+    buddy's blocks taking the freed block's type; isolated and CMA blocks never merge with
+    others."""
     account_freepages(pgdat, z, 1 << order, mt)
     buddy = pfn
     while order < MAX_PAGE_ORDER:
@@ -573,7 +608,8 @@ def free_pages_range(pgdat, pfn, order, to_tail):
         for i in range(1 << (order - PAGEBLOCK_ORDER)):
             p = pfn + i * PAGEBLOCK_NR_PAGES
             pgdat.mem_map[p].type = PAGE_TAIL
-            free_one_page(pgdat, z, p, PAGEBLOCK_ORDER, get_pageblock_migratetype(pgdat, p), to_tail)
+            free_one_page(pgdat, z, p, PAGEBLOCK_ORDER, get_pageblock_migratetype(pgdat, p),
+                          to_tail)
     else:
         free_one_page(pgdat, z, pfn, order, get_pageblock_migratetype(pgdat, pfn), to_tail)
     pgdat.events[ev.PGFREE] += 1 << order

@@ -16,10 +16,20 @@ import numpy as np
 
 from . import migrate, page_alloc
 from .mmzone import (
-    MAX_PAGE_ORDER, PAGEBLOCK_ORDER, PAGEBLOCK_NR_PAGES, MIGRATE_ISOLATE, PAGE_TAIL, PAGE_BUDDY, PAGE_HEAD, PG_HWPOISON,
-    KIND_KERNEL, PAGE_OFFLINE, MIGRATE_CMA, PB_MIGRATETYPE_MASK,
+    KIND_KERNEL,
+    MAX_PAGE_ORDER,
+    MIGRATE_CMA,
+    MIGRATE_ISOLATE,
+    PAGE_BUDDY,
+    PAGE_HEAD,
+    PAGE_OFFLINE,
+    PAGE_TAIL,
+    PAGEBLOCK_NR_PAGES,
+    PAGEBLOCK_ORDER,
+    PB_MIGRATETYPE_MASK,
+    PG_HWPOISON,
 )
-from .pgdat import Z_START, Z_END
+from .pgdat import Z_END, Z_START
 
 jit = nb.njit(cache=True, nogil=True)
 

@@ -58,7 +58,7 @@ from numba import types as nbtypes
 from numba.extending import intrinsic, overload_attribute
 
 from . import vm_event
-from .mmzone import PAGE_DTYPE, NR_PAGE_ORDERS, MIGRATE_TYPES, NR_KINDS, ZONE_NAMES
+from .mmzone import MIGRATE_TYPES, NR_KINDS, NR_PAGE_ORDERS, PAGE_DTYPE, ZONE_NAMES
 
 NR_ZONES = len(ZONE_NAMES)
 VARIABLE = -1   # a dimension that differs between machines (memory size, handle table)
@@ -97,7 +97,8 @@ class PgData(structref.StructRefProxy):
         if len(arrays) != len(ARRAYS):
             raise TypeError(f"PgData takes {len(ARRAYS)} arrays")
         for arr, (name, dtype, shape) in zip(arrays, ARRAYS):
-            if arr.dtype != np.dtype(dtype) or arr.ndim != len(shape) or not arr.flags.c_contiguous \
+            if arr.dtype != np.dtype(dtype) or arr.ndim != len(shape) \
+                    or not arr.flags.c_contiguous \
                     or any(want not in (VARIABLE, got) for want, got in zip(shape, arr.shape)):
                 raise TypeError(f"pgdat.{name} must be a C-contiguous {np.dtype(dtype)} array "
                                 f"of shape {shape}, not {arr.dtype} {arr.shape}")

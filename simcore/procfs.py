@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .mmzone import NR_PAGE_ORDERS
+from .vmstat import PAGETYPEINFO_FREE_CAP  # noqa: F401  (the cap the parser sees, once)
 
 # pagetypeinfo_showfree_print stops counting a free list here and prints ">100000".
-PAGETYPEINFO_FREE_CAP = 100000
 
 _NODE_ZONE = r"Node\s+(\d+),\s+zone\s+([^\s,]+)"
 _BUDDY_RE = re.compile(_NODE_ZONE + r"((?:\s+\d+)+)\s*")

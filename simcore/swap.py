@@ -42,7 +42,7 @@ import numpy as np
 
 from . import vm_event as ev
 from .costs import COST_INDEX, split_ns
-from .mmzone import HPAGE_PMD_ORDER, KINDS, KIND_NAMES, PG_PINNED
+from .mmzone import HPAGE_PMD_ORDER, KIND_NAMES, KINDS, PG_PINNED
 
 SWAPFILE_CLUSTER = 512
 

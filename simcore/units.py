@@ -4,11 +4,13 @@ import re
 import numpy as np
 
 _SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+# ASCII: \d would also take full-width and other Unicode digits
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE | re.ASCII)
 
 
 def parse_size(value, what="size"):
-    """Bytes from an int (numpy integers too) or a string such as "16G", "512M", "64K", "2MiB"; ValueError otherwise."""
+    """Bytes from an int (numpy integers too) or a string such as "16G", "512M", "64K", "2MiB";
+    ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError(f"{what} {value!r} is not a size; use bytes or a string like '16G'")
     if isinstance(value, (int, np.integer)):

@@ -5,13 +5,18 @@ extfrag_for_order and the seq_file printers behind /proc/buddyinfo, /proc/pagety
 /proc/vmstat and debugfs extfrag/*) and the proactive-compaction score of mm/compaction.c.
 
 All maths is on Python ints, with the kernel's unsigned, truncating division, so results are
-the integers the kernel would compute; compaction.py compiles the same formula functions. Renderers print one node; for several nodes, call once
-per node and join the texts (the kernel walks nodes the same way).
+the integers the kernel would compute; compaction.py compiles the same formula functions.
+Renderers print one node; for several nodes, call once per node and join the texts (the kernel
+walks nodes the same way).
 """
 import numpy as np
 
 from .mmzone import (
-    MAX_PAGE_ORDER, MIGRATE_TYPES, MIGRATETYPE_NAMES, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES,
+    MAX_PAGE_ORDER,
+    MIGRATE_TYPES,
+    MIGRATETYPE_NAMES,
+    NR_PAGE_ORDERS,
+    PAGEBLOCK_NR_PAGES,
     PAGEBLOCK_ORDER,
 )
 

@@ -2,7 +2,8 @@
 the invariants (no page and no folio lost)."""
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import simcore
 from workloads.fragment import fragment

@@ -2,6 +2,7 @@
 before anything boots, a hanging guest killed with its process group; and (slow) real boots of
 Debian's 6.1 and 6.12 under QEMU running the probe, a short workload and matrix rows."""
 import json
+import os
 import pathlib
 import sys
 import time
@@ -183,6 +184,9 @@ def test_stream_reports_exit_code_and_boot_time(tmp_path):
 # --- real guests (TCG): slow ----------------------------------------------------------------------
 
 def _need_guest(release):
+    if os.environ.get("FOLIOBENCH_GUEST_TESTS") != "1":
+        pytest.skip("a real guest boot under TCG takes 5-15 minutes on a 2-core machine; opt in "
+                    "with FOLIOBENCH_GUEST_TESTS=1 (docs/guests.md)")
     reason = guest.unavailable_reason()
     if reason:
         pytest.skip(f"cannot boot a guest here: {reason}")

@@ -24,6 +24,8 @@ CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 SPLIT_RATE = "bench_compaction.CompactionOutcome.track_large_folio_split_rate"
 
+pytestmark = pytest.mark.slow   # an asv pass per commit and a browser: minutes
+
 SYNTHETIC_REGRESSION = '''
 # synthetic regression (tests/test_history.py): folio compaction splits large folios again
 from simcore import freescan as _freescan

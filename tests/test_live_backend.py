@@ -10,13 +10,15 @@ import time
 
 import numpy as np
 import pytest
+from livestate import leftovers, settings
 
 import workloads
 from foliobench import cli
 from livekernel import backend as live_backend
 from livekernel.probe import probe
-from livestate import leftovers, settings
 from livekernel.session import LiveSession
+
+pytestmark = pytest.mark.live
 
 CAPS = probe() if os.path.exists("/sys/kernel/mm") else {}
 ROOT = bool(CAPS) and CAPS["root"].available
@@ -184,6 +186,7 @@ def test_side_by_side_table_has_a_backend_column(capsys, tmp_path):
     out = capsys.readouterr().out
     assert rc == 0
     import io
+
     import pandas as pd
     df = pd.read_csv(io.StringIO(out))
     assert list(df["backend"]) == ["sim", "live"]

@@ -10,6 +10,8 @@ from livekernel.calibrate import fit, load_costs
 from livekernel.journal import JournalError, SettingsJournal, current_value
 from livekernel.session import LiveRefused, arena_bytes, mem_cap_bytes
 
+pytestmark = pytest.mark.live
+
 
 @pytest.fixture
 def tree(tmp_path):
@@ -148,6 +150,7 @@ def test_cost_fit_recovers_known_parameters(tmp_path):
 
 def test_commands_and_leftover_journal_of_a_dead_process(tree, tmp_path):
     import json
+
     from livekernel.journal import restore_leftovers
     state = tmp_path / "state"
     marker = tmp_path / "swapfile"
@@ -249,6 +252,7 @@ def test_leftovers_restore_the_newest_journal_first(tmp_path):
 def test_leftovers_wait_while_another_live_run_holds_the_lock(tmp_path, monkeypatch, capsys):
     import subprocess
     import sys
+
     from foliobench import cli
     from livekernel import session
     from livekernel.journal import LiveRunBusy, restore_leftovers
@@ -298,6 +302,7 @@ def test_sigkill_right_after_a_command_still_leaves_its_undo_on_disk(tmp_path):
     # a SIGKILL just after swapon used to leave the swap on with no swapoff in the journal
     import subprocess
     import sys
+
     from livekernel.journal import restore_leftovers
     state, made = tmp_path / "state", tmp_path / "made"
     code = ("import sys; from livekernel.journal import SettingsJournal; "

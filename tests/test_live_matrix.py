@@ -14,20 +14,21 @@ import sys
 import time
 
 import pytest
+from livestate import leftovers, settings
 
+from foliobench.verdicts import matrix_verdict
 from livekernel import backend as live_backend
 from livekernel.probe import probe
-from livestate import leftovers, settings
-from simcore.metrics import matrix_verdict
 from workloads.matrix_probes import PROBE_NAMES, sample_count
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CAPS = probe() if os.path.exists("/sys/kernel/mm") else {}
 ROOT = bool(CAPS) and CAPS["root"].available
 MTHP = ROOT and CAPS["mthp"].available and 4 in live_backend.mthp_sizes()
-pytestmark = pytest.mark.skipif(not MTHP, reason=(CAPS["root"].detail if CAPS and not ROOT else
-                                                  "needs root and a kernel with the 64K mTHP "
-                                                  "size (hugepages-64kB/enabled)"))
+pytestmark = [pytest.mark.live,
+              pytest.mark.skipif(not MTHP, reason=(CAPS["root"].detail if CAPS and not ROOT else
+                                                   "needs root and a kernel with the 64K mTHP "
+                                                   "size (hugepages-64kB/enabled)"))]
 HAVE_MKSWAP = shutil.which("mkswap") and shutil.which("swapon") and shutil.which("swapoff")
 SIZES = "4K,64K,2M"
 

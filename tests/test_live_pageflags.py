@@ -10,8 +10,9 @@ import pytest
 from livekernel import pageflags
 
 PAGE = 4096
-pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/pagemap"),
-                                reason="no /proc/self/pagemap (not Linux)")
+pytestmark = [pytest.mark.live,
+              pytest.mark.skipif(not os.path.exists("/proc/self/pagemap"),
+                                 reason="no /proc/self/pagemap (not Linux)")]
 
 
 def private_anon(nr_pages):

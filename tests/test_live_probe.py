@@ -9,6 +9,8 @@ import pytest
 
 from livekernel.probe import probe
 
+pytestmark = pytest.mark.live
+
 REAL = os.path.exists("/sys/kernel/mm")
 
 

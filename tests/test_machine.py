@@ -3,11 +3,12 @@ import pathlib
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import simcore
 from simcore import procfs
-from simcore.mmzone import PAGEBLOCK_NR_PAGES, MIGRATETYPE_NAMES, NR_PAGE_ORDERS
+from simcore.mmzone import MIGRATETYPE_NAMES, NR_PAGE_ORDERS, PAGEBLOCK_NR_PAGES
 from workloads.fragment import fragment
 
 DATA = pathlib.Path(__file__).parent / "data"

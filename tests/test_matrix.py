@@ -3,15 +3,14 @@ kernel's history, evidence in every cell, the three renderings, the command line
 import html.parser
 import json
 import pathlib
-import re
 import subprocess
 import sys
 
 import pytest
 
 from foliobench import matrix
-from simcore import metrics
-from simcore.metrics import matrix_verdict
+from foliobench import verdicts as metrics
+from foliobench.verdicts import matrix_verdict
 from workloads.backend import Backend, SimBackend, Unsupported
 from workloads.matrix_probes import PROBES, get_probe
 
@@ -102,7 +101,7 @@ def test_every_cell_keeps_its_evidence(doc):
     for m in doc["matrices"]:
         assert len(m["rows"]) == len(PROBES)
         for row in m["rows"]:
-            for size, cell in row["cells"].items():
+            for _size, cell in row["cells"].items():
                 ev = cell["evidence"]
                 if cell["verdict"] == "untested":
                     assert cell["reason"]
@@ -181,7 +180,8 @@ def test_markdown_html_json_render_every_cell(doc):
     md = matrix.render_markdown(doc)
     for m in doc["matrices"]:
         assert f"### {m['label']} (kernel {m['kernel']})" in md
-    table_rows = [l for l in md.splitlines() if l.startswith("| ") and "subsystem" not in l]
+    table_rows = [row for row in md.splitlines()
+                  if row.startswith("| ") and "subsystem" not in row]
     assert len(table_rows) == len(PROBES) * (len(doc["matrices"]) + 1)
     parsed = json.loads(matrix.render_json(doc))
     assert parsed["format"] == matrix.FORMAT and len(parsed["matrices"]) == 5
@@ -251,10 +251,10 @@ def test_cli_saves_md_html_json_and_latest(tmp_path):
     assert json.loads((run_dir / "matrix.json").read_text())["matrices"][0]["rows"]
 
 
-def test_readme_matches_the_code():
-    """The README's verdict rules are the code's, and its side-by-side table is what the
+def test_matrix_docs_match_the_code():
+    """docs/matrix.md's verdict rules are the code's, and its side-by-side table is what the
     simulator produces now (regenerate it with `foliobench matrix --no-save`)."""
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "matrix.md").read_text()
     for v, rule in metrics.VERDICT_RULES:
         assert f"**{v}**: {rule}" in readme
     full = matrix.run_sim()

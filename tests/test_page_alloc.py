@@ -4,8 +4,13 @@ import numpy as np
 import simcore
 from simcore import page_alloc
 from simcore.mmzone import (
-    PAGEBLOCK_NR_PAGES, MIGRATE_UNMOVABLE, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE, MIGRATE_CMA,
-    PB_MIGRATETYPE_MASK, ZONE_DMA32,
+    MIGRATE_CMA,
+    MIGRATE_MOVABLE,
+    MIGRATE_RECLAIMABLE,
+    MIGRATE_UNMOVABLE,
+    PAGEBLOCK_NR_PAGES,
+    PB_MIGRATETYPE_MASK,
+    ZONE_DMA32,
 )
 from simcore.pgdat import FA_HEAD, FA_TAIL
 

@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 
 from simcore.procfs import (
-    PageTypeInfo, parse_buddyinfo, parse_extfrag, parse_pagetypeinfo, parse_vmstat,
+    PageTypeInfo,
+    parse_buddyinfo,
+    parse_extfrag,
+    parse_pagetypeinfo,
+    parse_vmstat,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -140,8 +144,8 @@ def test_parse_vmstat_real_file():
 
 # --- malformed input ---------------------------------------------------------------------------
 
-GOOD_BUDDY = "Node 0, zone      DMA      0      0      0      0      0      0      0      0      1" \
-             "      1      3 \n"
+GOOD_BUDDY = "Node 0, zone      DMA      0      0      0      0      0      0      0      0" \
+             "      1      1      3 \n"
 
 
 @pytest.mark.parametrize("bad", [

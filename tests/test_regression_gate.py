@@ -14,6 +14,7 @@ from simcore.strategies import Folio
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_asv_quick_pass_records_results_that_match_the_baseline():
     bench = subprocess.run([str(REPO / "tools" / "bench"), "Outcome"], cwd=REPO,
                            capture_output=True, text=True, timeout=1500)

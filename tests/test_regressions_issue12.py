@@ -49,7 +49,8 @@ def test_failed_offline_undo_keeps_free_blocks_within_one_migratetype():
     # the block being freed), so no free block spans two types
     after = pageblock_types(m)
     assert (np.delete(after, range(8, 12)) == np.delete(before, range(8, 12))).all()
-    assert m.pgdat.mem_map["type"][8 * 512] == PAGE_BUDDY and m.pgdat.mem_map["order"][8 * 512] == 10
+    assert m.pgdat.mem_map["type"][8 * 512] == PAGE_BUDDY
+    assert m.pgdat.mem_map["order"][8 * 512] == 10
     assert after[8] == after[9]
     # and the allocator keeps working on the result: take everything, give it back
     got = m.alloc_many(1 << 20, 0, "unmovable", "slab", compact=False)

@@ -3,7 +3,8 @@ swap-in, zswap, KSM, memory-failure, khugepaged, NUMA balancing. Hypothesis chec
 and no folio is ever lost across any mix of them."""
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import simcore
 from simcore import profiles

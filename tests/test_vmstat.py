@@ -11,16 +11,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from simcore.mmzone import MIGRATE_MOVABLE, MIGRATE_TYPES, MIGRATETYPE_NAMES, NR_PAGE_ORDERS
 from simcore.procfs import parse_buddyinfo, parse_extfrag, parse_pagetypeinfo, parse_vmstat
 from simcore.vmstat import (
-    extfrag_for_order, fill_contig_page_info, fragmentation_index, fragmentation_score_node,
-    fragmentation_score_wmark, fragmentation_score_zone, fragmentation_score_zone_weighted,
-    render_buddyinfo, render_extfrag_index, render_pagetypeinfo, render_unusable_index,
-    render_vmstat, unusable_free_index,
+    extfrag_for_order,
+    fill_contig_page_info,
+    fragmentation_index,
+    fragmentation_score_node,
+    fragmentation_score_wmark,
+    fragmentation_score_zone,
+    fragmentation_score_zone_weighted,
+    render_buddyinfo,
+    render_extfrag_index,
+    render_pagetypeinfo,
+    render_unusable_index,
+    render_vmstat,
+    unusable_free_index,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -31,7 +41,8 @@ def read(name):
 
 
 # A real /proc/buddyinfo line of this machine (orders 0..10):
-# "Node 0, zone   Normal   1874   1503    945    654    360    254    213    138     82     48    153 "
+# "Node 0, zone   Normal   1874   1503    945    654    360    254    213    138     82     48"
+# "    153 "
 NORMAL = np.array([1874, 1503, 945, 654, 360, 254, 213, 138, 82, 48, 153])
 # free_pages = 1874*1 + 1503*2 + 945*4 + 654*8 + 360*16 + 254*32 + 213*64 + 138*128 + 82*256
 #              + 48*512 + 153*1024
@@ -356,7 +367,7 @@ def test_pagetypeinfo_round_trip(zf, block_row, with_cma):
     pti = parse_pagetypeinfo(text)
     assert (pti.pageblock_order, pti.pages_per_block) == (9, 512)
     assert pti.migratetype_names == tuple(mts)
-    for node, zone_order in ((0, names), (1, names[::-1])):
+    for node, _zone_order in ((0, names), (1, names[::-1])):
         for z, name in enumerate(names):
             for mt_name in mts:
                 mt = MIGRATETYPE_NAMES.index(mt_name)

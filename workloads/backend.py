@@ -6,11 +6,14 @@ onlines memory blocks, advances time, triggers compaction and reads counters, al
 methods. Folios are named by handles (stable when migration moves them), never by PFN.
 """
 import abc
+import functools
 
 import numpy as np
 
 import simcore
 from simcore.metrics import fragmentation_at_order9
+
+from .memory import check_memory
 
 
 class Unsupported(Exception):
@@ -146,6 +149,7 @@ class SimBackend(Backend):
         """strategy: compaction strategy (default the profile's); profile: simcore kernel
         profile (default the newest); swap: size of a zram-like swap area; nodes: 2 adds a
         second node of the same size for NUMA balancing."""
+        check_memory(mem, machines=nodes if nodes in (1, 2) else 1)
         self.machine = simcore.Machine(mem=mem, seed=seed, compaction=strategy, profile=profile,
                                        **machine_kw)
         self.rng = self.machine.rng
@@ -245,10 +249,6 @@ class SimBackend(Backend):
         out.update(m.subsystem_stats())
         return out
 
-    def folio_pfns(self, handles):
-        """The PFN each folio starts at now (to see which ones migration moved)."""
-        raise Unsupported("folio PFNs")
-
     def migrate(self, handles, mode="sync"):
         return self.machine.migrate(self._pfns(handles), mode=mode)
 
@@ -287,3 +287,26 @@ class SimBackend(Backend):
             raise Unsupported("one node (SimBackend(nodes=2) models a second)")
         moved = self.machine.numa_migrate(self.node1, self._pfns(handles))
         return [pfn is not None for pfn in moved]
+
+
+class ArenaSimBackend(SimBackend):
+    """simcore.Machine of `mem`, with the workload sized to `arena_pages` (a live run's arena,
+    so that simulator and kernel rows describe the same workload)."""
+
+    def __init__(self, mem="16G", seed=0, strategy="folio", *, arena_pages=None, **kw):
+        super().__init__(mem=mem, seed=seed, strategy=strategy, **kw)
+        self.arena_pages = arena_pages
+
+    @property
+    def total_pages(self):
+        managed = self.machine.managed_pages
+        return managed if self.arena_pages is None else min(self.arena_pages, managed)
+
+
+def sim_factory(arena_bytes=None, costs=None):
+    """A SimBackend factory for the runner: the workload sized to `arena_bytes` when given,
+    the simulator's migration costs from `costs` (a calibrated cost model) when given."""
+    kw = {"arena_pages": None if arena_bytes is None else int(arena_bytes) // 4096}
+    if costs:
+        kw["costs"] = costs
+    return functools.partial(ArenaSimBackend, **kw)

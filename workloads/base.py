@@ -17,14 +17,16 @@ import time
 import pandas as pd
 
 import simcore
-from simcore.metrics import compaction_metrics, delta
+from simcore.metrics import compaction_metrics, delta, ratio
 from simcore.strategies import get_strategy
 from simcore.units import parse_size
 
 from .backend import SimBackend, Unsupported
+from .memory import MAX_REPEAT, NotEnoughMemory, check_memory, check_repeat, memory_needed  # noqa: F401
 
 QUICK_MEM = "1G"
 DEFAULT_MEM = "16G"
+MAX_SEED = (1 << 63) - 1
 _REGISTRY = {}
 
 
@@ -40,13 +42,19 @@ class Param:
     def parse(self, name, value):
         """The value from a string (command line) or a Python value, checked against the range."""
         kind = type(self.default)
+        if isinstance(value, str) and kind is not str and not value.strip().isascii():
+            # int() and float() take full-width and other non-ASCII digits; a number here is 0-9
+            raise ValueError(f"parameter {name}={value!r} is not a {kind.__name__} (digits 0-9)")
         if isinstance(value, str) and kind is not str:
             try:
                 value = kind(value) if kind is not bool else value.lower() in ("1", "true", "yes")
             except ValueError:
                 raise ValueError(f"parameter {name}={value!r} is not a {kind.__name__}") from None
-        if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        if kind in (int, float) and (isinstance(value, bool)
+                                     or not isinstance(value, (int, float))):
             raise ValueError(f"parameter {name}={value!r} is not a {kind.__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"parameter {name}={value!r} is not a finite number")
         if kind is int and isinstance(value, float):
             if not value.is_integer():
                 raise ValueError(f"parameter {name}={value!r} is not an integer")
@@ -69,12 +77,22 @@ class Workload:
     description = ""
     params = {}
     machine = {}          # extra simcore.Machine arguments, from params: {"cma": "cma_size"}
+    # the figures this workload is about, shown in the printed table, `show` and the metrics
+    # picture; a name ending in * is a prefix ("fallback_*": one column per folio size)
+    headline = ()
 
     def run(self, backend, p, extra):
         """Drive the backend with parameters p; return this workload's figures (a dict;
         "requested" and "granted" feed highorder_success). `extra` takes artefacts for the
         report (anything JSON-serialisable)."""
         raise NotImplementedError
+
+
+def check_seed(seed):
+    """ValueError unless seed is an integer 0..MAX_SEED (a seed column stays int64)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed {seed!r} must be an integer from 0 to {MAX_SEED} (2**63 - 1)")
+    return seed
 
 
 def register(cls):
@@ -163,7 +181,7 @@ def _run_on(cls, p, backend, strategy, mem, seed, keep):
                                   wall_s=time.perf_counter() - wall0))
     row.update(figures)
     if keep is not None:
-        keep["backend"] = backend
+        # what the report needs, never the backend: a kept backend keeps its whole machine
         keep["vmstat_delta"] = d
         keep["buddyinfo_after"] = backend.buddyinfo()
         keep["map_after"] = _pageblock_map(backend)
@@ -175,32 +193,44 @@ def _run_on(cls, p, backend, strategy, mem, seed, keep):
 
 
 def run(workload, strategies=("legacy", "split", "folio"), mem=None, seed=0, repeat=1,
-        params=None, quick=False, backend="sim", live=None):
+        params=None, quick=False, backend="sim"):
     """Every strategy on the same seeded workload (seeds seed..seed+repeat-1): a DataFrame with
-    one row per strategy x seed.
+    one row per strategy x seed, on the simulator.
 
-    backend="live" runs it on the running kernel instead (root; one row per seed, strategy
-    "kernel"); `mem` is then the arena and `live` takes livekernel.session.LiveSession's other
-    options (mem_cap, dry_run, allow_offline, workdir)."""
-    if backend == "live":
-        from livekernel.session import LiveSession
-        with LiveSession(mem=mem, **(live or {})) as session:
-            rows = [run_one(workload, "kernel", session.mem, seed + r, params, quick,
-                            backend_factory=session.factory) for r in range(repeat)]
-        return pd.DataFrame(rows)
+    The live kernel is chosen above this layer (workloads never import livekernel): `foliobench
+    run --backend live`, or run_one(..., backend_factory=LiveSession(...).factory)."""
+    check_repeat(repeat)
+    check_seed(seed)
+    check_seed(seed + repeat - 1)
     if backend != "sim":
-        raise ValueError(f"backend {backend!r} is unknown; allowed: sim, live")
+        raise ValueError(f"backend {backend!r}: workloads.run() runs the simulator (sim); run the "
+                         f"live kernel with 'foliobench run --backend live' or run_one() with "
+                         f"a LiveSession's factory")
     if isinstance(strategies, str):
         strategies = [strategies]
     for s in strategies:
         get_strategy(s)
+    check_memory(mem or (QUICK_MEM if quick else DEFAULT_MEM))
     rows = [run_one(workload, s, mem, seed + r, params, quick)
             for r in range(repeat) for s in strategies]
     return pd.DataFrame(rows)
 
 
-def share(num, den):
-    return num / den if den else math.nan
+def headline_columns(columns, names=None):
+    """The headline figures among `columns`, in workload then column order (names: the
+    workloads to take them from; default every registered one)."""
+    out = []
+    for name in names if names is not None else workloads():
+        for pattern in get_workload(name).headline:
+            if pattern.endswith("*"):
+                out.extend(c for c in columns if c.startswith(pattern[:-1]))
+            elif pattern in columns:
+                out.append(pattern)
+    return list(dict.fromkeys(out))
+
+
+# one ratio helper: a workload's share of requests is simcore.metrics.ratio
+share = ratio
 
 
 @functools.lru_cache(maxsize=8)

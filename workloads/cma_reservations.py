@@ -8,6 +8,7 @@ from .base import Param, Workload, parse_size_mix, register
 @register
 class CmaReservations(Workload):
     name = "cma-reservations"
+    headline = ("cma_latency_ms_median",)
     description = " ".join(__doc__.split("\n\n")[0].split()).split(": ", 1)[1]
     machine = {"cma": "cma_size"}
     params = {

@@ -46,7 +46,7 @@ def fragment(machine, fill=0.9, free_share=0.5, mix=DEFAULT_MIX, batch_pages=PAG
             if used >= target:
                 break
     keep = []
-    for (order, mt, _, _), chunks in zip(mix, allocated):
+    for (_order, mt, _, _), chunks in zip(mix, allocated):
         pfns = np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
         if mt == "movable":
             gone = rng.random(len(pfns)) < free_share

@@ -8,6 +8,7 @@ from .base import Param, Workload, register, share
 @register
 class HighAlloc(Workload):
     name = "highalloc"
+    headline = ("success_load1", "success_load2", "success_rest")
     description = " ".join(__doc__.split("\n\n")[0].split()).split(": ", 1)[1]
     params = {
         "share": Param(0.35, "share of memory requested as order-9 blocks per pass",

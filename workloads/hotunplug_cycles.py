@@ -8,6 +8,7 @@ from .base import Param, Workload, register, share
 @register
 class HotunplugCycles(Workload):
     name = "hotunplug-cycles"
+    headline = ("offline_success", "offline_failures")
     description = " ".join(__doc__.split("\n\n")[0].split()).split(": ", 1)[1]
     machine = {"movable": "movable", "memory_block": "block"}
     params = {
@@ -39,7 +40,7 @@ class HotunplugCycles(Workload):
         time0 = backend.counters()["migrate_time_ns"]
         extra["map_before"] = backend.pageblock_map()
         reasons = {}
-        for cycle in range(p["cycles"]):
+        for _cycle in range(p["cycles"]):
             index = int(candidates[rng.integers(len(candidates))])
             done, reason = backend.offline_block(index)
             if done:
@@ -51,6 +52,8 @@ class HotunplugCycles(Workload):
             backend.tick(100)
         extra["offline_failures"] = reasons
         cycle_ms = (backend.counters()["migrate_time_ns"] - time0) / 1e6 / p["cycles"]
+        # the reasons go into the row too (the saved table, the printed one): "busy: 3; ..."
+        failures = "; ".join(f"{k}: {n}" for k, n in sorted(reasons.items()))
         return {"requested": p["cycles"], "granted": ok, "offline_success": share(ok, p["cycles"]),
-                "modelled_ms_per_cycle": cycle_ms,
+                "offline_failures": failures, "modelled_ms_per_cycle": cycle_ms,
                 "zone_movable_blocks": len(movable_zone)}

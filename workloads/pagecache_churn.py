@@ -13,6 +13,7 @@ SLICE_PAGES = 256      # 1 MiB of reads between slab allocations
 @register
 class PagecacheChurn(Workload):
     name = "pagecache-churn"
+    headline = ("cache_pages_end", "writeback_pages_end")
     description = " ".join(__doc__.split("\n\n")[0].split()).split(": ", 1)[1]
     params = {
         "cache": Param(0.9, "page cache size kept, share of memory", low=0.05, high=0.95),

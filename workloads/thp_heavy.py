@@ -7,6 +7,7 @@ asked, fallbacks per size, and the compaction figures."""
 import numpy as np
 
 from simcore.mmzone import PAGEBLOCK_NR_PAGES
+
 from .base import Param, Workload, parse_size_mix, register, share
 
 ROUNDS = 16
@@ -15,6 +16,7 @@ ROUNDS = 16
 @register
 class ThpHeavy(Workload):
     name = "thp-heavy"
+    headline = ("huge_pct", "fallback_*")
     description = " ".join(__doc__.split("\n\n")[0].split()).split(": ", 1)[1]
     params = {
         "mix": Param("16K:1,64K:2,2M:2", "mTHP size mix of the faults (size:weight,...)"),
