@@ -14,8 +14,8 @@ import json
 import pathlib
 import re
 
+from foliobench.verdicts import UNTESTED
 from simcore import profiles as simprofiles
-from simcore.metrics import UNTESTED
 
 from . import matrix as fmatrix
 

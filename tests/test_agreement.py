@@ -6,7 +6,7 @@ import pytest
 
 from foliobench import agreement, cli
 from foliobench import matrix as fmatrix
-from simcore.metrics import NOT_AT_ALL, PERFECTLY, UNTESTED
+from foliobench.verdicts import NOT_AT_ALL, PERFECTLY, UNTESTED
 from workloads.matrix_probes import get_probe
 
 
