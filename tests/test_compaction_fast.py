@@ -1,14 +1,25 @@
 """The compaction shortcuts of mm/compaction.c: fast_isolate_freepages(),
 fast_find_migrateblock() and compaction capture, each on a zone built by hand."""
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import simcore
 from simcore import compaction, freescan
 from simcore.freescan import (
-    CC_DIRECT, CC_FAST_SEARCH_FAIL, CC_FAST_START_PFN, CC_FREE_PFN, CC_MIGRATE_PFN,
-    CC_MIGRATETYPE, CC_MODE, CC_NR_FREEPAGES, CC_NR_MIGRATEPAGES, CC_ORDER, CC_SEARCH_ORDER,
-    CC_ZONE, POOL_LEN,
+    CC_DIRECT,
+    CC_FAST_SEARCH_FAIL,
+    CC_FAST_START_PFN,
+    CC_FREE_PFN,
+    CC_MIGRATE_PFN,
+    CC_MIGRATETYPE,
+    CC_MODE,
+    CC_NR_FREEPAGES,
+    CC_NR_MIGRATEPAGES,
+    CC_ORDER,
+    CC_SEARCH_ORDER,
+    CC_ZONE,
+    POOL_LEN,
 )
 from simcore.mmzone import MIGRATE_MOVABLE, PAGE_BUDDY, PAGEBLOCK_NR_PAGES
 from simcore.pgdat import Z_COMPACT_CACHED_FREE, Z_END, Z_START
@@ -49,7 +60,7 @@ def pooled(pool):
 
 
 def test_fast_isolate_freepages_takes_a_top_quarter_page_and_moves_the_free_scanner():
-    m, folios = full_zone(0)
+    m, _ = full_zone(0)
     zone_end = int(m.pgdat.zones[0, Z_END])
     last_block = (zone_end - 1) & ~(PAGEBLOCK_NR_PAGES - 1)
     low, top = LOW[0], last_block + 7       # pages near the bottom, one in the last block
