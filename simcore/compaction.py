@@ -272,7 +272,10 @@ def isolate_migratepages(pgdat, cc, migratepages):
             continue
         fast_block = False
         next_pfn, nr = isolate_migratepages_block(pgdat, cc, migratepages, low_pfn, block_end)
-        if nr == 0 and low_pfn == block_start and not cc[CC_IGNORE_SKIP_HINT]:
+        # test_and_set_skip() (5.1, with the fast search): a block scanned from its start is
+        # marked skipped, isolated from or not, so that fast_find_migrateblock() never sends
+        # the scanner back to it (it would retry the same failing folios forever)
+        if low_pfn == block_start and not cc[CC_IGNORE_SKIP_HINT]:
             set_pageblock_skip(pgdat, block_start)
         low_pfn = next_pfn
         cc[CC_MIGRATE_PFN] = low_pfn
