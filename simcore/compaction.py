@@ -270,12 +270,14 @@ def isolate_migratepages(pgdat, cc, migratepages):
             cc[CC_MIGRATE_PFN] = low_pfn
             update_cached_migrate(pgdat, cc, low_pfn)
             continue
+        chosen = fast_block
         fast_block = False
         next_pfn, nr = isolate_migratepages_block(pgdat, cc, migratepages, low_pfn, block_end)
-        # test_and_set_skip() (5.1, with the fast search): a block scanned from its start is
-        # marked skipped, isolated from or not, so that fast_find_migrateblock() never sends
-        # the scanner back to it (it would retry the same failing folios forever)
-        if low_pfn == block_start and not cc[CC_IGNORE_SKIP_HINT]:
+        # test_and_set_skip() (5.1): the kernel marks every block it starts isolating from as
+        # skipped. We do so only for blocks the fast search chose, so that it never sends the
+        # scanner back to one (it would retry the same failing folios forever): with no kswapd
+        # to clear skip hints, marking every block starves later direct compactions.
+        if (chosen or nr == 0) and low_pfn == block_start and not cc[CC_IGNORE_SKIP_HINT]:
             set_pageblock_skip(pgdat, block_start)
         low_pfn = next_pfn
         cc[CC_MIGRATE_PFN] = low_pfn
