@@ -9,8 +9,12 @@ The target allocator (compaction_alloc) and the scanners' treatment of large fol
 compaction strategies change (see strategies.py): the built-in policies are chosen at run time
 from cc[], a user strategy supplies its own compiled compaction_alloc.
 
-Simplifications: no fast_isolate_freepages()/fast_find_migrateblock() (the scanners always walk
-linearly from their cached positions), no compaction capture, no lock contention or signals, no
+The fast scanners (fast_isolate_freepages() in freescan.py, fast_find_migrateblock() here) and
+compaction capture (capture_control) are modelled; all three date from 5.1 (the fast free
+search took its current shape in 5.x), older than every kernel profile, so no profile or
+strategy switches them.
+
+Simplifications: no lock contention or signals, no
 kswapd (so proactive compaction never waits for it), skip hints are cleared at the start of a
 run that follows a direct compaction which reached the end (compact_blockskip_flush).
 """
@@ -23,6 +27,9 @@ from .costs import COST_SCAN_PFN
 from .freescan import (
     CC_ALLOC_CONTIG,
     CC_DIRECT,
+    CC_FAST_SEARCH_FAIL,
+    CC_FAST_START_PFN,
+    CC_FINISH_PAGEBLOCK,
     CC_FREE_PFN,
     CC_HIGHEST_ZONEIDX,
     CC_IGNORE_SKIP_HINT,
@@ -37,6 +44,7 @@ from .freescan import (
     CC_ORDER,
     CC_PROACTIVE,
     CC_PROACTIVE_LOW,
+    CC_SEARCH_ORDER,
     CC_SPLIT_FREE,
     CC_TARGET_POLICY,
     CC_TOTAL_FREE_SCANNED,
@@ -46,7 +54,9 @@ from .freescan import (
     COMPACT_CLUSTER_MAX,
     POOL_HEAD,
     POOL_LEN,
+    freelist_scan_limit,
     isolation_suitable,
+    move_freelist_tail,
     pool_pages,
     release_free_list,
     set_pageblock_skip,
@@ -60,6 +70,7 @@ from .mmzone import (
     MAX_PAGE_ORDER,
     MIGRATE_CMA,
     MIGRATE_MOVABLE,
+    MIGRATE_TYPES,
     NR_PAGE_ORDERS,
     PAGE_ALLOC_COSTLY_ORDER,
     PAGE_BUDDY,
@@ -75,6 +86,10 @@ from .mmzone import (
 )
 from .pgdat import (
     FA_COUNT,
+    FA_HEAD,
+    N_CAPTURE_ORDER,
+    N_CAPTURE_PFN,
+    N_CAPTURE_WHERE,
     Z_COMPACT_BLOCKSKIP_FLUSH,
     Z_COMPACT_CACHED_FREE,
     Z_COMPACT_CACHED_MIGRATE_ASYNC,
@@ -217,25 +232,111 @@ def scanners_met(cc):
 
 
 @jit
+def update_fast_start_pfn(cc, pfn):
+    """update_fast_start_pfn(): remember the lowest PFN a fast migrate search jumped to."""
+    if cc[CC_FAST_START_PFN] == -1:
+        return
+    if cc[CC_FAST_START_PFN] == 0 or pfn < cc[CC_FAST_START_PFN]:
+        cc[CC_FAST_START_PFN] = pfn
+
+
+@jit
+def reinit_migrate_pfn(cc):
+    """reinit_migrate_pfn(): after a failed fast search, the linear scan restarts once from the
+    lowest block an earlier fast search found (it had free pages)."""
+    if cc[CC_FAST_START_PFN] == 0 or cc[CC_FAST_START_PFN] == -1:
+        return cc[CC_MIGRATE_PFN]
+    cc[CC_MIGRATE_PFN] = cc[CC_FAST_START_PFN]
+    cc[CC_FAST_START_PFN] = -1
+    return cc[CC_MIGRATE_PFN]
+
+
+@jit
+def fast_find_migrateblock(pgdat, cc):
+    """fast_find_migrateblock(): for costly orders (above PAGE_ALLOC_COSTLY_ORDER), when the
+    migrate scanner is at a pageblock start, look through the MOVABLE free lists from one below
+    cc->order down to order 3 (at most freelist_scan_limit() entries) for a free page below the
+    first half of the span between the scanners (an eighth once the scanner has moved off the
+    zone start), in a block not marked skipped, and start migrating from that block: it already
+    has free pages, so fewer pages need moving to free it. Not with skip hints ignored, not
+    while a pageblock must be finished, not for direct non-MOVABLE requests. Since 5.1: all our
+    profiles have it, so it is no strategy knob. Returns the PFN to scan from."""
+    pfn = cc[CC_MIGRATE_PFN]
+    z = cc[CC_ZONE]
+    zone_start = pgdat.zones[z, Z_START]
+    if cc[CC_IGNORE_SKIP_HINT] or cc[CC_FINISH_PAGEBLOCK]:
+        return pfn
+    if pfn != zone_start and pfn & (PAGEBLOCK_NR_PAGES - 1):
+        return pfn                      # continuing a block after a full batch
+    if cc[CC_ORDER] <= PAGE_ALLOC_COSTLY_ORDER:
+        return pfn
+    if cc[CC_DIRECT] and cc[CC_MIGRATETYPE] != MIGRATE_MOVABLE:
+        return pfn
+    mem_map = pgdat.mem_map
+    limit = freelist_scan_limit(cc)
+    distance = (cc[CC_FREE_PFN] - pfn) >> 1
+    if pfn != zone_start:
+        distance >>= 2
+    high_pfn = (pfn + distance) & ~(PAGEBLOCK_NR_PAGES - 1)
+    nr_scanned = 0
+    found = False
+    order = cc[CC_ORDER] - 1
+    while order >= PAGE_ALLOC_COSTLY_ORDER and not found and nr_scanned < limit:
+        free = pgdat.free_area[z, order, MIGRATE_MOVABLE, FA_HEAD]
+        while free >= 0:
+            nr_scanned += 1
+            if nr_scanned > limit:
+                move_freelist_tail(pgdat, z, order, MIGRATE_MOVABLE, free)
+                break
+            if free < high_pfn:
+                if pgdat.pageblock_flags[free >> PAGEBLOCK_ORDER] & PB_MIGRATE_SKIP:
+                    free = mem_map[free].next
+                    continue
+                move_freelist_tail(pgdat, z, order, MIGRATE_MOVABLE, free)
+                update_fast_start_pfn(cc, free)
+                pfn = max(free & ~(PAGEBLOCK_NR_PAGES - 1), zone_start)
+                cc[CC_FAST_SEARCH_FAIL] = 0
+                found = True
+                break
+            free = mem_map[free].next
+        order -= 1
+    cc[CC_TOTAL_MIGRATE_SCANNED] += nr_scanned
+    if not found:
+        cc[CC_FAST_SEARCH_FAIL] += 1
+        pfn = reinit_migrate_pfn(cc)
+    return pfn
+
+
+@jit
 def isolate_migratepages(pgdat, cc, migratepages):
-    """isolate_migratepages(): from cc->migrate_pfn, pageblocks wholly below the free scanner
-    until a batch is isolated. Returns the number of folios isolated."""
+    """isolate_migratepages(): from where fast_find_migrateblock() says (cc->migrate_pfn unless
+    it found a block with free pages), pageblocks wholly below the free scanner until a batch is
+    isolated. Returns the number of folios isolated."""
     z = cc[CC_ZONE]
     zone_end = pgdat.zones[z, Z_END]
-    low_pfn = cc[CC_MIGRATE_PFN]
+    low_pfn = fast_find_migrateblock(pgdat, cc)
+    # the fast search already checked the skip hint of the block it chose
+    fast_block = low_pfn != cc[CC_MIGRATE_PFN] and cc[CC_FAST_SEARCH_FAIL] == 0
     while True:
         block_start = low_pfn & ~(PAGEBLOCK_NR_PAGES - 1)
         block_end = min(block_start + PAGEBLOCK_NR_PAGES, zone_end)
         if block_end > cc[CC_FREE_PFN] or low_pfn >= zone_end:
             break
-        if not isolation_suitable(pgdat, cc, block_start) or \
+        if (not fast_block and not isolation_suitable(pgdat, cc, block_start)) or \
                 not suitable_migration_source(pgdat, cc, block_start):
+            fast_block = False
             low_pfn = block_end
             cc[CC_MIGRATE_PFN] = low_pfn
             update_cached_migrate(pgdat, cc, low_pfn)
             continue
+        chosen = fast_block
+        fast_block = False
         next_pfn, nr = isolate_migratepages_block(pgdat, cc, migratepages, low_pfn, block_end)
-        if nr == 0 and low_pfn == block_start and not cc[CC_IGNORE_SKIP_HINT]:
+        # test_and_set_skip() (5.1): the kernel marks every block it starts isolating from as
+        # skipped. We do so only for blocks the fast search chose, so that it never sends the
+        # scanner back to one (it would retry the same failing folios forever): with no kswapd
+        # to clear skip hints, marking every block starves later direct compactions.
+        if (chosen or nr == 0) and low_pfn == block_start and not cc[CC_IGNORE_SKIP_HINT]:
             set_pageblock_skip(pgdat, block_start)
         low_pfn = next_pfn
         cc[CC_MIGRATE_PFN] = low_pfn
@@ -449,6 +550,9 @@ def compact_zone(pgdat, cc, pool, migratepages, get_new_folio, put_new_folio, co
         if err == migrate.ENOMEM and not scanners_met(cc):
             ret = COMPACT_CONTENDED
             break
+        if pgdat.node[N_CAPTURE_PFN] != 0:
+            ret = COMPACT_SUCCESS           # a block of our order was captured: stop
+            break
     if cc[CC_NR_FREEPAGES] > 0 or pool_pages(pool) > 0:
         high = release_free_list(pgdat, pool)
         cc[CC_NR_FREEPAGES] = 0
@@ -494,13 +598,17 @@ def prepare_cc(cc, pool, knobs, z, order, mode):
     cc[CC_ISOLATE_LARGE] = knobs[K_ISOLATE_LARGE]
     cc[CC_SPLIT_FREE] = knobs[K_SPLIT_FREE]
     cc[CC_TARGET_POLICY] = knobs[K_TARGET_POLICY]
+    cc[CC_SEARCH_ORDER] = order
 
 
 @jit
 def compact_zone_order(pgdat, z, order, mt, prio, highest_zoneidx, cc, pool, migratepages,
                        knobs, get_new_folio, put_new_folio, costs, stats):
     """compact_zone_order() + compaction_suit_allocation_order(): nothing to do if the
-    allocation would already succeed, skipped if compaction_suitable() says no."""
+    allocation would already succeed, skipped if compaction_suitable() says no. Otherwise
+    compact_zone() with a capture_control armed (capture since 5.1: all our profiles have it,
+    so it is no strategy knob): a captured block is left in node[N_CAPTURE_PFN] for
+    __alloc_pages_direct_compact() and makes the result COMPACT_SUCCESS."""
     flags = page_alloc.ALLOC_WMARK_MIN | (page_alloc.ALLOC_CMA if mt == MIGRATE_MOVABLE else 0)
     if page_alloc.zone_watermark_ok(pgdat, z, order, highest_zoneidx, flags):
         return COMPACT_SUCCESS
@@ -513,7 +621,17 @@ def compact_zone_order(pgdat, z, order, mt, prio, highest_zoneidx, cc, pool, mig
     cc[CC_HIGHEST_ZONEIDX] = highest_zoneidx
     cc[CC_WHOLE_ZONE] = 1 if prio == COMPACT_PRIO_SYNC_FULL else 0
     cc[CC_IGNORE_SKIP_HINT] = 1 if prio == COMPACT_PRIO_SYNC_FULL else 0
-    return compact_zone(pgdat, cc, pool, migratepages, get_new_folio, put_new_folio, costs, stats)
+    # capture_control: what compaction frees at our order may go straight to this allocation
+    node = pgdat.node
+    node[N_CAPTURE_PFN] = 0
+    node[N_CAPTURE_WHERE] = z * MIGRATE_TYPES + mt
+    node[N_CAPTURE_ORDER] = order + 1
+    ret = compact_zone(pgdat, cc, pool, migratepages, get_new_folio, put_new_folio, costs, stats)
+    node[N_CAPTURE_ORDER] = 0
+    node[N_CAPTURE_WHERE] = 0
+    if node[N_CAPTURE_PFN] != 0:
+        ret = COMPACT_SUCCESS
+    return ret
 
 
 @jit
@@ -545,15 +663,22 @@ def try_to_compact_pages(pgdat, order, mt, prio, cc, pool, migratepages, knobs, 
 @jit
 def alloc_pages_direct_compact(pgdat, order, mt, kind, flags, prio, cc, pool, migratepages,
                                knobs, get_new_folio, put_new_folio, costs, stats):
-    """__alloc_pages_direct_compact(): compact, then try the free lists again. Counts
+    """__alloc_pages_direct_compact(): compact, then take the captured block or try the free
+    lists again (a captured block, like the kernel's, is not counted in pgalloc). Counts
     compact_stall for every attempt not skipped, then compact_success or compact_fail.
     Returns the new folio's PFN or -1."""
     rc = try_to_compact_pages(pgdat, order, mt, prio, cc, pool, migratepages, knobs,
                               get_new_folio, put_new_folio, costs, stats)
+    captured = pgdat.node[N_CAPTURE_PFN] - 1
+    pgdat.node[N_CAPTURE_PFN] = 0
     if rc == COMPACT_SKIPPED:
         return -1
     pgdat.events[ev.COMPACT_STALL] += 1
-    pfn = page_alloc.alloc_folio(pgdat, order, mt, kind, flags, page_alloc.ALLOC_WMARK_MIN)
+    if captured >= 0:                   # prep_new_page() on the captured block
+        page_alloc.prep_new_folio(pgdat, captured, order, kind, flags)
+        pfn = captured
+    else:
+        pfn = page_alloc.alloc_folio(pgdat, order, mt, kind, flags, page_alloc.ALLOC_WMARK_MIN)
     if pfn >= 0:
         z = page_alloc.page_zone(pgdat, pfn)
         pgdat.zones[z, Z_COMPACT_BLOCKSKIP_FLUSH] = 0
@@ -641,6 +766,12 @@ def entry_compact_node(node, mode, proactive_low, cc, pool, migratepages, knobs,
                        results):
     compact_node(node.arrays, mode, proactive_low, cc, pool, migratepages, knobs, None, None,
                  costs, stats, results)
+
+
+@jit
+def entry_fast_find_migrateblock(node, cc):
+    """fast_find_migrateblock() on a machine (for tests and tools)."""
+    return fast_find_migrateblock(node.arrays, cc)
 
 
 @jit

@@ -22,11 +22,21 @@ from .mmzone import (
     PB_MIGRATE_SKIP,
     PB_MIGRATETYPE_MASK,
 )
-from .pgdat import Z_COMPACT_CACHED_FREE, Z_END, Z_FREE, Z_START, Z_WMARK_MIN
+from .pgdat import (
+    FA_COUNT,
+    FA_HEAD,
+    FA_TAIL,
+    Z_COMPACT_CACHED_FREE,
+    Z_END,
+    Z_FREE,
+    Z_START,
+    Z_WMARK_MIN,
+)
 
 jit = nb.njit(cache=True, nogil=True)
 
 COMPACT_CLUSTER_MAX = 32
+MIGRATE_ASYNC = 0          # migrate.MIGRATE_ASYNC (migrate.py imports this module)
 
 # Built-in target policies (compaction_alloc flavours).
 TARGET_ORDER0 = 0          # only base-page targets: large sources get none (pre-6.9)
@@ -58,7 +68,10 @@ CC_NR_ISOLATED = 20        # base pages isolated by both scanners (compact_isola
 CC_PROACTIVE_LOW = 21      # fragmentation_score_wmark(true) for proactive runs
 CC_MIGRATED_FOLIOS = 22
 CC_ISOLATED_LARGE = 23     # large folios isolated by the migrate scanner
-NR_CC = 24
+CC_SEARCH_ORDER = 24       # fast_isolate_freepages(): the order to search first next time
+CC_FAST_SEARCH_FAIL = 25   # fast searches that failed in a row (shrinks freelist_scan_limit)
+CC_FAST_START_PFN = 26     # lowest block the fast migrate search found; -1: used (ULONG_MAX)
+NR_CC = 27
 
 POOL_CAP = 1 << 15
 POOL_HEAD = 0
@@ -99,6 +112,19 @@ def pool_pop(pool, order):
     pool[order, POOL_HEAD] = (head + 1) % POOL_CAP
     pool[order, POOL_LEN] -= 1
     return pfn
+
+
+@jit
+def pool_add(cc, pool, pfn, order):
+    """An isolated free page onto cc->freepages: whole, or as order-0 pages when the strategy
+    splits isolated free pages (split_map_pages() before 6.9)."""
+    n = np.int64(1) << order
+    cc[CC_NR_FREEPAGES] += n
+    if cc[CC_SPLIT_FREE]:
+        for p in range(pfn, pfn + n):
+            pool_push(pool, 0, p, False)
+    else:
+        pool_push(pool, order, pfn, False)
 
 
 @jit
@@ -169,7 +195,6 @@ def isolate_freepages_block(pgdat, cc, pool, start, end):
     pfn = start
     scanned = 0
     isolated = 0
-    split = cc[CC_SPLIT_FREE]
     if mem_map[pfn].type == PAGE_TAIL and pfn & ((1 << MAX_PAGE_ORDER) - 1):
         # second pageblock of an order-10 block: nothing to isolate here
         cc[CC_TOTAL_FREE_SCANNED] += end - start
@@ -190,12 +215,7 @@ def isolate_freepages_block(pgdat, cc, pool, start, end):
             break
         scanned += n
         isolated += n
-        cc[CC_NR_FREEPAGES] += n
-        if split:
-            for p in range(pfn, pfn + n):       # split_map_pages(): every page becomes order 0
-                pool_push(pool, 0, p, False)
-        else:
-            pool_push(pool, order, pfn, False)
+        pool_add(cc, pool, pfn, order)
         pfn += n
         if cc[CC_NR_MIGRATEPAGES] <= cc[CC_NR_FREEPAGES]:
             break
@@ -206,8 +226,15 @@ def isolate_freepages_block(pgdat, cc, pool, start, end):
 
 @jit
 def isolate_freepages(pgdat, cc, pool):
-    """isolate_freepages(): walk pageblocks down from cc->free_pfn, above the migrate scanner,
-    until the pool covers everything isolated for migration."""
+    """isolate_freepages(): fast_isolate_freepages() first; if it found nothing, walk pageblocks
+    down from cc->free_pfn, above the migrate scanner, until the pool covers everything isolated
+    for migration. (The kernel skips the walk whenever cc->nr_freepages is non-zero; we skip it
+    only when the fast search isolated something, so that leftover smaller targets in the
+    per-order pool do not starve a larger source.)"""
+    before = cc[CC_NR_FREEPAGES]
+    fast_isolate_freepages(pgdat, cc, pool)
+    if cc[CC_NR_FREEPAGES] > before:
+        return
     z = cc[CC_ZONE]
     zone_start = pgdat.zones[z, Z_START]
     block_start = cc[CC_FREE_PFN] & ~(PAGEBLOCK_NR_PAGES - 1)
@@ -239,6 +266,189 @@ def update_cached_free(pgdat, cc, pfn):
     z = cc[CC_ZONE]
     if pfn < pgdat.zones[z, Z_COMPACT_CACHED_FREE]:
         pgdat.zones[z, Z_COMPACT_CACHED_FREE] = max(pfn, pgdat.zones[z, Z_START])
+
+
+# ---- the fast free scanner (since 5.1: all our profiles have it, so no strategy knob) ------
+
+@jit
+def freelist_scan_limit(cc):
+    """freelist_scan_limit(): COMPACT_CLUSTER_MAX halved per failed fast search, plus one."""
+    return (COMPACT_CLUSTER_MAX >> min(cc[CC_FAST_SEARCH_FAIL], 63)) + 1
+
+
+@jit
+def move_freelist_head(pgdat, z, order, mt, pfn):
+    """move_freelist_head(): rotate the free list so that pfn comes first; the entries before it
+    go to the tail, so the next reverse search starts with pages not yet looked at."""
+    mem_map = pgdat.mem_map
+    area = pgdat.free_area[z, order, mt]
+    if pfn < 0 or area[FA_HEAD] == pfn:
+        return
+    head = area[FA_HEAD]
+    tail = area[FA_TAIL]
+    before = mem_map[pfn].prev
+    mem_map[tail].next = head
+    mem_map[head].prev = tail
+    mem_map[before].next = -1
+    mem_map[pfn].prev = -1
+    area[FA_HEAD] = pfn
+    area[FA_TAIL] = before
+
+
+@jit
+def move_freelist_tail(pgdat, z, order, mt, pfn):
+    """move_freelist_tail(): rotate the free list so that pfn comes last; the entries after it
+    come first, so the next forward search starts with pages not yet looked at."""
+    mem_map = pgdat.mem_map
+    area = pgdat.free_area[z, order, mt]
+    if area[FA_TAIL] == pfn:
+        return
+    head = area[FA_HEAD]
+    tail = area[FA_TAIL]
+    after = mem_map[pfn].next
+    mem_map[tail].next = head
+    mem_map[head].prev = tail
+    mem_map[pfn].next = -1
+    mem_map[after].prev = -1
+    area[FA_HEAD] = after
+    area[FA_TAIL] = pfn
+
+
+@jit
+def next_search_order(cc, order):
+    """next_search_order(): round-robin over the orders below cc->order; -1 once wrapped."""
+    order -= 1
+    if order < 0:
+        order = cc[CC_ORDER] - 1
+    if order == cc[CC_SEARCH_ORDER]:
+        cc[CC_SEARCH_ORDER] -= 1
+        if cc[CC_SEARCH_ORDER] < 0:
+            cc[CC_SEARCH_ORDER] = cc[CC_ORDER] - 1
+        return -1
+    return order
+
+
+@jit
+def fast_isolate_around(pgdat, cc, pool, pfn):
+    """fast_isolate_around(): sync direct compaction (and kcompactd) also take the other free
+    pages of the pageblock where the fast search found its target, then mark it skipped."""
+    if cc[CC_NR_FREEPAGES] >= cc[CC_NR_MIGRATEPAGES]:
+        return
+    if cc[CC_DIRECT] and cc[CC_MODE] == MIGRATE_ASYNC:
+        return
+    z = cc[CC_ZONE]
+    start = max(pfn & ~(PAGEBLOCK_NR_PAGES - 1), pgdat.zones[z, Z_START])
+    end = min((pfn | (PAGEBLOCK_NR_PAGES - 1)) + 1, pgdat.zones[z, Z_END])
+    _, next_pfn = isolate_freepages_block(pgdat, cc, pool, start, end)
+    if next_pfn >= end and not cc[CC_IGNORE_SKIP_HINT]:
+        set_pageblock_skip(pgdat, start)
+
+
+@jit
+def fast_search_order(pgdat, cc, z, order, low_pfn, min_pfn, limit, found):
+    """One order of fast_isolate_freepages(): walk the MOVABLE list from its tail (most recently
+    freed pages last in, so the high ones) for a page at or above low_pfn, else remember the
+    highest one above min_pfn. found[0] = highest block seen, found[1] = pages scanned.
+    Returns (the chosen pfn or -1, scanned in this order, limit)."""
+    mem_map = pgdat.mem_map
+    area = pgdat.free_area[z, order, MIGRATE_MOVABLE]
+    zone_start = pgdat.zones[z, Z_START]
+    page = -1
+    high_pfn = -1
+    order_scanned = 0
+    last = -1
+    pfn = area[FA_TAIL]
+    while pfn >= 0:
+        order_scanned += 1
+        found[1] += 1
+        last = pfn
+        if pfn >= found[0]:
+            found[0] = max(pfn & ~(PAGEBLOCK_NR_PAGES - 1), zone_start)
+        if pfn >= low_pfn:
+            cc[CC_FAST_SEARCH_FAIL] = 0
+            cc[CC_SEARCH_ORDER] = order
+            page = pfn
+            break
+        if pfn >= min_pfn and pfn > high_pfn:
+            high_pfn = pfn
+            limit >>= 1                 # a candidate: shorten the scan
+        if order_scanned >= limit:
+            break
+        pfn = mem_map[pfn].prev
+    if page < 0 and high_pfn >= 0:
+        page = high_pfn
+        last = high_pfn
+    if pfn < 0 and page < 0:
+        last = -1                       # walked the whole list: the reorder is a no-op
+    move_freelist_head(pgdat, z, order, MIGRATE_MOVABLE, last)
+    return page, order_scanned, limit
+
+
+@jit
+def fast_isolate_freepages(pgdat, cc, pool):
+    """fast_isolate_freepages(): before the linear free scanner, search the MOVABLE free lists
+    of the orders below cc->order (the last successful order first, then round-robin down) for a
+    page in the top quarter of the span between the scanners, or failing that the highest one
+    in the top half, and isolate it. On the first search of a run (a deeper one) with nothing
+    found, the free scanner restarts at the highest free block seen, or, for direct compaction,
+    at the bottom of the top half. The zone's cached free position moves to just below the
+    highest block seen.
+
+    Simplified: a run counts as starting when cc->free_pfn is the zone's last pageblock (the
+    kernel keeps zone->compact_init_free_pfn); nothing is done once the scanners crossed."""
+    order_req = cc[CC_ORDER]
+    if order_req <= 0:
+        return
+    z = cc[CC_ZONE]
+    zones = pgdat.zones
+    free_pfn = cc[CC_FREE_PFN]
+    distance = free_pfn - cc[CC_MIGRATE_PFN]
+    if distance <= 0:
+        return
+    limit = max(1, freelist_scan_limit(cc) >> 1)
+    scan_start = free_pfn >= ((zones[z, Z_END] - 1) & ~(PAGEBLOCK_NR_PAGES - 1))
+    if scan_start:
+        limit = PAGEBLOCK_NR_PAGES >> 1
+    low_pfn = (free_pfn - (distance >> 2)) & ~(PAGEBLOCK_NR_PAGES - 1)
+    min_pfn = (free_pfn - (distance >> 1)) & ~(PAGEBLOCK_NR_PAGES - 1)
+    cc[CC_SEARCH_ORDER] = min(order_req - 1, cc[CC_SEARCH_ORDER])
+    found = np.zeros(2, dtype=np.int64)         # highest block seen, pages scanned
+    page = -1
+    order = cc[CC_SEARCH_ORDER]
+    while page < 0 and order >= 0:
+        if pgdat.free_area[z, order, MIGRATE_MOVABLE, FA_COUNT] > 0:
+            page, order_scanned, limit = fast_search_order(pgdat, cc, z, order, low_pfn,
+                                                           min_pfn, limit, found)
+            if page >= 0:
+                n = np.int64(1) << order
+                if pool_len(pool, order) + n < POOL_CAP and \
+                        isolate_free_page(pgdat, z, page, order):
+                    found[1] += n - 1
+                    cc[CC_NR_ISOLATED] += n
+                    pool_add(cc, pool, page, order)
+                else:
+                    order = cc[CC_SEARCH_ORDER] + 1     # isolation failed: end the search
+                    page = -1
+            if cc[CC_NR_FREEPAGES] >= cc[CC_NR_MIGRATEPAGES]:
+                break
+            if order_scanned >= limit:
+                limit = max(1, limit >> 1)
+        order = next_search_order(cc, order)
+    highest = found[0]
+    if page < 0:
+        cc[CC_FAST_SEARCH_FAIL] += 1
+        if scan_start:
+            if highest >= min_pfn:
+                page = highest
+                cc[CC_FREE_PFN] = highest
+            elif cc[CC_DIRECT] and min_pfn >= zones[z, Z_START]:
+                cc[CC_FREE_PFN] = min_pfn
+                page = min_pfn
+    if highest > 0 and highest >= zones[z, Z_COMPACT_CACHED_FREE]:
+        zones[z, Z_COMPACT_CACHED_FREE] = highest - PAGEBLOCK_NR_PAGES
+    cc[CC_TOTAL_FREE_SCANNED] += found[1]
+    if page >= 0:
+        fast_isolate_around(pgdat, cc, pool, page)
 
 
 # ---- built-in compaction_alloc()/compaction_free() ----------------------------------------
@@ -295,3 +505,9 @@ def compaction_free(pgdat, target, dst, order):
     cc[CC_NR_MIGRATEPAGES] += np.int64(1) << order
 
 
+
+
+@jit
+def entry_fast_isolate_freepages(node, cc, pool):
+    """fast_isolate_freepages() on a machine (for tests and tools)."""
+    fast_isolate_freepages(node.arrays, cc, pool)

@@ -27,6 +27,7 @@ from .mmzone import (
     MIGRATE_MOVABLE,
     MIGRATE_PCPTYPES,
     MIGRATE_RECLAIMABLE,
+    MIGRATE_TYPES,
     MIGRATE_UNMOVABLE,
     NR_PAGE_ORDERS,
     PAGE_BUDDY,
@@ -47,6 +48,9 @@ from .pgdat import (
     FA_COUNT,
     FA_HEAD,
     FA_TAIL,
+    N_CAPTURE_ORDER,
+    N_CAPTURE_PFN,
+    N_CAPTURE_WHERE,
     N_HANDLE_FREE,
     N_HANDLES_AVAIL,
     N_KIND_PAGES,
@@ -570,6 +574,27 @@ def mergeable(mt):
 
 
 @jit
+def compaction_capture(pgdat, z, pfn, order, mt):
+    """compaction_capture() with task_capc(): while a direct compaction of this zone waits for a
+    block of its order, the first such block freed (as freed, or merged up to it) is handed to
+    it instead of the free lists; not from CMA or isolated blocks, and a MOVABLE block below a
+    pageblock only to a MOVABLE request. The block stops counting as free."""
+    if pgdat.node[N_CAPTURE_PFN] != 0 or order + 1 != pgdat.node[N_CAPTURE_ORDER]:
+        return False
+    where = pgdat.node[N_CAPTURE_WHERE]
+    want_mt = where % MIGRATE_TYPES
+    if where // MIGRATE_TYPES != z or mt == MIGRATE_CMA or mt == MIGRATE_ISOLATE:
+        return False
+    if order < PAGEBLOCK_ORDER and mt == MIGRATE_MOVABLE and want_mt != MIGRATE_MOVABLE:
+        return False
+    account_freepages(pgdat, z, -(np.int64(1) << order), mt)
+    pgdat.mem_map[pfn].type = PAGE_TAIL
+    pgdat.mem_map[pfn].order = order
+    pgdat.node[N_CAPTURE_PFN] = pfn + 1
+    return True
+
+
+@jit
 def free_one_page(pgdat, z, pfn, order, mt, to_tail):
     """__free_one_page(): merge with free buddies, then link head or tail.
 
@@ -578,8 +603,11 @@ def free_one_page(pgdat, z, pfn, order, mt, to_tail):
     buddy's blocks taking the freed block's type; isolated and CMA blocks never merge with
     others."""
     account_freepages(pgdat, z, 1 << order, mt)
+    capturing = pgdat.node[N_CAPTURE_ORDER] != 0
     buddy = pfn
     while order < MAX_PAGE_ORDER:
+        if capturing and compaction_capture(pgdat, z, pfn, order, mt):
+            return
         buddy = pfn ^ (1 << order)
         if not page_is_buddy(pgdat, buddy, order, z):
             break

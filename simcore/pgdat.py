@@ -51,6 +51,10 @@ N_NR_FOLIOS = 2
 N_CLOCK_NS = 3          # simulated time
 N_KCOMPACTD_NEXT_NS = 4
 N_KCOMPACTD_BACKOFF = 5
+# current->capture_control of the one task we model (a direct compactor): 0 when none.
+N_CAPTURE_ORDER = 6     # cc->order + 1 while a direct compaction may capture
+N_CAPTURE_PFN = 7       # capc->page: the captured block's PFN + 1, 0 while none
+N_CAPTURE_WHERE = 15    # cc->zone * MIGRATE_TYPES + cc->migratetype
 N_KIND_PAGES = 8        # + folio kind: pages held by folios of that kind
 NR_NODE_FIELDS = 16
 
