@@ -647,8 +647,18 @@ def _refuse_negative_sizes(argv):
 def main(argv=None):
     import signal
     parser = build_parser()
+    previous = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(parser, argv)
+    finally:
+        # a caller in the same process (tests, a notebook) gets its own SIGTERM handling back
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(parser, argv):
     try:
         _refuse_negative_sizes(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
