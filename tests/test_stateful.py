@@ -168,6 +168,7 @@ def test_every_public_operation_has_a_rule():
                "extfrag_index", "unusable_index", "fragmentation_index", "unusable_free_index",
                "fragmentation_score", "check", "digest", "migration_stats", "memory_blocks",
                "subsystem_stats"}
-    public = {n for n in dir(simcore.Machine) if not n.startswith("_")} - queries
+    constructors = {"from_snapshot"}       # builds a new machine; changes none
+    public = {n for n in dir(simcore.Machine) if not n.startswith("_")} - queries - constructors
     rules = {n for n in dir(MachineOperations) if not n.startswith("_")}
     assert public <= rules, sorted(public - rules)
