@@ -12,10 +12,11 @@ integer (exact in a float64). Lower is not better for these: any move is a chang
 """
 import numpy as np
 
-from foliobench import soak
-
-STRATEGIES = list(soak.STRATEGIES)
-PROFILES = list(soak.PROFILES)
+# Literal, not read from foliobench.soak: asv runs each of the 225 (strategy, profile, value)
+# combinations in a process of its own, and importing simcore there would cost a second or two
+# each. setup_cache() checks that these equal the soak's lists.
+STRATEGIES = ["legacy", "split", "folio"]
+PROFILES = ["linux-6.1", "linux-6.12", "linux-6.18"]
 TRACE_SEED = 12
 TRACE_LENGTH = 600
 # What each trace reports: the digests, then counters that name the subsystem that moved.
@@ -30,6 +31,7 @@ VALUES = ["digest", "node1_digest", "allocated_pages", "free_pages", "folios", "
 def trace_ops():
     """The trace: one operation of every kind (every misuse too), then TRACE_LENGTH random
     ones, all from one seeded Generator; the same for every strategy and profile."""
+    from foliobench import soak
     rng = np.random.default_rng(TRACE_SEED)
     draw = soak.Draws(rng)
     ops = [soak.draw_op(draw, name) for name in soak.OP_NAMES if name != "misuse"]
@@ -44,6 +46,7 @@ def digest_number(hexdigest):
 def run_trace(strategy, profile, ops=None):
     """{value name: number} at the end of the trace on a fresh machine of `strategy` and
     `profile` (soak layout 0: 64 MiB with a CMA area and 8 MiB memory blocks)."""
+    from foliobench import soak
     run = soak.Runner(soak.Config(strategy, profile, layout=0, seed=TRACE_SEED))
     refused = violations = 0
     for op in trace_ops() if ops is None else ops:
@@ -76,6 +79,9 @@ class TraceOutcome:
     timeout = 600
 
     def setup_cache(self):
+        from foliobench import soak
+        if STRATEGIES != list(soak.STRATEGIES) or PROFILES != list(soak.PROFILES):
+            raise RuntimeError("bench_traces: STRATEGIES/PROFILES differ from foliobench.soak's")
         ops = trace_ops()
         return {f"{s}|{p}": run_trace(s, p, ops) for s in STRATEGIES for p in PROFILES}
 
