@@ -259,7 +259,9 @@ def test_bad_spec_file(tmp_path, capsys, text, message):
 
 
 def test_spec_ranges_and_grid_flags():
+    # strategies named: other tests register strategies of their own in this process
     spec = parse_spec({"workloads": "highalloc", "seeds": {"start": 3, "count": 3},
+                       "strategies": ["legacy", "split", "folio"],
                        "profiles": ["linux-6.1", "linux-6.18"],
                        "params": {"load": {"start": 0.1, "stop": 0.7, "step": 0.2},
                                   "slab": {"start": 0.0, "stop": 0.1, "num": 3}}})
