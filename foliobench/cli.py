@@ -48,7 +48,7 @@ from workloads.base import (
 )
 from workloads.fragment import fragment
 
-from . import agreement, compare_runs, guest, matrix, report, results, sweep, twin_cli
+from . import agreement, compare_runs, fidelity_cli, guest, matrix, report, results, sweep, twin_cli
 
 # FOLIOBENCH_RESULTS: a guest's run directory (foliobench guest), the one place it may write
 REPO_RESULTS = pathlib.Path(os.environ.get("FOLIOBENCH_RESULTS")
@@ -618,6 +618,7 @@ def build_parser():
     twin_cli.add_live_parsers(live_sub)
     matrix.add_parser(sub)
     twin_cli.add_parsers(sub)
+    fidelity_cli.add_parser(sub)
     sweep.add_parser(sub)
     guest.add_parser(sub)
     compare_runs.add_parser(sub)
