@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from foliobench import fidelity_corpus, fidelity_metrics, fidelity_twin
+from foliobench import fidelity_corpus, fidelity_metrics, fidelity_report, fidelity_twin
 from foliobench.cli import main
 from simcore.snapshot import KPF
 
@@ -135,18 +135,26 @@ def test_the_repository_holds_a_corpus_within_20_mb():
     assert size <= 20 << 20
 
 
-def test_corpus_replay_of_one_run_is_deterministic(tmp_path, capsys):
-    """The fast CI check: one experiment, one twin run, replayed twice to the same figures and
-    the table printed by the command."""
+def test_corpus_replay_of_one_run():
+    """The fast CI check: one experiment, one twin run, judged against the live spread."""
     corpus = CORPORA[0]
     manifest = fidelity_corpus.load(corpus, ["compact_memory"])
     a = fidelity_twin.replay_corpus(manifest, runs=1)
-    b = fidelity_twin.replay_corpus(fidelity_corpus.load(corpus, ["compact_memory"]), runs=1)
-    assert a == b
     figs = {f["figure"]: f for f in a["experiments"][0]["strategies"][0]["figures"]}
     assert figs["pgmigrate_success"]["twin"] > 0      # the twin did compact
     assert len(figs["pgmigrate_success"]["live"]) == 3
+    assert figs["granted_share"]["live"] is None       # compact_memory asks for nothing
     assert a["profile"] == fidelity_twin.profile_for_kernel(manifest["kernel"])
+    assert "compact_memory [" in fidelity_report.table(a)
+
+
+@pytest.mark.slow
+def test_corpus_replay_is_deterministic():
+    corpus = CORPORA[0]
+    a, b = (fidelity_twin.replay_corpus(fidelity_corpus.load(corpus, ["kcompactd"]), runs=1)
+            for _ in range(2))
+    # compared as JSON text: a figure that does not apply has error NaN, and NaN != NaN
+    assert fidelity_report.to_json(a) == fidelity_report.to_json(b)
 
 
 @pytest.mark.slow
