@@ -9,8 +9,13 @@ scanner and migration counters. The gate (benchmarks/gate.py) fails when one gro
 gate.FIDELITY_TOLERANCE.
 """
 import pathlib
+import sys
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+# asv's benchmark processes import the installed foliobench: this checkout's (its corpus and
+# its twin) must come first, as for simcore in tools/history's exported commits
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 EXPERIMENTS = ["compact_memory", "hugetlb", "mthp64k", "kcompactd"]
 SHARE_FIGURES = ("granted_share", "compaction_success")
 COUNTER_FIGURES = ("compact_stall", "pgmigrate_success", "compact_migrate_scanned",
