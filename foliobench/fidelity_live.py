@@ -160,4 +160,13 @@ def record(directory, experiments=None, repeat=3, mem_cap=DEFAULT_CAP, progress=
         if lk.hugetlb_pool() != pool_found:
             lk.shrink_hugetlb(live.journal, pool_found)
     corpus.write_manifest(directory, manifest)
+    _remove_stale_snapshots(directory, manifest)
     return manifest
+
+
+def _remove_stale_snapshots(directory, manifest):
+    """Snapshots of an earlier recording (--force) that the new manifest does not name."""
+    named = {run["snapshot"] for exp in manifest["experiments"] for run in exp["runs"]}
+    for path in directory.glob("*-*.npz"):
+        if path.name not in named and path.name.split("-")[0] in EXPERIMENTS:
+            path.unlink()

@@ -199,3 +199,13 @@ def test_fidelity_benchmarks_are_in_the_baseline():
     for exp in bench_fidelity.EXPERIMENTS:
         for track in gate.FIDELITY_TOLERANCE:
             assert f"bench_fidelity.FidelityOutcome.{track}({exp})" in baseline
+
+
+def test_re_recording_removes_snapshots_the_new_manifest_does_not_name(tmp_path):
+    from foliobench import fidelity_live
+    for name in ("compact_memory-1.npz", "compact_memory-4.npz", "hugetlb-2.npz", "mine-1.npz"):
+        (tmp_path / name).write_bytes(b"x")
+    manifest = {"experiments": [{"name": "compact_memory",
+                                 "runs": [{"snapshot": "compact_memory-1.npz"}]}]}
+    fidelity_live._remove_stale_snapshots(tmp_path, manifest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compact_memory-1.npz", "mine-1.npz"]
