@@ -59,15 +59,22 @@ def add_live_parsers(live_sub):
     rec.set_defaults(func=_live_record)
 
 
-def is_trace(path):
-    """True when `path` is a foliobench trace (a snapshot or anything else is not)."""
+def _members(path):
     import zipfile
     try:
         with zipfile.ZipFile(path) as zf:
-            return "snapshot.npy" in zf.namelist() and any(
-                n.startswith("ev.") for n in zf.namelist())
+            return zf.namelist()
     except (OSError, zipfile.BadZipFile):
-        return False
+        return []
+
+
+def is_trace(path):
+    """True when `path` is a foliobench trace (a snapshot or anything else is not)."""
+    return any(n.startswith("ev.") for n in _members(path))
+
+
+def is_snapshot(path):
+    return "kpf_values.npy" in _members(path)
 
 
 def replay_trace(path, strategies, profile=None):
@@ -143,6 +150,9 @@ def _replay_trace(args):
     path = pathlib.Path(args.snapshot)
     if args.action:
         raise _Refused("--action applies to a snapshot; a trace replays its own requests")
+    if is_snapshot(path):
+        raise _Refused(f"{args.snapshot} is a snapshot: replay it with --action (a trace file "
+                       f"from 'foliobench live record' replays its own requests)")
     if args.output:
         results.check_output_dir(pathlib.Path(args.output).parent, "-o/--output")
     from simcore.strategies import get_strategy

@@ -39,11 +39,8 @@ def _replay(args):
     path = pathlib.Path(args.snapshot)
     if not path.is_file():
         raise _Refused(f"snapshot {args.snapshot!r} is not a file")
-    if trace_cli.is_trace(path):
+    if trace_cli.is_trace(path) or not args.action:
         return trace_cli._replay_trace(args)
-    if not args.action:
-        raise _Refused("replay of a snapshot needs --action (a trace file replays its own "
-                       "requests)")
     replay.parse_action(args.action)                   # refuse a bad action before loading
     if args.output:
         results.check_output_dir(pathlib.Path(args.output).parent, "-o/--output")

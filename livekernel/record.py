@@ -33,7 +33,7 @@ from simcore import snapshot_file, trace_file
 from . import snapshot as live_snapshot
 from . import tracefs
 from .journal import LiveRunBusy, SettingsJournal
-from .session import LOCK_WAIT_S, STATE_DIR
+from .session import STATE_DIR
 
 TRACEFS = "/sys/kernel/tracing"
 PAGE_EVENTS = ("mm_page_alloc", "mm_page_free", "mm_page_free_batched", "mm_page_alloc_extfrag",
@@ -45,6 +45,7 @@ VMSCAN_EVENTS = ("mm_vmscan_direct_reclaim_begin", "mm_vmscan_direct_reclaim_end
 DEFAULT_BUFFER_KB = 32768            # per CPU: about 0.4 s of the busiest stream seen here
 CHUNK_PAGES = 16384                  # pages decoded at once (64 MiB with 4 KiB pages)
 POLL_S = 0.005
+LOCK_WAIT_S = 300.0           # other live runs on this shared machine: wait for them
 STAT_KEYS = ("entries", "overrun", "commit overrun", "dropped events", "read events")
 
 
