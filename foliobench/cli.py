@@ -276,7 +276,7 @@ def _run(args):
 
 def _summary(df):
     names = list(dict.fromkeys(df["workload"])) if "workload" in df.columns else []
-    names = [n for n in names if n in workloads.workloads()]
+    names = [n for n in names if n in workloads.workloads() or str(n).startswith("trace:")]
     cols = ["workload", "backend", "strategy", "seed"] + [c for c in SUMMARY if c in df.columns]
     cols += headline_columns(list(df.columns), names)
     if "unsupported" in df.columns and df["unsupported"].fillna("").astype(bool).any():

@@ -41,7 +41,8 @@ def test_format_of_mm_page_alloc_as_this_kernel_wrote_it():
 def test_a_format_without_a_replayed_field_is_refused():
     text = (DATA / "mm_page_alloc.format").read_text().replace("migratetype;", "mtype;")
     with pytest.raises(tracefs.TraceFormatError, match="no 4-byte field 'migratetype'"):
-        tracefs.require_fields(tracefs.parse_format(text), trace_file.REPLAY_FIELDS["mm_page_alloc"])
+        tracefs.require_fields(tracefs.parse_format(text),
+                               trace_file.REPLAY_FIELDS["mm_page_alloc"])
     with pytest.raises(tracefs.TraceFormatError, match="not a tracepoint format"):
         tracefs.parse_format("hello")
 

@@ -9,8 +9,9 @@ simulator places pages its own way; how often it picks the recorded pfn, and whe
 departs, is the placement divergence.
 
 Simplified:
-- The kernel takes most order-0..3 pages from per-CPU lists; simcore (on this branch) has none,
-  so the recorded CPU is kept in the trace but not used.
+- The kernel takes most order-0..3 pages from per-CPU lists. simcore on this branch has none:
+  the recorded CPU is passed to Machine.alloc(cpu=...) only where a simcore with per-CPU
+  lists takes that argument.
 - mm_page_free_batched repeats an mm_page_free of the same page (free_unref_folios() calls
   free_pages_prepare(), which emits mm_page_free, and then emits the batched event), so only
   mm_page_free is replayed. mm_page_pcpu_drain moves pages between lists, not owners.
@@ -25,6 +26,7 @@ Simplified:
 """
 import dataclasses
 import functools
+import inspect
 import os
 
 import numpy as np
@@ -92,6 +94,8 @@ class Replayer:
 
     def __init__(self, machine):
         self.m = machine
+        # per-CPU page lists (a simcore with CPUs takes alloc(..., cpu=N)): the recorded CPU
+        self.per_cpu = "cpu" in inspect.signature(machine.alloc).parameters
         folios = machine.folios()
         self.start_heads = folios["pfn"]
         self.start_orders = folios["order"]
@@ -103,11 +107,14 @@ class Replayer:
             "frees_of_start_state", "frees_unmatched", "folios_split"), 0)
         self.first_divergence = None
 
-    def alloc(self, index, pfn, order, mt, gfp, ts):
+    def alloc(self, index, pfn, order, mt, gfp, ts, cpu=0):
         m, fig = self.m, self.figures
         fig["allocs"] += 1
         mtn, kind, compact = request_of(order, mt, gfp)
-        got = m.alloc(order, mtn, kind, compact=compact)
+        if self.per_cpu:
+            got = m.alloc(order, mtn, kind, compact=compact, cpu=cpu)
+        else:
+            got = m.alloc(order, mtn, kind, compact=compact)
         self.used_start.add(pfn)
         if got is None:
             fig["allocs_failed"] += 1
@@ -191,14 +198,14 @@ def replay(machine, trace, limit=None):
     n = len(s.ts) if limit is None else min(limit, len(s.ts))
     ts, is_alloc, pfn, order = (s.ts[:n].tolist(), s.is_alloc[:n].tolist(), s.pfn[:n].tolist(),
                                 s.order[:n].tolist())
-    mt, gfp = s.migratetype[:n].tolist(), s.gfp[:n].tolist()
+    mt, gfp, cpu = s.migratetype[:n].tolist(), s.gfp[:n].tolist(), s.cpu[:n].tolist()
     next_tick = ts[0] + TICK_NS if n else 0
     for i in range(n):
         if ts[i] >= next_tick:
             machine.tick((ts[i] - next_tick) // 1_000_000 + TICK_NS // 1_000_000)
             next_tick = ts[i] + TICK_NS
         if is_alloc[i]:
-            r.alloc(i, pfn[i], order[i], mt[i], gfp[i], ts[i])
+            r.alloc(i, pfn[i], order[i], mt[i], gfp[i], ts[i], cpu[i])
         else:
             r.free(pfn[i], order[i])
     fig = dict(r.figures)
