@@ -39,7 +39,9 @@ def _live_record(args):
                f"({100 * o['reader_cpu_share']:.1f}% of the wall time)"
     if "baseline_wall_s" in o:
         overhead += f"; the command took {o['wall_s']:.2f} s recorded vs " \
-                    f"{o['baseline_wall_s']:.2f} s not ({o['wall_ratio']:.2f}x)"
+                    f"{o['baseline_wall_s']:.2f} s not (mean of " \
+                    f"{' and '.join(f'{b:.2f}' for b in o['baseline_runs_s'])} s before and " \
+                    f"after; {o['wall_ratio']:.2f}x)"
     print(overhead)
     return 1 if rec.lost else 0
 

@@ -227,7 +227,8 @@ def _run(command, duration):
 
 
 def baseline(command):
-    """The command's wall time without recording (the overhead's reference)."""
+    """The command's wall time without recording (the overhead's reference: run once before
+    and once after the recorded run)."""
     seconds, code = _run(command, None)
     if code:
         raise RecordError(f"{shlex.join(command)} exited with {code} before recording")
@@ -295,6 +296,9 @@ def record(output, command=None, duration=None, buffer_kb=DEFAULT_BUFFER_KB, mea
             journal.__exit__(None, None, None)
         if journal.errors:
             say("foliobench: some tracing settings could not be restored (see above)")
+        if base_s is not None:
+            # once before and once after: a cold first run (disk, page cache) biases either one
+            base_s = (base_s, baseline(command))
         return _write(output, rec, base_s, command, duration)
     finally:
         for name in os.listdir(spool_dir):
@@ -338,9 +342,12 @@ def _record_locked(journal, root, spool_dir, command, duration, buffer_kb, ncpu,
              for cpu in cpus}
     parts = {}
     totals = np.zeros(5, dtype=np.int64)
+    decode_started = time.perf_counter()
     for cpu in cpus:
         totals += _decode_spool(readers[cpu].spool, cpu, formats, page_size, parts)
-    return {"events": _merge(parts, formats), "formats": formats, "snapshot": snap_bytes,
+    merged = _merge(parts, formats)
+    return {"events": merged, "decode_s": time.perf_counter() - decode_started,
+            "formats": formats, "snapshot": snap_bytes,
             "kernel": snap.kernel, "seconds": seconds, "exit_code": code, "stats": stats,
             "totals": totals, "vm_before": vm_before, "vm_after": vm_after,
             "reader_cpu_s": sum(r.cpu_s for r in readers.values()),
@@ -357,8 +364,10 @@ def _write(output, rec, base_s, command, duration):
     overhead = {"wall_s": round(seconds, 4), "reader_cpu_s": round(rec["reader_cpu_s"], 4),
                 "reader_cpu_share": round(rec["reader_cpu_s"] / max(seconds, 1e-9), 4)}
     if base_s is not None:
-        overhead.update(baseline_wall_s=round(base_s, 4),
-                        wall_ratio=round(seconds / max(base_s, 1e-9), 4))
+        mean = sum(base_s) / len(base_s)
+        overhead.update(baseline_wall_s=round(mean, 4),
+                        baseline_runs_s=[round(b, 4) for b in base_s],
+                        wall_ratio=round(seconds / max(mean, 1e-9), 4))
     header = {
         "kernel": rec["kernel"], "host": platform.node(),
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -369,7 +378,8 @@ def _write(output, rec, base_s, command, duration):
                                              "unknown_ids": unknown},
         "cpu_stats": {str(c): s for c, s in rec["stats"].items()},
         "buffer_kb_per_cpu": rec["buffer_kb"], "page_size": rec["page_size"],
-        "spooled_bytes": rec["spooled_bytes"], "trace_clock": "mono", "overhead": overhead,
+        "spooled_bytes": rec["spooled_bytes"], "decode_s": round(rec["decode_s"], 3),
+        "trace_clock": "mono", "overhead": overhead,
         "vmstat_before": rec["vm_before"], "vmstat_after": rec["vm_after"],
         "events": {f.name: {"system": f.system, "id": f.id,
                             "fields": {k: f.dtype(k) for k in f.fields}}

@@ -176,8 +176,9 @@ def test_bad_trace_files(tmp_path):
 
 def test_gfp_to_request():
     from workloads.trace import request_of
-    assert request_of(0, 1, 0x100cca) == ("movable", "anon", False)
-    assert request_of(9, 1, 0x1c4cca | 1 << 10) == ("movable", "anon", True)
+    assert request_of(0, 1, 0x140dca) == ("movable", "anon", False)      # a user fault
+    assert request_of(9, 1, 0x1c4cca | 1 << 8) == ("movable", "anon", True)
+    assert request_of(4, 1, 0x152c4a) == ("movable", "file", True)       # readahead
     assert request_of(0, 2, 1 << 4) == ("reclaimable", "slab", False)
     assert request_of(2, 0, 0xcc0 | 1 << 18) == ("unmovable", "slab", True)
     assert request_of(0, 0, 0xcc0) == ("unmovable", "kernel", False)

@@ -19,7 +19,8 @@ Simplified:
   snapshot: the twin's folio headed there (or containing it, split first) is freed. Compaction
   moves folios without an mm_page_alloc for the new place, so a later free of the new pfn
   matches nothing: counted as unmatched.
-- gfp: __GFP_MOVABLE -> anon (file with __GFP_WRITE), __GFP_RECLAIMABLE -> slab, other
+- gfp: __GFP_MOVABLE -> anon with __GFP_ZERO (a user fault), else file (page cache);
+  __GFP_RECLAIMABLE -> slab, other
   unmovable -> slab when compound (__GFP_COMP) else kernel; direct compaction only with
   __GFP_DIRECT_RECLAIM (gfp_compaction_allowed()). Failed recorded allocations (pfn -1) are
   counted, not replayed.
@@ -39,7 +40,7 @@ from .base import Workload
 GFP_MOVABLE = 1 << 3
 GFP_RECLAIMABLE = 1 << 4
 GFP_DIRECT_RECLAIM = 1 << 10
-GFP_WRITE = 1 << 12
+GFP_ZERO = 1 << 8
 GFP_COMP = 1 << 18
 NO_PFN = np.uint64((1 << 64) - 1)
 MIGRATETYPES = ("unmovable", "movable", "reclaimable")
@@ -52,7 +53,9 @@ def request_of(order, migratetype, gfp):
         ("movable" if gfp & GFP_MOVABLE else "reclaimable" if gfp & GFP_RECLAIMABLE
          else "unmovable")
     if mt == "movable":
-        kind = "file" if gfp & GFP_WRITE else "anon"
+        # user faults zero their pages (GFP_HIGHUSER_MOVABLE | __GFP_ZERO); the page cache
+        # (readahead, writes) does not
+        kind = "anon" if gfp & GFP_ZERO else "file"
     elif mt == "reclaimable":
         kind = "slab"
     else:
