@@ -122,8 +122,9 @@ def format_replay(trace, rows, divergences):
     lines = [f"trace: kernel {trace.kernel}, {h.get('records')} records in {h.get('seconds')} s, "
              f"{trace.count('mm_page_alloc')} allocations, {trace.count('mm_page_free')} frees, "
              f"lost events {h.get('lost_events')}"]
-    cols = ["allocs", "allocs_granted", "same_pfn_share", "frees_matched", "frees_of_start_state",
-            "frees_unmatched", "folios_split", "compact_stall", "compact_success",
+    cols = ["allocs", "allocs_granted", "pages_allocated", "pages_freed", "same_pfn_share",
+            "frees_matched", "frees_of_start_state", "frees_unmatched", "folios_split",
+            "compact_stall", "compact_success",
             "pages_migrated", "highorder_success", "unusable_9_after"]
     head = f"{'':>26}" + "".join(f"{r['strategy'] + ' [' + str(r['profile']) + ']':>26}"
                                  for r in rows)

@@ -107,7 +107,8 @@ class Replayer:
         self.live = {}
         self.figures = dict.fromkeys((
             "allocs", "allocs_granted", "allocs_failed", "same_pfn", "frees", "frees_matched",
-            "frees_of_start_state", "frees_unmatched", "folios_split"), 0)
+            "frees_of_start_state", "frees_unmatched", "folios_split", "pages_allocated",
+            "pages_freed"), 0)
         self.first_divergence = None
 
     def alloc(self, index, pfn, order, mt, gfp, ts, cpu=0):
@@ -127,6 +128,7 @@ class Replayer:
                                          "order": order, "simulated_pfn": None}
             return
         fig["allocs_granted"] += 1
+        fig["pages_allocated"] += 1 << order
         if got == pfn:
             fig["same_pfn"] += 1
         elif self.first_divergence is None:
@@ -175,6 +177,7 @@ class Replayer:
             where = int(m.pgdat.folio_pfn[got[0]])
         m.free(where)
         fig["frees_matched"] += 1
+        fig["pages_freed"] += 1 << order
 
     def _split(self, head, where, have, order):
         """Split the simulated folio of a recorded one freed in pieces; map every piece."""
