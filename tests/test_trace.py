@@ -353,3 +353,25 @@ def test_live_record_restored_by_live_restore_after_sigkill(tmp_path):
     assert done.returncode == 0, done.stderr
     assert _instances() == before and not out.exists()
     assert os.path.isdir(os.path.join(record.TRACEFS, "instances")) == mounted
+
+
+def test_a_snapshot_without_action_is_pointed_to_action(tmp_path, capsys):
+    from foliobench.cli import main
+    path = tmp_path / "snap.npz"
+    np.savez(path, header=np.zeros(1, np.uint8), kpf_values=np.zeros(1))
+    assert main(["replay", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a snapshot: replay it with --action" in err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TRACE.exists(), reason="the committed trace is missing")
+def test_a_trace_is_a_workload(capsys):
+    from foliobench.cli import main
+    assert main(["run", f"trace:{TRACE}", "--strategy", "folio", "--no-save",
+                 "--format", "json"]) == 0
+    import json
+    rows = json.loads(capsys.readouterr().out)
+    row = rows[0] if isinstance(rows, list) else rows["records"][0]
+    assert row["workload"] == f"trace:{TRACE}" and row["allocs"] > 20000
+    assert row["highorder_requested"] == row["allocs"] and row["frees_matched"] > 0
