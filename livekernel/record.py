@@ -196,14 +196,15 @@ def _configure(journal, inst, events, buffer_kb):
         journal.write(f"{inst}/events/{system}/{name}/enable", 1)
 
 
-def _snapshot_bytes():
-    snap = live_snapshot.take()
+def _snapshot_bytes(snap):
+    """The snapshot's file, as bytes (compressed after the recording: tracing starts as soon
+    as the per-PFN files are read, so that few allocations fall between the two)."""
     buf = io.BytesIO()
     with tempfile.TemporaryDirectory(prefix="foliobench-snap-") as tmp:
         path = os.path.join(tmp, "snapshot.npz")
         snapshot_file.save(path, snap)
         buf.write(pathlib.Path(path).read_bytes())
-    return buf.getvalue(), snap
+    return buf.getvalue()
 
 
 def _run(command, duration):
@@ -318,7 +319,8 @@ def _record_locked(journal, root, spool_dir, command, duration, buffer_kb, ncpu,
         if os.path.exists(f"{inst}/buffer_subbuf_size_kb") else 4096
     _configure(journal, inst, events, buffer_kb)
     say(f"record: snapshot of memory ({len(events)} tracepoints armed) ...")
-    snap_bytes, snap = _snapshot_bytes()
+    snap = live_snapshot.take()
+    snapshot_read_end = time.monotonic()
     cpus = sorted(int(p.name[3:]) for p in pathlib.Path(inst, "per_cpu").iterdir())
     readers = {cpu: _Reader(f"{inst}/per_cpu/cpu{cpu}/trace_pipe_raw",
                             os.path.join(spool_dir, f"cpu{cpu}.raw"), page_size) for cpu in cpus}
@@ -326,6 +328,7 @@ def _record_locked(journal, root, spool_dir, command, duration, buffer_kb, ncpu,
         r.start()
     vm_before = parse_vmstat(pathlib.Path("/proc/vmstat").read_text())
     journal.write(f"{inst}/tracing_on", 1)
+    gap_s = time.monotonic() - snapshot_read_end
     try:
         seconds, code = _run(command, duration)
     finally:
@@ -347,7 +350,7 @@ def _record_locked(journal, root, spool_dir, command, duration, buffer_kb, ncpu,
         totals += _decode_spool(readers[cpu].spool, cpu, formats, page_size, parts)
     merged = _merge(parts, formats)
     return {"events": merged, "decode_s": time.perf_counter() - decode_started,
-            "formats": formats, "snapshot": snap_bytes,
+            "formats": formats, "snapshot": _snapshot_bytes(snap), "snapshot_gap_s": gap_s,
             "kernel": snap.kernel, "seconds": seconds, "exit_code": code, "stats": stats,
             "totals": totals, "vm_before": vm_before, "vm_after": vm_after,
             "reader_cpu_s": sum(r.cpu_s for r in readers.values()),
@@ -379,6 +382,7 @@ def _write(output, rec, base_s, command, duration):
         "cpu_stats": {str(c): s for c, s in rec["stats"].items()},
         "buffer_kb_per_cpu": rec["buffer_kb"], "page_size": rec["page_size"],
         "spooled_bytes": rec["spooled_bytes"], "decode_s": round(rec["decode_s"], 3),
+        "snapshot_to_tracing_s": round(rec["snapshot_gap_s"], 4),
         "trace_clock": "mono", "overhead": overhead,
         "vmstat_before": rec["vm_before"], "vmstat_after": rec["vm_after"],
         "events": {f.name: {"system": f.system, "id": f.id,
