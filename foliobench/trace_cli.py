@@ -43,6 +43,8 @@ def _live_record(args):
                     f"{' and '.join(f'{b:.2f}' for b in o['baseline_runs_s'])} s before and " \
                     f"after; {o['wall_ratio']:.2f}x)"
     print(overhead)
+    if rec.exit_code:
+        print(f"note: the command exited with code {rec.exit_code}", file=sys.stderr)
     return 1 if rec.lost else 0
 
 

@@ -62,6 +62,7 @@ class Recording:
     lost: int
     counts: dict
     overhead: dict
+    exit_code: int = 0
 
 
 def wanted_events(events_dir):
@@ -211,7 +212,11 @@ def _run(command, duration):
     """Run the command (or sleep `duration`): its wall time and exit code."""
     t0 = time.perf_counter()
     if command:
-        proc = subprocess.Popen(command)
+        try:
+            proc = subprocess.Popen(command)
+        except OSError as exc:
+            raise RecordError(f"cannot run {shlex.join(command)}: {exc.strerror or exc}") \
+                from None
         try:
             code = proc.wait()
         except BaseException:
@@ -391,4 +396,5 @@ def _write(output, rec, base_s, command, duration):
     }
     trace_file.save(output, header, rec["events"], rec["snapshot"])
     return Recording(str(output), os.path.getsize(output), records, seconds, lost,
-                     {n: int(len(c["ts"])) for n, c in rec["events"].items()}, overhead)
+                     {n: int(len(c["ts"])) for n, c in rec["events"].items()}, overhead,
+                     rec["exit_code"])

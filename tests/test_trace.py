@@ -273,7 +273,8 @@ def test_record_without_root_is_refused(tmp_path):
 
 def test_record_arguments_are_checked(tmp_path):
     out = tmp_path / "t.npz"
-    for args in (["--duration", "1", "--", "true"], [], ["--duration", "0"]):
+    for args in (["--duration", "1", "--", "true"], [], ["--duration", "0"],
+                 ["--", "/nonexistent/program"]):
         done = cli("live", "record", "-o", str(out), *args)
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert not out.exists()
