@@ -32,11 +32,12 @@ def _live_record(args):
                         say=lambda text: print(text, file=sys.stderr))
     o = rec.overhead
     print(f"recorded: {rec.path}: {rec.size / 1e6:.2f} MB, {rec.events} events in "
-          f"{rec.seconds:.2f} s ({rec.events / max(rec.seconds, 1e-9):,.0f} events/s), "
+          f"{rec.seconds:.2f} s traced, the snapshot's read included "
+          f"({rec.events / max(rec.seconds, 1e-9):,.0f} events/s), "
           f"lost events {rec.lost}")
     print("events: " + ", ".join(f"{n} {c}" for n, c in rec.counts.items() if c))
     overhead = f"recording overhead: reader threads {o['reader_cpu_s']:.2f} CPU s " \
-               f"({100 * o['reader_cpu_share']:.1f}% of the wall time)"
+               f"({100 * o['reader_cpu_share']:.1f}% of the traced time)"
     if "baseline_wall_s" in o:
         overhead += f"; the command took {o['wall_s']:.2f} s recorded vs " \
                     f"{o['baseline_wall_s']:.2f} s not (mean of " \

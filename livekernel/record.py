@@ -198,8 +198,7 @@ def _configure(journal, inst, events, buffer_kb):
 
 
 def _snapshot_bytes(snap):
-    """The snapshot's file, as bytes (compressed after the recording: tracing starts as soon
-    as the per-PFN files are read, so that few allocations fall between the two)."""
+    """The snapshot's file, as bytes (compressed after the recording, not while tracing)."""
     buf = io.BytesIO()
     with tempfile.TemporaryDirectory(prefix="foliobench-snap-") as tmp:
         path = os.path.join(tmp, "snapshot.npz")
@@ -323,21 +322,24 @@ def _record_locked(journal, root, spool_dir, command, duration, buffer_kb, ncpu,
     page_size = int(pathlib.Path(inst, "buffer_subbuf_size_kb").read_text().split()[0]) * 1024 \
         if os.path.exists(f"{inst}/buffer_subbuf_size_kb") else 4096
     _configure(journal, inst, events, buffer_kb)
-    say(f"record: snapshot of memory ({len(events)} tracepoints armed) ...")
-    snap = live_snapshot.take()
-    snapshot_read_end = time.monotonic()
     cpus = sorted(int(p.name[3:]) for p in pathlib.Path(inst, "per_cpu").iterdir())
     readers = {cpu: _Reader(f"{inst}/per_cpu/cpu{cpu}/trace_pipe_raw",
                             os.path.join(spool_dir, f"cpu{cpu}.raw"), page_size) for cpu in cpus}
     for r in readers.values():
         r.start()
     vm_before = parse_vmstat(pathlib.Path("/proc/vmstat").read_text())
+    # tracing goes on before the snapshot is read: a page allocated while the per-PFN files
+    # are read has its event, whichever way the read saw it (the replay sorts that out)
     journal.write(f"{inst}/tracing_on", 1)
-    gap_s = time.monotonic() - snapshot_read_end
+    traced_from = time.monotonic()
+    say(f"record: snapshot of memory ({len(events)} tracepoints on) ...")
+    snap = live_snapshot.take()
+    gap_s = time.monotonic() - traced_from
     try:
         seconds, code = _run(command, duration)
     finally:
         journal.write(f"{inst}/tracing_on", 0)
+        traced_s = time.monotonic() - traced_from
         vm_after = parse_vmstat(pathlib.Path("/proc/vmstat").read_text())
         for r in readers.values():
             r.stop.set()
@@ -356,6 +358,7 @@ def _record_locked(journal, root, spool_dir, command, duration, buffer_kb, ncpu,
     merged = _merge(parts, formats)
     return {"events": merged, "decode_s": time.perf_counter() - decode_started,
             "formats": formats, "snapshot": _snapshot_bytes(snap), "snapshot_gap_s": gap_s,
+            "traced_s": traced_s,
             "kernel": snap.kernel, "seconds": seconds, "exit_code": code, "stats": stats,
             "totals": totals, "vm_before": vm_before, "vm_after": vm_after,
             "reader_cpu_s": sum(r.cpu_s for r in readers.values()),
@@ -370,7 +373,7 @@ def _write(output, rec, base_s, command, duration):
     lost = stat_lost + page_lost
     seconds = rec["seconds"]
     overhead = {"wall_s": round(seconds, 4), "reader_cpu_s": round(rec["reader_cpu_s"], 4),
-                "reader_cpu_share": round(rec["reader_cpu_s"] / max(seconds, 1e-9), 4)}
+                "reader_cpu_share": round(rec["reader_cpu_s"] / max(rec["traced_s"], 1e-9), 4)}
     if base_s is not None:
         mean = sum(base_s) / len(base_s)
         overhead.update(baseline_wall_s=round(mean, 4),
@@ -380,14 +383,16 @@ def _write(output, rec, base_s, command, duration):
         "kernel": rec["kernel"], "host": platform.node(),
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": command, "duration_s": duration, "exit_code": rec["exit_code"],
-        "seconds": round(seconds, 4), "records": records, "events_per_s": round(records / seconds),
+        "seconds": round(seconds, 4), "records": records,
+        "events_per_s": round(records / rec["traced_s"]),
         "lost_events": lost, "lost_detail": {"stats": stat_lost, "page_headers": page_lost,
                                              "pages_flagged": flagged, "bad_pages": bad,
                                              "unknown_ids": unknown},
         "cpu_stats": {str(c): s for c, s in rec["stats"].items()},
         "buffer_kb_per_cpu": rec["buffer_kb"], "page_size": rec["page_size"],
         "spooled_bytes": rec["spooled_bytes"], "decode_s": round(rec["decode_s"], 3),
-        "snapshot_to_tracing_s": round(rec["snapshot_gap_s"], 4),
+        "snapshot_read_s": round(rec["snapshot_gap_s"], 4),
+        "traced_s": round(rec["traced_s"], 4),
         "trace_clock": "mono", "overhead": overhead,
         "vmstat_before": rec["vm_before"], "vmstat_after": rec["vm_after"],
         "events": {f.name: {"system": f.system, "id": f.id,
@@ -395,6 +400,6 @@ def _write(output, rec, base_s, command, duration):
                    for f in rec["formats"]},
     }
     trace_file.save(output, header, rec["events"], rec["snapshot"])
-    return Recording(str(output), os.path.getsize(output), records, seconds, lost,
+    return Recording(str(output), os.path.getsize(output), records, rec["traced_s"], lost,
                      {n: int(len(c["ts"])) for n, c in rec["events"].items()}, overhead,
                      rec["exit_code"])

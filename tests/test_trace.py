@@ -202,6 +202,20 @@ def test_frees_follow_their_allocations_on_a_small_machine():
     assert m.allocated_pages() == 0 and not r.live
 
 
+def test_an_allocation_over_a_start_folio_supersedes_it():
+    import simcore
+    from workloads.trace import Replayer
+    m = simcore.Machine(mem="64M")
+    start = m.alloc(3, "movable", "anon")          # in the snapshot already
+    r = Replayer(m)
+    r.alloc(0, start + 2, 0, 1, 0x140dca, 0)        # the kernel allocated a page inside it
+    assert r.figures["start_state_superseded"] == 1
+    r.free(start + 2, 0)
+    r.free(start, 3)                                # gone already: nothing to free twice
+    m.check()
+    assert m.allocated_pages() == 0 and r.figures["frees_unmatched"] == 1
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not TRACE.exists(), reason="the committed trace is missing")
 def test_committed_trace_replays_deterministically():

@@ -19,6 +19,9 @@ Simplified:
   snapshot: the twin's folio headed there (or containing it, split first) is freed. Compaction
   moves folios without an mm_page_alloc for the new place, so a later free of the new pfn
   matches nothing: counted as unmatched.
+- Tracing starts before the snapshot is read, so a page allocated during the read has its
+  event even when the read saw it allocated already: a recorded allocation over a folio of the
+  start state frees that folio first (start_state_superseded).
 - gfp: __GFP_MOVABLE -> anon with __GFP_ZERO (a user fault), else file (page cache);
   __GFP_RECLAIMABLE -> slab, other
   unmovable -> slab when compound (__GFP_COMP) else kernel; direct compaction only with
@@ -108,13 +111,14 @@ class Replayer:
         self.figures = dict.fromkeys((
             "allocs", "allocs_granted", "allocs_failed", "same_pfn", "frees", "frees_matched",
             "frees_of_start_state", "frees_unmatched", "folios_split", "pages_allocated",
-            "pages_freed"), 0)
+            "pages_freed", "start_state_superseded"), 0)
         self.first_divergence = None
 
     def alloc(self, index, pfn, order, mt, gfp, ts, cpu=0):
         m, fig = self.m, self.figures
         fig["allocs"] += 1
         mtn, kind, compact = request_of(order, mt, gfp)
+        self._supersede(pfn, order)
         if self.per_cpu:
             got = m.alloc(order, mtn, kind, compact=compact, cpu=cpu)
         else:
@@ -135,6 +139,24 @@ class Replayer:
             self.first_divergence = {"index": index, "ts": ts, "recorded_pfn": pfn,
                                      "order": order, "simulated_pfn": int(got)}
         self.live[pfn] = (int(m.pgdat.mem_map["next"][got]), order)
+
+    def _supersede(self, pfn, order):
+        """The kernel allocated [pfn, pfn + 2^order), so those pages were free then: a folio of
+        the start state there was freed unseen (allocated while the snapshot was read, after
+        its pages were, or moved by compaction) and goes now."""
+        heads = self.start_heads
+        lo = int(np.searchsorted(heads, pfn, side="right")) - 1
+        hi = int(np.searchsorted(heads, pfn + (1 << order), side="left"))
+        for i in range(max(lo, 0), hi):
+            head = int(heads[i])
+            if head + (1 << int(self.start_orders[i])) <= pfn or head in self.used_start:
+                continue
+            self.used_start.add(head)
+            table = self.m.pgdat.folio_pfn
+            handle = int(self.start_handles[i])
+            if handle < len(table) and table[handle] >= 0:
+                self.m.free(int(table[handle]))
+                self.figures["start_state_superseded"] += 1
 
     def _owner(self, pfn):
         """(recorded head, handle, order) of the live or start-state folio holding `pfn`."""
