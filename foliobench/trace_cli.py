@@ -42,7 +42,8 @@ def _live_record(args):
         overhead += f"; the command took {o['wall_s']:.2f} s recorded vs " \
                     f"{o['baseline_wall_s']:.2f} s not (mean of " \
                     f"{' and '.join(f'{b:.2f}' for b in o['baseline_runs_s'])} s before and " \
-                    f"after; {o['wall_ratio']:.2f}x)"
+                    f"after; {o['wall_ratio']:.2f}x); its CPU time {o['cpu_s']:.2f} s vs " \
+                    f"{o['baseline_cpu_s']:.2f} s ({o['cpu_ratio']:.2f}x)"
     print(overhead)
     if rec.exit_code:
         print(f"note: the command exited with code {rec.exit_code}", file=sys.stderr)
@@ -122,7 +123,8 @@ def live_deltas(header):
 
 def format_replay(trace, rows, divergences):
     h = trace.header
-    lines = [f"trace: kernel {trace.kernel}, {h.get('records')} records in {h.get('seconds')} s, "
+    lines = [f"trace: kernel {trace.kernel}, {h.get('records')} records in "
+             f"{h.get('traced_s', h.get('seconds'))} s, "
              f"{trace.count('mm_page_alloc')} allocations, {trace.count('mm_page_free')} frees, "
              f"lost events {h.get('lost_events')}"]
     cols = ["allocs", "allocs_granted", "pages_allocated", "pages_freed", "same_pfn_share",

@@ -19,6 +19,7 @@ import io
 import os
 import pathlib
 import platform
+import resource
 import shlex
 import subprocess
 import tempfile
@@ -208,8 +209,11 @@ def _snapshot_bytes(snap):
 
 
 def _run(command, duration):
-    """Run the command (or sleep `duration`): its wall time and exit code."""
+    """Run the command (or sleep `duration`): its wall time, exit code and CPU time (user +
+    system of it and the children it waited for: the tracepoints' cost lands in it, and it
+    moves less than wall time when others load the machine)."""
     t0 = time.perf_counter()
+    cpu0 = _children_cpu()
     if command:
         try:
             proc = subprocess.Popen(command)
@@ -228,16 +232,21 @@ def _run(command, duration):
     else:
         time.sleep(duration)
         code = 0
-    return time.perf_counter() - t0, code
+    return time.perf_counter() - t0, code, _children_cpu() - cpu0
+
+
+def _children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def baseline(command):
     """The command's wall time without recording (the overhead's reference: run once before
     and once after the recorded run)."""
-    seconds, code = _run(command, None)
+    seconds, code, cpu = _run(command, None)
     if code:
         raise RecordError(f"{shlex.join(command)} exited with {code} before recording")
-    return seconds
+    return seconds, cpu
 
 
 def _decode_spool(spool, cpu, formats, page_size, into):
@@ -285,7 +294,7 @@ def record(output, command=None, duration=None, buffer_kb=DEFAULT_BUFFER_KB, mea
     ncpu = os.cpu_count() or 1
     check_buffer(buffer_kb, ncpu)
     out_dir = os.path.dirname(os.path.abspath(output))
-    base_s = baseline(command) if command and measure else None
+    base = baseline(command) if command and measure else None
     journal = SettingsJournal(state_dir=STATE_DIR)
     journal.lock_timeout = LOCK_WAIT_S
     spool_dir = tempfile.mkdtemp(prefix=".foliobench-record-", dir=out_dir)
@@ -301,10 +310,10 @@ def record(output, command=None, duration=None, buffer_kb=DEFAULT_BUFFER_KB, mea
             journal.__exit__(None, None, None)
         if journal.errors:
             say("foliobench: some tracing settings could not be restored (see above)")
-        if base_s is not None:
+        if base is not None:
             # once before and once after: a cold first run (disk, page cache) biases either one
-            base_s = (base_s, baseline(command))
-        return _write(output, rec, base_s, command, duration)
+            base = (base, baseline(command))
+        return _write(output, rec, base, command, duration)
     finally:
         for name in os.listdir(spool_dir):
             os.unlink(os.path.join(spool_dir, name))
@@ -336,7 +345,7 @@ def _record_locked(journal, root, spool_dir, command, duration, buffer_kb, ncpu,
     snap = live_snapshot.take()
     gap_s = time.monotonic() - traced_from
     try:
-        seconds, code = _run(command, duration)
+        seconds, code, cpu_s = _run(command, duration)
     finally:
         journal.write(f"{inst}/tracing_on", 0)
         traced_s = time.monotonic() - traced_from
@@ -359,14 +368,15 @@ def _record_locked(journal, root, spool_dir, command, duration, buffer_kb, ncpu,
     return {"events": merged, "decode_s": time.perf_counter() - decode_started,
             "formats": formats, "snapshot": _snapshot_bytes(snap), "snapshot_gap_s": gap_s,
             "traced_s": traced_s,
-            "kernel": snap.kernel, "seconds": seconds, "exit_code": code, "stats": stats,
+            "kernel": snap.kernel, "seconds": seconds, "cpu_s": cpu_s, "exit_code": code,
+            "stats": stats,
             "totals": totals, "vm_before": vm_before, "vm_after": vm_after,
             "reader_cpu_s": sum(r.cpu_s for r in readers.values()),
             "spooled_bytes": sum(r.pages for r in readers.values()) * page_size,
             "page_size": page_size, "buffer_kb": buffer_kb, "ncpu": ncpu}
 
 
-def _write(output, rec, base_s, command, duration):
+def _write(output, rec, base, command, duration):
     records, page_lost, flagged, bad, unknown = (int(v) for v in rec["totals"])
     stat_lost = sum(s.get("overrun", 0) + s.get("commit overrun", 0) + s.get("dropped events", 0)
                     for s in rec["stats"].values())
@@ -374,11 +384,17 @@ def _write(output, rec, base_s, command, duration):
     seconds = rec["seconds"]
     overhead = {"wall_s": round(seconds, 4), "reader_cpu_s": round(rec["reader_cpu_s"], 4),
                 "reader_cpu_share": round(rec["reader_cpu_s"] / max(rec["traced_s"], 1e-9), 4)}
-    if base_s is not None:
-        mean = sum(base_s) / len(base_s)
+    if command:
+        overhead["cpu_s"] = round(rec["cpu_s"], 4)
+    if base is not None:
+        mean = sum(b[0] for b in base) / len(base)
+        mean_cpu = sum(b[1] for b in base) / len(base)
         overhead.update(baseline_wall_s=round(mean, 4),
-                        baseline_runs_s=[round(b, 4) for b in base_s],
-                        wall_ratio=round(seconds / max(mean, 1e-9), 4))
+                        baseline_runs_s=[round(b[0], 4) for b in base],
+                        wall_ratio=round(seconds / max(mean, 1e-9), 4),
+                        baseline_cpu_s=round(mean_cpu, 4),
+                        baseline_runs_cpu_s=[round(b[1], 4) for b in base],
+                        cpu_ratio=round(rec["cpu_s"] / max(mean_cpu, 1e-9), 4))
     header = {
         "kernel": rec["kernel"], "host": platform.node(),
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
