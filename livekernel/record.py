@@ -336,17 +336,20 @@ def _record_locked(journal, root, spool_dir, command, duration, buffer_kb, ncpu,
                             os.path.join(spool_dir, f"cpu{cpu}.raw"), page_size) for cpu in cpus}
     for r in readers.values():
         r.start()
-    vm_before = parse_vmstat(pathlib.Path("/proc/vmstat").read_text())
-    # tracing goes on before the snapshot is read: a page allocated while the per-PFN files
-    # are read has its event, whichever way the read saw it (the replay sorts that out)
-    journal.write(f"{inst}/tracing_on", 1)
     traced_from = time.monotonic()
-    say(f"record: snapshot of memory ({len(events)} tracepoints on) ...")
-    snap = live_snapshot.take()
-    gap_s = time.monotonic() - traced_from
     try:
+        vm_before = parse_vmstat(pathlib.Path("/proc/vmstat").read_text())
+        # tracing goes on before the snapshot is read: a page allocated while the per-PFN
+        # files are read has its event, whichever way the read saw it (the replay sorts that
+        # out)
+        journal.write(f"{inst}/tracing_on", 1)
+        traced_from = time.monotonic()
+        say(f"record: snapshot of memory ({len(events)} tracepoints on) ...")
+        snap = live_snapshot.take()
+        gap_s = time.monotonic() - traced_from
         seconds, code, cpu_s = _run(command, duration)
     finally:
+        # also on Ctrl-C: an open trace_pipe_raw keeps the instance busy (rmdir: EBUSY)
         journal.write(f"{inst}/tracing_on", 0)
         traced_s = time.monotonic() - traced_from
         vm_after = parse_vmstat(pathlib.Path("/proc/vmstat").read_text())
