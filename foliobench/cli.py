@@ -7,6 +7,8 @@
     foliobench run WORKLOAD --backend live [--backend sim] [--dry-run] [--allow-offline]
                    [--mem ARENA] [--mem-cap 50%|SIZE] [--sim-mem SIZE]     (root)
     foliobench live probe [--json] | live calibrate [-o FILE] | live restore
+    foliobench live record [-o FILE] [--duration S | -- COMMAND ...]          (root)
+    foliobench replay TRACE [--strategy NAME ...] [--profile NAME] [-o FILE]
     foliobench matrix [--backend sim|live] [--profile NAME ...] [--sizes 4K,64K,2M]
                       [--format md|html|json] [-o DIR]
     foliobench sweep SPEC.toml | --grid NAME=V1,V2 ... [--serial | --scheduler ADDR] [--resume DIR]

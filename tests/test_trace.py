@@ -390,3 +390,16 @@ def test_a_trace_is_a_workload(capsys):
     row = rows[0] if isinstance(rows, list) else rows["records"][0]
     assert row["workload"] == f"trace:{TRACE}" and row["allocs"] > 20000
     assert row["highorder_requested"] == row["allocs"] and row["frees_matched"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TRACE.exists(), reason="the committed trace is missing")
+def test_a_trace_in_a_sweep(tmp_path):
+    import pandas as pd
+
+    from foliobench.cli import main
+    assert main(["sweep", "--grid", f"workload=trace:{TRACE}", "--grid", "strategy=folio",
+                 "--serial", "--out", str(tmp_path)]) == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    df = pd.read_parquet(run)
+    assert df["workload"].tolist() == [f"trace:{TRACE}"] and df["allocs"].iloc[0] > 20000
