@@ -403,3 +403,64 @@ def test_a_trace_in_a_sweep(tmp_path):
     (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     df = pd.read_parquet(run)
     assert df["workload"].tolist() == [f"trace:{TRACE}"] and df["allocs"].iloc[0] > 20000
+
+
+
+def _ops():
+    from hypothesis import strategies as st
+    return st.lists(st.tuples(st.sampled_from(["alloc", "free", "pieces", "free_start",
+                                               "over_start", "unknown"]),
+                              st.integers(0, 3), st.integers(0, 10_000)),
+                    max_size=60)
+
+
+def _replay_property(ops):
+    """Any stream of recorded allocations and frees (whole, in order-0 pieces, of the start
+    state, over the start state, of pages never seen): check() holds, and once every recorded
+    allocation is freed the twin holds exactly the start folios that no event released."""
+    import simcore
+    from workloads.trace import Replayer
+    m = simcore.Machine(mem="64M")
+    start = {}
+    for order in (0, 2, 3, 0, 1):
+        pfn = m.alloc(order, "unmovable", "kernel")
+        start[pfn] = order
+    r = Replayer(m)
+    base = 1 << 20                    # recorded pfns of this stream: no start folio there
+    live = {}
+    next_slot = base
+    for kind, order, pick in ops:
+        if kind == "alloc":
+            next_slot = (next_slot + (1 << order) - 1) >> order << order
+            r.alloc(0, next_slot, order, 0, 0xcc0, 0)
+            live[next_slot] = order
+            next_slot += 1 << order
+        elif kind in ("free", "pieces") and live:
+            pfn = sorted(live)[pick % len(live)]
+            order = live.pop(pfn)
+            if kind == "free":
+                r.free(pfn, order)
+            else:
+                for j in reversed(range(1 << order)):
+                    r.free(pfn + j, 0)
+        elif kind in ("free_start", "over_start") and start:
+            pfn = sorted(start)[pick % len(start)]
+            order = start.pop(pfn)
+            if kind == "free_start":
+                r.free(pfn, order)
+            else:
+                r.alloc(0, pfn, 0, 0, 0xcc0, 0)
+                live[pfn] = 0
+        elif kind == "unknown":
+            r.free(base - 1 - pick, 0)
+        m.check()
+    for pfn, order in list(live.items()):
+        r.free(pfn, order)
+    m.check()
+    assert m.allocated_pages() == sum(1 << o for o in start.values())
+    assert not r.live
+
+
+def test_replay_keeps_the_books_for_any_stream():
+    from hypothesis import given, settings
+    settings(max_examples=40, deadline=None)(given(_ops())(_replay_property))()
