@@ -60,7 +60,8 @@ def add_live_parsers(live_sub):
     rec.add_argument("--buffer-kb", type=int, default=32768,
                      help="ring buffer per CPU in KiB (default 32768)")
     rec.add_argument("--no-baseline", action="store_true",
-                     help="do not run the command once unrecorded to measure the overhead")
+                     help="do not run the command unrecorded (once before, once after) to "
+                          "measure the overhead")
     rec.add_argument("command", nargs="...", help="-- COMMAND [ARG ...] to run while recording")
     rec.set_defaults(func=_live_record)
 
@@ -158,6 +159,9 @@ def _replay_trace(args):
     path = pathlib.Path(args.snapshot)
     if args.action:
         raise _Refused("--action applies to a snapshot; a trace replays its own requests")
+    if args.deferred != "absent":
+        raise _Refused("--deferred applies to a snapshot; a trace replays on its snapshot as "
+                       "captured")
     if is_snapshot(path):
         raise _Refused(f"{args.snapshot} is a snapshot: replay it with --action (a trace file "
                        f"from 'foliobench live record' replays its own requests)")
