@@ -44,7 +44,7 @@ VMSCAN_EVENTS = ("mm_vmscan_direct_reclaim_begin", "mm_vmscan_direct_reclaim_end
                  "mm_vmscan_lru_shrink_inactive", "mm_vmscan_lru_shrink_active",
                  "mm_vmscan_node_reclaim_begin", "mm_vmscan_node_reclaim_end")
 DEFAULT_BUFFER_KB = 32768            # per CPU: about 0.4 s of the busiest stream seen here
-CHUNK_PAGES = 16384                  # pages decoded at once (64 MiB with 4 KiB pages)
+CHUNK_PAGES = 4096                   # pages decoded at once: 16 MiB, about 55 MB of temporaries
 POLL_S = 0.005
 LOCK_WAIT_S = 300.0           # other live runs on this shared machine: wait for them
 STAT_KEYS = ("entries", "overrun", "commit overrun", "dropped events", "read events")
