@@ -464,3 +464,15 @@ def _replay_property(ops):
 def test_replay_keeps_the_books_for_any_stream():
     from hypothesis import given, settings
     settings(max_examples=40, deadline=None)(given(_ops())(_replay_property))()
+
+
+@pytest.mark.live
+def test_live_record_for_a_duration(tmp_path):
+    _require_live()
+    before = _instances()
+    out = tmp_path / "idle.npz"
+    done = cli("live", "record", "-o", str(out), "--duration", "1", "--buffer-kb", "4096")
+    assert done.returncode == 0, done.stderr
+    t = trace_file.load(out)
+    assert t.header["duration_s"] == 1 and t.header["traced_s"] >= 1
+    assert t.header["lost_events"] == 0 and _instances() == before
