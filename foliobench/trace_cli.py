@@ -129,6 +129,7 @@ def format_replay(trace, rows, divergences):
              f"{trace.count('mm_page_alloc')} allocations, {trace.count('mm_page_free')} frees, "
              f"lost events {h.get('lost_events')}"]
     cols = ["allocs", "allocs_granted", "pages_allocated", "pages_freed", "same_pfn_share",
+            "large_allocs", "large_same_pfn_share",
             "frees_matched", "frees_of_start_state", "frees_unmatched", "folios_split",
             "compact_stall", "compact_success",
             "pages_migrated", "highorder_success", "unusable_9_after"]

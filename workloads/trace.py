@@ -111,12 +111,13 @@ class Replayer:
         self.figures = dict.fromkeys((
             "allocs", "allocs_granted", "allocs_failed", "same_pfn", "frees", "frees_matched",
             "frees_of_start_state", "frees_unmatched", "folios_split", "pages_allocated",
-            "pages_freed", "start_state_superseded"), 0)
+            "pages_freed", "start_state_superseded", "large_allocs", "large_same_pfn"), 0)
         self.first_divergence = None
 
     def alloc(self, index, pfn, order, mt, gfp, ts, cpu=0):
         m, fig = self.m, self.figures
         fig["allocs"] += 1
+        fig["large_allocs"] += order > 0
         mtn, kind, compact = request_of(order, mt, gfp)
         self._supersede(pfn, order)
         if self.per_cpu:
@@ -135,6 +136,7 @@ class Replayer:
         fig["pages_allocated"] += 1 << order
         if got == pfn:
             fig["same_pfn"] += 1
+            fig["large_same_pfn"] += order > 0
         elif self.first_divergence is None:
             self.first_divergence = {"index": index, "ts": ts, "recorded_pfn": pfn,
                                      "order": order, "simulated_pfn": int(got)}
@@ -239,6 +241,8 @@ def replay(machine, trace, limit=None):
     fig = dict(r.figures)
     fig["allocs_failed_recorded"] = s.failed_recorded
     fig["same_pfn_share"] = fig["same_pfn"] / fig["allocs"] if fig["allocs"] else float("nan")
+    fig["large_same_pfn_share"] = fig["large_same_pfn"] / fig["large_allocs"] \
+        if fig["large_allocs"] else float("nan")          # orders above 0
     fig["first_divergence"] = r.first_divergence
     return fig
 
