@@ -7,6 +7,8 @@
     foliobench run WORKLOAD --backend live [--backend sim] [--dry-run] [--allow-offline]
                    [--mem ARENA] [--mem-cap 50%|SIZE] [--sim-mem SIZE]     (root)
     foliobench live probe [--json] | live calibrate [-o FILE] | live restore
+    foliobench live record [-o FILE] [--duration S | -- COMMAND ...]          (root)
+    foliobench replay TRACE [--strategy NAME ...] [--profile NAME] [-o FILE]
     foliobench matrix [--backend sim|live] [--profile NAME ...] [--sizes 4K,64K,2M]
                       [--format md|html|json] [-o DIR]
     foliobench sweep SPEC.toml | --grid NAME=V1,V2 ... [--serial | --scheduler ADDR] [--resume DIR]
@@ -48,7 +50,18 @@ from workloads.base import (
 )
 from workloads.fragment import fragment
 
-from . import agreement, compare_runs, fidelity_cli, guest, matrix, report, results, sweep, twin_cli
+from . import (
+    agreement,
+    compare_runs,
+    fidelity_cli,
+    guest,
+    matrix,
+    report,
+    results,
+    sweep,
+    trace_cli,
+    twin_cli,
+)
 
 # FOLIOBENCH_RESULTS: a guest's run directory (foliobench guest), the one place it may write
 REPO_RESULTS = pathlib.Path(os.environ.get("FOLIOBENCH_RESULTS")
@@ -266,7 +279,7 @@ def _run(args):
 
 def _summary(df):
     names = list(dict.fromkeys(df["workload"])) if "workload" in df.columns else []
-    names = [n for n in names if n in workloads.workloads()]
+    names = [n for n in names if n in workloads.workloads() or str(n).startswith("trace:")]
     cols = ["workload", "backend", "strategy", "seed"] + [c for c in SUMMARY if c in df.columns]
     cols += headline_columns(list(df.columns), names)
     if "unsupported" in df.columns and df["unsupported"].fillna("").astype(bool).any():
@@ -307,9 +320,14 @@ def _save(df, keeps, names, args):
                             lambda run_dir: _write_run(run_dir, df, keeps, names, args))
 
 
+def _file_tag(text):
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
+
+
 def _write_run(run_dir, df, keeps, names, args):
     for (_, row), keep in zip(df.iterrows(), keeps):
-        tag = f"{row['workload']}-{row['strategy']}-seed{row['seed']}"
+        # a trace:FILE workload's name holds a path: file names keep only safe characters
+        tag = _file_tag(f"{row['workload']}-{row['strategy']}-seed{row['seed']}")
         results.write_json(run_dir, f"vmstat-delta-{tag}", keep.get("vmstat_delta", {}))
         results.write_text(run_dir, f"buddyinfo-before-{tag}.txt", keep.get("buddyinfo_before", ""))
         results.write_text(run_dir, f"buddyinfo-after-{tag}.txt", keep.get("buddyinfo_after", ""))
@@ -329,11 +347,11 @@ def _write_run(run_dir, df, keeps, names, args):
             panels.append({"title": f"after: {row['strategy']}", "migratetype": mt,
                            "free_share": free})
         if panels:
-            report.fragmentation_map(panels, run_dir / f"fragmap-{name}.png",
+            report.fragmentation_map(panels, run_dir / f"fragmap-{_file_tag(name)}.png",
                                      title=f"{name}: physical memory, one cell per pageblock")
         metrics = [m for m in BAR_METRICS + headline_columns(list(sub.columns), [name])
                    if m in sub.columns and pd.api.types.is_numeric_dtype(sub[m])]
-        report.metric_bars(sub, metrics, run_dir / f"metrics-{name}.png",
+        report.metric_bars(sub, metrics, run_dir / f"metrics-{_file_tag(name)}.png",
                            title=f"{name} ({sub['mem'].iloc[0]}, {len(sub)} runs)")
     results.write_table(run_dir, df, metadata={"workloads": names, "argv": sys.argv[1:]})
     return run_dir
@@ -616,6 +634,7 @@ def build_parser():
                                                        "SIGKILL left changed")
     live_restore.set_defaults(func=_live_restore)
     twin_cli.add_live_parsers(live_sub)
+    trace_cli.add_live_parsers(live_sub)
     matrix.add_parser(sub)
     twin_cli.add_parsers(sub)
     fidelity_cli.add_parser(sub)

@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import pathlib
+import urllib.parse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -86,7 +87,10 @@ class SweepStore:
         return parse_spec(doc)
 
     def cell_path(self, cell):
-        return self.path / f"{PARTITION}={cell.workload}" / f"{cell.key}.parquet"
+        # URI-encoded as pyarrow's hive partitioning decodes it: a trace:FILE workload's name
+        # holds a path, and its "/" must not become a directory
+        value = urllib.parse.quote(str(cell.workload), safe="")
+        return self.path / f"{PARTITION}={value}" / f"{cell.key}.parquet"
 
     def done_keys(self):
         """The keys of the cells with a file (finished, with figures or with an error)."""

@@ -35,10 +35,12 @@ def add_live_parsers(live_sub):
 def _replay(args):
     import json
 
-    from . import replay, results
+    from . import replay, results, trace_cli
     path = pathlib.Path(args.snapshot)
     if not path.is_file():
         raise _Refused(f"snapshot {args.snapshot!r} is not a file")
+    if trace_cli.is_trace(path) or not args.action:
+        return trace_cli._replay_trace(args)
     replay.parse_action(args.action)                   # refuse a bad action before loading
     if args.output:
         results.check_output_dir(pathlib.Path(args.output).parent, "-o/--output")
@@ -54,10 +56,11 @@ def _replay(args):
 
 def add_parsers(sub):
     from . import replay
-    rep = sub.add_parser("replay", help="apply a kernel operation to a snapshot's digital twin "
-                                        "under each compaction strategy")
-    rep.add_argument("snapshot", help="a file from 'foliobench live snapshot'")
-    rep.add_argument("--action", required=True, help=replay.ACTION_HELP)
+    rep = sub.add_parser("replay", help="apply a kernel operation to a snapshot's digital twin, "
+                                        "or replay a recorded trace, under each strategy")
+    rep.add_argument("snapshot", help="a file from 'foliobench live snapshot' (with --action) "
+                                      "or 'foliobench live record' (docs/traces.md)")
+    rep.add_argument("--action", help=replay.ACTION_HELP + " (snapshots only)")
     rep.add_argument("--strategy", action="append",
                      help="compaction strategy (repeatable; default the profile's)")
     rep.add_argument("--profile", help="kernel profile (default the newest)")

@@ -105,10 +105,14 @@ def workloads():
 
 
 def get_workload(name):
+    if isinstance(name, str) and name.startswith("trace:"):
+        from .trace import trace_workload  # a recorded trace (docs/traces.md)
+        return trace_workload(name[len("trace:"):])
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        raise ValueError(f"workload {name!r} is unknown; known: {', '.join(workloads())}") from None
+        raise ValueError(f"workload {name!r} is unknown; known: {', '.join(workloads())} "
+                         f"or trace:FILE") from None
 
 
 def resolve_params(workload, overrides=None, quick=False):
@@ -133,6 +137,9 @@ def run_one(workload, strategy="folio", mem=None, seed=0, params=None, quick=Fal
     p = resolve_params(cls, params, quick)
     mem = mem or (QUICK_MEM if quick else DEFAULT_MEM)
     machine_kw = {arg: p[name] for arg, name in cls.machine.items()}
+    backend_for = getattr(cls, "backend_for", None)      # a trace runs on its own twin
+    if backend_for is not None:
+        backend_factory = backend_for(backend_factory)
     backend = backend_factory(mem=mem, seed=seed, strategy=strategy, **machine_kw)
     try:
         return _run_on(cls, p, backend, strategy, mem, seed, keep)

@@ -1,0 +1,306 @@
+"""trace:FILE: a recorded page-allocator stream (`foliobench live record`) replayed on the twin
+of the memory it started from.
+
+Every mm_page_alloc of the recording becomes an allocation of the same order, with a
+migratetype, folio kind and compaction permission taken from its gfp flags and migratetype;
+every mm_page_free frees the simulated folio that the allocation at that PFN became, wherever
+the simulator put it (recorded pfn -> simulated folio handle, which survives migration). The
+simulator places pages its own way; how often it picks the recorded pfn, and where it first
+departs, is the placement divergence.
+
+Simplified:
+- The kernel takes most order-0..3 pages from per-CPU lists. simcore on this branch has none:
+  the recorded CPU is passed to Machine.alloc(cpu=...) only where a simcore with per-CPU
+  lists takes that argument.
+- mm_page_free_batched repeats an mm_page_free of the same page (free_unref_folios() calls
+  free_pages_prepare(), which emits mm_page_free, and then emits the batched event), so only
+  mm_page_free is replayed. mm_page_pcpu_drain moves pages between lists, not owners.
+- A page freed during the recording but allocated before it is looked up in the start
+  snapshot: the twin's folio headed there (or containing it, split first) is freed. Compaction
+  moves folios without an mm_page_alloc for the new place, so a later free of the new pfn
+  matches nothing: counted as unmatched.
+- Tracing starts before the snapshot is read, so a page allocated during the read has its
+  event even when the read saw it allocated already: a recorded allocation over a folio of the
+  start state frees that folio first (start_state_superseded).
+- gfp: __GFP_MOVABLE -> anon with __GFP_ZERO (a user fault), else file (page cache);
+  __GFP_RECLAIMABLE -> slab, other
+  unmovable -> slab when compound (__GFP_COMP) else kernel; direct compaction only with
+  __GFP_DIRECT_RECLAIM (gfp_compaction_allowed()). Failed recorded allocations (pfn -1) are
+  counted, not replayed.
+"""
+import dataclasses
+import functools
+import inspect
+import os
+
+import numpy as np
+
+from simcore import trace_file
+
+from .backend import SimBackend, Unsupported
+from .base import Workload
+
+GFP_MOVABLE = 1 << 3
+GFP_RECLAIMABLE = 1 << 4
+GFP_DIRECT_RECLAIM = 1 << 10
+GFP_ZERO = 1 << 8
+GFP_COMP = 1 << 18
+NO_PFN = np.uint64((1 << 64) - 1)
+MIGRATETYPES = ("unmovable", "movable", "reclaimable")
+TICK_NS = 100_000_000                 # kcompactd and time-based work every 100 ms of trace
+
+
+def request_of(order, migratetype, gfp):
+    """(migratetype name, kind, compact) of one recorded request (see the module docstring)."""
+    mt = MIGRATETYPES[migratetype] if 0 <= migratetype < len(MIGRATETYPES) else \
+        ("movable" if gfp & GFP_MOVABLE else "reclaimable" if gfp & GFP_RECLAIMABLE
+         else "unmovable")
+    if mt == "movable":
+        # user faults zero their pages (GFP_HIGHUSER_MOVABLE | __GFP_ZERO); the page cache
+        # (readahead, writes) does not
+        kind = "anon" if gfp & GFP_ZERO else "file"
+    elif mt == "reclaimable":
+        kind = "slab"
+    else:
+        kind = "slab" if gfp & GFP_COMP and order > 0 else "kernel"
+    return mt, kind, bool(gfp & GFP_DIRECT_RECLAIM) and order > 0
+
+
+@dataclasses.dataclass
+class Stream:
+    """Allocations and frees in trace order."""
+    ts: np.ndarray
+    is_alloc: np.ndarray
+    pfn: np.ndarray
+    order: np.ndarray
+    migratetype: np.ndarray
+    gfp: np.ndarray
+    cpu: np.ndarray
+    failed_recorded: int
+
+
+def stream_of(trace):
+    a = trace.events["mm_page_alloc"]
+    f = trace.events["mm_page_free"]
+    ok = a["pfn"] != NO_PFN
+    n_a, n_f = int(ok.sum()), len(f["ts"])
+    ts = np.concatenate([a["ts"][ok], f["ts"]])
+    order = np.argsort(ts, kind="stable")
+    cat = lambda x, y, dt: np.concatenate([x.astype(dt), y.astype(dt)])[order]  # noqa: E731
+    zeros = np.zeros(n_f, dtype=np.int64)
+    return Stream(ts[order], np.concatenate([np.ones(n_a, bool), np.zeros(n_f, bool)])[order],
+                  cat(a["pfn"][ok], f["pfn"], np.int64), cat(a["order"][ok], f["order"], np.int64),
+                  cat(a["migratetype"][ok], zeros, np.int64),
+                  cat(a["gfp_flags"][ok], zeros, np.int64), cat(a["cpu"][ok], f["cpu"], np.int64),
+                  int((~ok).sum()))
+
+
+class Replayer:
+    """The state of one replay on one simcore Machine: recorded pfn -> (handle, order)."""
+
+    def __init__(self, machine):
+        self.m = machine
+        # per-CPU page lists (a simcore with CPUs takes alloc(..., cpu=N)): the recorded CPU
+        self.per_cpu = "cpu" in inspect.signature(machine.alloc).parameters
+        folios = machine.folios()
+        self.start_heads = folios["pfn"]
+        self.start_orders = folios["order"]
+        self.start_handles = folios["handle"]
+        self.used_start = set()
+        self.live = {}
+        self.figures = dict.fromkeys((
+            "allocs", "allocs_granted", "allocs_failed", "same_pfn", "frees", "frees_matched",
+            "frees_of_start_state", "frees_unmatched", "folios_split", "pages_allocated",
+            "pages_freed", "start_state_superseded", "large_allocs", "large_same_pfn"), 0)
+        self.first_divergence = None
+
+    def alloc(self, index, pfn, order, mt, gfp, ts, cpu=0):
+        m, fig = self.m, self.figures
+        fig["allocs"] += 1
+        fig["large_allocs"] += order > 0
+        mtn, kind, compact = request_of(order, mt, gfp)
+        self._supersede(pfn, order)
+        if self.per_cpu:
+            got = m.alloc(order, mtn, kind, compact=compact, cpu=cpu)
+        else:
+            got = m.alloc(order, mtn, kind, compact=compact)
+        self.used_start.add(pfn)
+        if got is None:
+            fig["allocs_failed"] += 1
+            self.live.pop(pfn, None)
+            if self.first_divergence is None:
+                self.first_divergence = {"index": index, "ts": ts, "recorded_pfn": pfn,
+                                         "order": order, "simulated_pfn": None}
+            return
+        fig["allocs_granted"] += 1
+        fig["pages_allocated"] += 1 << order
+        if got == pfn:
+            fig["same_pfn"] += 1
+            fig["large_same_pfn"] += order > 0
+        elif self.first_divergence is None:
+            self.first_divergence = {"index": index, "ts": ts, "recorded_pfn": pfn,
+                                     "order": order, "simulated_pfn": int(got)}
+        self.live[pfn] = (int(m.pgdat.mem_map["next"][got]), order)
+
+    def _supersede(self, pfn, order):
+        """The kernel allocated [pfn, pfn + 2^order), so those pages were free then: a folio of
+        the start state there was freed unseen (allocated while the snapshot was read, after
+        its pages were, or moved by compaction) and goes now."""
+        heads = self.start_heads
+        lo = int(np.searchsorted(heads, pfn, side="right")) - 1
+        hi = int(np.searchsorted(heads, pfn + (1 << order), side="left"))
+        for i in range(max(lo, 0), hi):
+            head = int(heads[i])
+            if head + (1 << int(self.start_orders[i])) <= pfn or head in self.used_start:
+                continue
+            self.used_start.add(head)
+            table = self.m.pgdat.folio_pfn
+            handle = int(self.start_handles[i])
+            if handle < len(table) and table[handle] >= 0:
+                self.m.free(int(table[handle]))
+                self.figures["start_state_superseded"] += 1
+
+    def _owner(self, pfn):
+        """(recorded head, handle, order) of the live or start-state folio holding `pfn`."""
+        for k in range(0, 11):
+            head = pfn & ~((1 << k) - 1)
+            got = self.live.get(head)
+            if got is not None and got[1] >= k:
+                return head, got[0], got[1]
+        i = int(np.searchsorted(self.start_heads, pfn, side="right")) - 1
+        if i >= 0:
+            head = int(self.start_heads[i])
+            order = int(self.start_orders[i])
+            if pfn < head + (1 << order) and head not in self.used_start:
+                self.used_start.add(head)
+                self.figures["frees_of_start_state"] += 1
+                return head, int(self.start_handles[i]), order
+        return None
+
+    def free(self, pfn, order):
+        fig = self.figures
+        fig["frees"] += 1
+        owner = self._owner(pfn)
+        if owner is None:
+            fig["frees_unmatched"] += 1
+            return
+        head, handle, have = owner
+        self.live.pop(head, None)
+        m = self.m
+        table = m.pgdat.folio_pfn
+        if handle >= len(table) or table[handle] < 0:
+            fig["frees_unmatched"] += 1
+            return
+        where = int(table[handle])
+        if have > order or head != pfn:
+            self._split(head, where, have, order)
+            got = self.live.pop(pfn, None)
+            if got is None:
+                fig["frees_unmatched"] += 1
+                return
+            where = int(m.pgdat.folio_pfn[got[0]])
+        m.free(where)
+        fig["frees_matched"] += 1
+        fig["pages_freed"] += 1 << order
+
+    def _split(self, head, where, have, order):
+        """Split the simulated folio of a recorded one freed in pieces; map every piece."""
+        m = self.m
+        to = order
+        try:
+            ok = m.split(where, to)
+        except ValueError:            # anonymous order 1 does not exist: go to order 0
+            to = 0
+            ok = m.split(where, 0)
+        if not ok:
+            return
+        self.figures["folios_split"] += 1
+        mem_map = m.pgdat.mem_map
+        for j in range(1 << (have - to)):
+            self.live[head + (j << to)] = (int(mem_map["next"][where + (j << to)]), to)
+
+
+def replay(machine, trace, limit=None):
+    """Drive `trace` (a simcore.trace_file.Trace) against `machine`: the Replayer's figures plus
+    the share of allocations placed at the recorded pfn and the first divergence."""
+    s = stream_of(trace)
+    r = Replayer(machine)
+    n = len(s.ts) if limit is None else min(limit, len(s.ts))
+    ts, is_alloc, pfn, order = (s.ts[:n].tolist(), s.is_alloc[:n].tolist(), s.pfn[:n].tolist(),
+                                s.order[:n].tolist())
+    mt, gfp, cpu = s.migratetype[:n].tolist(), s.gfp[:n].tolist(), s.cpu[:n].tolist()
+    next_tick = ts[0] + TICK_NS if n else 0
+    for i in range(n):
+        if ts[i] >= next_tick:
+            machine.tick((ts[i] - next_tick) // 1_000_000 + TICK_NS // 1_000_000)
+            next_tick = ts[i] + TICK_NS
+        if is_alloc[i]:
+            r.alloc(i, pfn[i], order[i], mt[i], gfp[i], ts[i], cpu[i])
+        else:
+            r.free(pfn[i], order[i])
+    fig = dict(r.figures)
+    fig["allocs_failed_recorded"] = s.failed_recorded
+    fig["same_pfn_share"] = fig["same_pfn"] / fig["allocs"] if fig["allocs"] else float("nan")
+    fig["large_same_pfn_share"] = fig["large_same_pfn"] / fig["large_allocs"] \
+        if fig["large_allocs"] else float("nan")          # orders above 0
+    fig["first_divergence"] = r.first_divergence
+    return fig
+
+
+class TwinSimBackend(SimBackend):
+    """The simulator on the twin of a snapshot (bytes or path): a trace's own start state."""
+
+    def __init__(self, mem=None, seed=0, strategy=None, profile=None, *, snapshot, **machine_kw):
+        import simcore
+        self.machine = simcore.Machine.from_snapshot(snapshot, seed=seed, compaction=strategy,
+                                                     profile=profile)
+        self.rng = self.machine.rng
+        self.node1 = None
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path, mtime):
+    return trace_file.load(path)
+
+
+def load_trace(path):
+    """The trace at `path` (cached per path and modification time)."""
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError as exc:
+        raise ValueError(f"trace {path!r} cannot be read: {exc.strerror or exc}") from None
+    return _load(str(path), mtime)
+
+
+def trace_workload(path):
+    """The Workload class replaying the trace at `path` (`trace:FILE` as a workload name)."""
+    trace = load_trace(path)
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(path))
+
+    class TraceWorkload(Workload):
+        name = f"trace:{path}"
+        description = f"replay of {path} (kernel {trace.kernel}, " \
+                      f"{trace.count('mm_page_alloc')} allocations)"
+        params = {}
+        headline = ("same_pfn_share", "allocs_failed", "frees_unmatched")
+        label = f"trace-{stem}"
+
+        @staticmethod
+        def backend_for(factory):
+            """On the simulator, the trace's start snapshot (unless a twin was asked for)."""
+            if getattr(factory, "func", factory) in (TwinSimBackend,) or \
+                    "snapshot" in getattr(factory, "keywords", {}):
+                return factory
+            return functools.partial(TwinSimBackend, snapshot=trace.snapshot)
+
+        def run(self, backend, p, extra):
+            machine = getattr(backend, "machine", None)
+            if machine is None or backend.name != "sim":
+                raise Unsupported("a trace replays on the simulator only")
+            fig = replay(machine, trace)
+            extra["first_divergence"] = fig.pop("first_divergence")
+            fig["requested"] = fig["allocs"]
+            fig["granted"] = fig["allocs_granted"]
+            return fig
+
+    return TraceWorkload
