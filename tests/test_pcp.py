@@ -6,9 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import simcore
+from foliobench import cli
 from simcore import pcp
 from simcore.mmzone import PAGE_PCP, ZONE_MOVABLE, ZONE_NORMAL
-from workloads.backend import SimBackend
+from workloads.backend import SimBackend, sim_factory
 
 
 def lists(m, cpu, z):
@@ -224,6 +225,17 @@ def test_same_seed_same_digest_with_threads():
     (d1, counts), (d2, _) = run(), run()
     assert d1 == d2
     assert sum(1 for c in counts if c) >= 2          # the threads' frees reached several CPUs
+
+
+def test_run_command_line_sets_cpus_and_threads():
+    args = cli.build_parser().parse_args(["run", "thp-heavy", "--cpus", "4", "--threads", "6"])
+    be = sim_factory(None, None, args.cpus, args.threads)(mem="64M")
+    assert (be.machine.cpus, be.threads) == (4, 6)
+    default = sim_factory(None, None, None, None)(mem="64M")
+    assert (default.machine.cpus, default.threads) == (2, 2)
+    for bad in (["--cpus", "0"], ["--cpus", "100000"], ["--threads", "0"]):
+        with pytest.raises(cli.UsageError, match="cpus|threads"):
+            cli.build_parser().parse_args(["run", "thp-heavy", *bad])
 
 
 def test_backend_threads_are_checked():

@@ -334,10 +334,15 @@ class ArenaSimBackend(SimBackend):
         return managed if self.arena_pages is None else min(self.arena_pages, managed)
 
 
-def sim_factory(arena_bytes=None, costs=None):
+def sim_factory(arena_bytes=None, costs=None, cpus=None, threads=None):
     """A SimBackend factory for the runner: the workload sized to `arena_bytes` when given,
-    the simulator's migration costs from `costs` (a calibrated cost model) when given."""
+    the simulator's migration costs from `costs` (a calibrated cost model) when given, the
+    machine's CPUs and the workload's threads (SimBackend) when given."""
     kw = {"arena_pages": None if arena_bytes is None else int(arena_bytes) // 4096}
     if costs:
         kw["costs"] = costs
+    if cpus is not None:
+        kw["cpus"] = cpus
+    if threads is not None:
+        kw["threads"] = threads
     return functools.partial(ArenaSimBackend, **kw)
