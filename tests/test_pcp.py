@@ -275,3 +275,12 @@ def test_zone_normal_pagesets_exist_on_large_machines():
     m = simcore.Machine(mem="6G", cpus=3)
     assert len(m.zoneinfo()["Normal"]["pagesets"]) == 3
     assert m.pgdat.pcp[pcp.H_NR_CPUS] == 3 and ZONE_NORMAL == 1
+
+
+def test_twin_backend_runs_threads_too():
+    from foliobench.replay import TwinBackend
+    from simcore import snapshot_export
+    be = TwinBackend(snapshot=snapshot_export.export(simcore.Machine(mem="64M")))
+    assert be.threads == be.machine.cpus == 2
+    assert len(be.alloc(1500, 0)) == 1500
+    be.machine.check()
