@@ -36,6 +36,7 @@ import pandas as pd
 
 import simcore
 import workloads
+from simcore.pcp import MAX_CPUS
 from workloads.backend import sim_factory
 from workloads.base import (
     DEFAULT_MEM,
@@ -210,9 +211,10 @@ def _backends(args, backends, costs):
             backends, args.no_save = ["live"], True
     if live is not None:
         from livekernel.compare import live_machine_size
-        sim_mem, sim_backend = args.sim_mem or live_machine_size(), sim_factory(live.arena, costs)
+        sim_mem = args.sim_mem or live_machine_size()
+        sim_backend = sim_factory(live.arena, costs, args.cpus, args.threads)
     else:
-        sim_mem, sim_backend = args.mem, sim_factory(None, costs)
+        sim_mem, sim_backend = args.mem, sim_factory(None, costs, args.cpus, args.threads)
     if args.snapshot:
         if live is not None or costs:
             raise UsageError("--snapshot runs on the simulator only, without --costs")
@@ -553,6 +555,13 @@ def _seed(text):
     return value
 
 
+def _cpus(text):
+    value = _positive_int(text)
+    if value > MAX_CPUS:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_CPUS}")
+    return value
+
+
 def _repeat(text):
     value = _positive_int(text)
     if value > MAX_REPEAT:
@@ -600,6 +609,11 @@ def build_parser():
                      help="live: where the page-cache files go (a disk filesystem)")
     run.add_argument("--sim-mem", help="with --backend live: simulated machine size (default: "
                                        "this machine's MemTotal)")
+    run.add_argument("--cpus", type=_cpus, help="sim: CPUs of the simulated machine, each with "
+                     "its per-CPU page lists (default 2)")
+    run.add_argument("--threads", type=_positive_int, help="sim: threads of the workload, "
+                     "faulting and freeing in turns, thread i on CPU i %% cpus (default: one "
+                     "per CPU)")
     run.add_argument("--costs", metavar="FILE",
                      help="simulator cost model from 'foliobench live calibrate'")
     run.set_defaults(func=_run)

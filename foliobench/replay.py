@@ -120,6 +120,7 @@ class TwinBackend(SimBackend):
         self.machine = Machine.from_snapshot(snapshot, seed=seed, compaction=strategy,
                                              profile=profile, deferred=deferred)
         self.rng = self.machine.rng
+        self.threads = self.machine.cpus        # one thread per CPU, as SimBackend's default
         if swap:
             self.machine.swapon(swap)
         self.node1 = None

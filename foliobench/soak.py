@@ -15,9 +15,9 @@ the picks and logs the concrete call it made (`m.free(1234)`), which is what a r
 What verify() checks (the page ledger, see docs/correctness.md):
 - m.check(): the simulator's own invariants (free lists, pageblocks, swap clusters, poison).
 - every managed page is in exactly one place: in a folio (poisoned pages are kept in folios of
-  kind "kernel") or on a buddy free list; offlined blocks are not managed; there is no pcp.
-  Counted from mem_map and compared with allocated_pages(), free_pages(), managed_pages and the
-  zones' nr_free_pages.
+  kind "kernel"), on a buddy free list or on a per-CPU list; offlined blocks are not managed.
+  Counted from mem_map and compared with allocated_pages(), free_pages(), pcp_pages(),
+  managed_pages and the zones' nr_free_pages (which leaves the per-CPU lists out).
 - the pages swap_out() took are on the swap device or in zswap, page for page against the
   SwapRecords still outstanding; the poisoned pages are exactly those with PG_hwpoison.
 - event counters (vmstat events, mTHP stats, KSM/memory-failure counters) never decrease;
@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 import simcore
-from simcore.mmzone import PAGE_BUDDY, PAGE_HEAD, PG_HWPOISON, PG_KSM
+from simcore.mmzone import PAGE_BUDDY, PAGE_HEAD, PAGE_PCP, PG_HWPOISON, PG_KSM
 from simcore.pgdat import N_HANDLE_FREE, N_HANDLES_AVAIL, Z_FREE
 
 MIGRATETYPES = ("unmovable", "movable", "reclaimable")
@@ -59,6 +59,7 @@ WEIGHTS = (
     ("offline", 2), ("online", 2), ("swapon", 1), ("swap_out", 4), ("swap_in", 3),
     ("zswap_enable", 1), ("ksm_merge", 2), ("memory_failure", 2), ("collapse", 2),
     ("numa_migrate", 2), ("set_flags", 3), ("fault_anon", 3), ("misuse", 3),
+    ("on_cpu", 4), ("drain", 1),
 )
 OP_NAMES = tuple(name for name, _ in WEIGHTS)
 MISUSE = ("free_any_pfn", "free_poisoned", "ksm_same", "split_up", "memory_failure_any_pfn",
@@ -175,6 +176,10 @@ def draw_op(rng, name):  # noqa: C901  (one branch per operation kind)
         return (name,)
     if name == "tick":
         return (name, int(rng.choice((10, 100, 500, 1000, 5000))))
+    if name == "on_cpu":
+        return (name, int(rng.integers(4)))
+    if name == "drain":
+        return (name,)
     if name == "migrate":
         return (name, _picks(rng, 6), int(rng.integers(3)))
     if name == "cma_alloc":
@@ -210,7 +215,7 @@ def _snapshot(m, full=True):
     node = p.node.copy()
     node[[N_HANDLE_FREE, N_HANDLES_AVAIL]] = 0
     dev = m.swap_device
-    arrays = (p.pageblock_flags, p.free_area, p.zones, node, p.events, p.mthp_stats,
+    arrays = (p.pageblock_flags, p.free_area, p.zones, node, p.events, p.mthp_stats, p.pcp,
               m.migrate_stats) + ((p.mem_map,) if full else ())
     return (b"".join(a.tobytes() for a in arrays),
             (None if dev is None else dev.swap_map.tobytes(),
@@ -326,6 +331,11 @@ class Runner:
             return "m.compact()", m.compact
         if name == "tick":
             return f"m.tick({op[1]})", lambda: m.tick(op[1])
+        if name == "on_cpu":              # the task moves: later calls use that CPU's lists
+            cpu = op[1] % m.cpus
+            return f"m.cpu = {cpu}", lambda: setattr(m, "cpu", cpu)
+        if name == "drain":
+            return "m.drain_all_pages()", m.drain_all_pages
         if name == "migrate":
             pfns = self._many(heads, op[1])
             mode = MODES[op[2]]
@@ -503,9 +513,13 @@ def ledger_problem(m, records=()):
     heads = types == PAGE_HEAD
     allocated = int(sizes[heads].sum())
     free = int(sizes[types == PAGE_BUDDY].sum())
-    if allocated + free != m.managed_pages:
-        return "ledger", (f"allocated {allocated} + free {free} pages != managed "
-                          f"{m.managed_pages}")
+    on_pcp = int(sizes[types == PAGE_PCP].sum())
+    if allocated + free + on_pcp != m.managed_pages:
+        return "ledger", (f"allocated {allocated} + free {free} + pcp {on_pcp} pages != "
+                          f"managed {m.managed_pages}")
+    if on_pcp != m.pcp_pages():
+        return "ledger", (f"mem_map holds {on_pcp} pages on per-CPU lists; pcp_pages() says "
+                          f"{m.pcp_pages()}")
     if allocated != m.allocated_pages() or free != m.free_pages() \
             or free != int(m.pgdat.zones[:, Z_FREE].sum()):
         return "ledger", (f"mem_map holds {allocated} allocated and {free} free pages; the "

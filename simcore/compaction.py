@@ -21,7 +21,7 @@ run that follows a direct compaction which reached the end (compact_blockskip_fl
 import numba as nb
 import numpy as np
 
-from . import migrate, page_alloc, vmstat
+from . import migrate, page_alloc, pcp, vmstat
 from . import vm_event as ev
 from .costs import COST_SCAN_PFN
 from .freescan import (
@@ -536,20 +536,31 @@ def compact_zone(pgdat, cc, pool, migratepages, get_new_folio, put_new_folio, co
             cc[CC_WHOLE_ZONE] = 1
     target = (cc, pool)
     ret = COMPACT_CONTINUE
+    last_migrated_pfn = -1
     while True:
         ret = compact_finished(pgdat, cc)
         if ret != COMPACT_CONTINUE:
             break
         nr = isolate_migratepages(pgdat, cc, migratepages)
+        if nr > 0:
+            last_migrated_pfn = max(start, (cc[CC_MIGRATE_PFN] - 1) & ~(PAGEBLOCK_NR_PAGES - 1))
+            batch = migratepages[:nr].copy()
+            err = migrate.migrate_pages(pgdat, batch, nr, cc[CC_MODE], migrate.MR_COMPACTION,
+                                        get_new_folio, put_new_folio, target, costs, stats)
+            cc[CC_NR_MIGRATEPAGES] = 0
+            if err == migrate.ENOMEM and not scanners_met(cc):
+                ret = COMPACT_CONTENDED
+                break
+        # pcp hook (check_drain): once the migrate scanner has left the cc->order-aligned
+        # block it migrated from, the sources this CPU freed onto its pcp lists are flushed
+        # so that they merge and compact_finished() sees them (lru_add_drain_cpu_zone()).
+        if cc[CC_ORDER] > 0 and last_migrated_pfn >= 0:
+            block_start = cc[CC_MIGRATE_PFN] & ~((np.int64(1) << cc[CC_ORDER]) - 1)
+            if last_migrated_pfn < block_start:
+                pcp.drain_local_pages(pgdat, z)
+                last_migrated_pfn = -1
         if nr == 0:
             continue
-        batch = migratepages[:nr].copy()
-        err = migrate.migrate_pages(pgdat, batch, nr, cc[CC_MODE], migrate.MR_COMPACTION,
-                                    get_new_folio, put_new_folio, target, costs, stats)
-        cc[CC_NR_MIGRATEPAGES] = 0
-        if err == migrate.ENOMEM and not scanners_met(cc):
-            ret = COMPACT_CONTENDED
-            break
         if pgdat.node[N_CAPTURE_PFN] != 0:
             ret = COMPACT_SUCCESS           # a block of our order was captured: stop
             break

@@ -6,6 +6,7 @@ an InvariantError naming the PFN and the rule.
 import numba as nb
 import numpy as np
 
+from . import pcp
 from .mmzone import (
     FOLIO_ON_LRU,
     MAX_PAGE_ORDER,
@@ -17,6 +18,7 @@ from .mmzone import (
     NR_PAGE_ORDERS,
     PAGE_BUDDY,
     PAGE_OFFLINE,
+    PAGE_PCP,
     PAGE_TAIL,
     PAGEBLOCK_ORDER,
     PB_MIGRATETYPE_MASK,
@@ -53,10 +55,17 @@ RULES = (
     "node folio or per-kind page counters differ from mem_map",        # 15
     "folio handle table is inconsistent",                              # 16
     "folio left isolated (off the LRU) after the operation ended",     # 17
+    "pcp-list entry is not a per-CPU free block of that list's order and zone",  # 18
+    "pcp-list links are inconsistent (prev/next or tail)",             # 19
+    "pcp-list length or a CPU's pcp count differs from its entries",   # 20
+    "page on a pcp list in an isolated pageblock",                     # 21
+    "per-CPU free block is on no pcp list",                            # 22
 )
 C_ORPHAN, C_ALIGN, C_SPAN, C_OVERLAP, C_ORDER, C_BLOCK_MT, C_UNMERGED, C_LIST_ENTRY, C_LINKS, \
     C_COUNT, C_OFF_LIST, C_ZONE_FREE, C_HANDLE, C_KIND, C_NODE_COUNT, C_HANDLE_TABLE, \
     C_ISOLATED = range(1, 18)
+C_PCP_FIRST = 17            # + pcp.check_pcp() code
+C_PCP_OFF_LIST = 22
 
 
 @nb.njit(cache=True, nogil=True)
@@ -78,6 +87,7 @@ def check_pgdat(pgdat):
     for z in range(nz):
         start = zones[z, Z_START]
         end = zones[z, Z_END]
+        pcp_heads = 0
         pfn = start
         while pfn < end:
             page = mem_map[pfn]
@@ -96,6 +106,8 @@ def check_pgdat(pgdat):
                     return C_OVERLAP, p, pfn
             if page.type == PAGE_OFFLINE:
                 pass
+            elif page.type == PAGE_PCP:
+                pcp_heads += 1
             elif page.type == PAGE_BUDDY:
                 mt = _block_mt(pbf, pfn)
                 for b in range(pfn, pfn + n, 1 << PAGEBLOCK_ORDER):
@@ -154,6 +166,13 @@ def check_pgdat(pgdat):
                     free_cma += count << order
         if free_pages != zones[z, Z_FREE] or free_cma != zones[z, Z_FREE_CMA]:
             return C_ZONE_FREE, start, free_pages
+        # Pages on the per-CPU lists: off the buddy lists and out of NR_FREE_PAGES (above),
+        # each on exactly one pcp list of its zone.
+        code, p, detail, _, entries = pcp.check_pcp(pgdat, z, start, end)
+        if code:
+            return C_PCP_FIRST + code, p, detail
+        if entries != pcp_heads:
+            return C_PCP_OFF_LIST, start, pcp_heads
     node = pgdat.node
     if nr_folios != node[N_NR_FOLIOS]:
         return C_NODE_COUNT, -1, nr_folios

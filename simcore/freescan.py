@@ -9,7 +9,7 @@ number in cc[CC_TARGET_POLICY] (or by a user strategy's own functions, compiled 
 import numba as nb
 import numpy as np
 
-from . import page_alloc
+from . import page_alloc, pcp
 from .mmzone import (
     MAX_PAGE_ORDER,
     MIGRATE_CMA,
@@ -143,7 +143,7 @@ def release_free_list(pgdat, pool):
     for o in range(NR_PAGE_ORDERS):
         while pool[o, POOL_LEN] > 0:
             pfn = pool_pop(pool, o)
-            page_alloc.free_pages_range(pgdat, pfn, o, False)
+            pcp.free_unref_folio(pgdat, pfn, o)     # pcp hook: __free_pages()
             high = max(high, pfn)
     return high
 

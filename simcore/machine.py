@@ -25,6 +25,7 @@ from . import (
     numa,
     page_alloc,
     page_isolation,
+    pcp,
     swap,
     vmstat,
     zswap,
@@ -169,11 +170,18 @@ class Machine:
     extfrag_threshold, compaction_proactiveness: the vm sysctls (defaults 500 and 20).
     costs: overrides of the migration cost model (simcore.costs.DEFAULT_COSTS).
     memory_block: memory block size for hot(un)plug (block_size_bytes; default 128M).
+    cpus: CPUs of the node, each with its per-CPU page lists (simcore.pcp; default 2).
+        Allocations and frees run on the CPU their call names (`cpu=`), else on the CPU of the
+        previous call that named one (initially 0), as a task stays on its CPU.
+    percpu_pagelist_high_fraction: the vm sysctl: 0 (default) sizes pcp high from the low
+        watermark (auto-tuned where the profile's kernel does); 8 or more fixes it at
+        managed / fraction / CPUs.
     """
 
     def __init__(self, mem="4G", seed=0, *, movable=0, cma=0, min_free_kbytes=None, thp=True,
                  compaction=None, profile=None, extfrag_threshold=500, compaction_proactiveness=20,
-                 costs=None, memory_block="128M"):
+                 costs=None, memory_block="128M", cpus=2,
+                 percpu_pagelist_high_fraction=0):
         total = parse_size(mem, "mem")
         movable = parse_size(movable, "movable")
         cma = parse_size(cma, "cma")
@@ -197,6 +205,8 @@ class Machine:
                     or not 0 <= value <= high:
                 raise ValueError(f"{what} {value!r} must be an integer from 0 to {high}")
         self.costs = cost_array(costs)
+        self.cpus, self.percpu_pagelist_high_fraction = _pcp_settings(
+            cpus, percpu_pagelist_high_fraction)
         block = parse_size(memory_block, "memory_block")
         if block < PAGEBLOCK_NR_PAGES * PAGE_SIZE or block & (block - 1):
             raise ValueError(f"memory_block {memory_block!r} must be a power of two of at least 2M")
@@ -244,8 +254,9 @@ class Machine:
             mem_map, pageblock_flags, free_area, zones, node, folio_pfn,
             np.zeros(ev.NR_VM_EVENTS, dtype=np.int64),
             np.zeros((NR_PAGE_ORDERS, ev.NR_MTHP_STATS), dtype=np.int64),
-            FALLBACK_TABLE, KIND_IS_LRU, KIND_IS_MIGRATABLE,
+            FALLBACK_TABLE, KIND_IS_LRU, KIND_IS_MIGRATABLE, pcp.new_pcp_array(self.cpus),
         )
+        self._setup_pagesets()
         page_alloc.entry_free_area_init(self.pgdat)
         self.knobs = np.zeros(_compaction.NR_KNOBS, dtype=np.int64)
         self.knobs[:3] = self.strategy.knobs()
@@ -308,6 +319,31 @@ class Machine:
             page_alloc.setup_per_zone_lowmem_reserve(managed, LOWMEM_RESERVE_RATIO)
         return int(min_free_kbytes)
 
+    def _setup_pagesets(self):
+        """zone_pcp_update(): batch and high of every CPU's lists from the zones' current
+        managed pages and low watermarks."""
+        z = self.pgdat.zones
+        pcp.setup_pagesets(self.pgdat.pcp, z[:, Z_MANAGED], z[:, Z_WMARK_LOW], self.cpus,
+                           self.profile.pcp, self.percpu_pagelist_high_fraction)
+
+    def _on_cpu(self, cpu):
+        """Run what follows on `cpu` (the calling task's CPU from now on)."""
+        if isinstance(cpu, bool) or not isinstance(cpu, (int, np.integer)) \
+                or not 0 <= cpu < self.cpus:
+            raise ValueError(f"cpu {cpu!r} is not a CPU of this machine; allowed: "
+                             f"0..{self.cpus - 1}")
+        self.pgdat.pcp[pcp.H_THIS_CPU] = cpu
+
+    @property
+    def cpu(self):
+        """The CPU allocations and frees run on when their call names none; assigning it
+        moves the calling task to another CPU."""
+        return int(self.pgdat.pcp[pcp.H_THIS_CPU])
+
+    @cpu.setter
+    def cpu(self, cpu):
+        self._on_cpu(cpu)
+
     def _bind(self):
         """Cache the compiled entry points for the hot single-folio calls. Going through
         numba's dispatcher costs a type resolution per call; the entry point skips it."""
@@ -337,8 +373,9 @@ class Machine:
 
     # -- allocation API --------------------------------------------------------------------
 
-    def alloc(self, order, migratetype="movable", kind="anon", flags=0, compact=True):
+    def alloc(self, order, migratetype="movable", kind="anon", flags=0, compact=True, cpu=None):
         """Allocate one folio of 2**order pages; its head PFN, or None where the kernel fails.
+        cpu: the CPU the caller runs on (its per-CPU lists serve orders 0..3 and 9).
 
         migratetype: unmovable, movable or reclaimable. kind: anon, file, shmem, hugetlb, slab,
         pagetable, kernel. flags: page flags (a name, names, or a bitmask) such as "pinned".
@@ -353,6 +390,8 @@ class Machine:
         if k is None:
             _choice(kind, KINDS, "kind")
         flags = page_flags(flags) if flags else 0
+        if cpu is not None:
+            self._on_cpu(cpu)
         pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
         if pfn == -2:
             self._reserve_handles(1)
@@ -363,16 +402,19 @@ class Machine:
                                  self._migratepages, self.knobs, self.costs, self.migrate_stats)
         return pfn if pfn >= 0 else None
 
-    def alloc_many(self, count, order, migratetype="movable", kind="anon", flags=0, compact=True):
+    def alloc_many(self, count, order, migratetype="movable", kind="anon", flags=0, compact=True,
+                   cpu=None):
         """Allocate up to `count` folios of one order; a numpy array of head PFNs, shorter than
-        `count` when memory runs out (allocation stops at the first failure). `compact` as for
-        alloc()."""
+        `count` when memory runs out (allocation stops at the first failure). `compact` and
+        `cpu` as for alloc()."""
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
             raise ValueError(f"count {count!r} must be a non-negative integer")
         order = _order(order)
         mt = _choice(migratetype, REQUEST_MIGRATETYPES, "migratetype")
         k = _choice(kind, KINDS, "kind")
         flags = page_flags(flags)
+        if cpu is not None:
+            self._on_cpu(cpu)
         count = min(int(count), self.nr_pages >> order)
         out = np.empty(count, dtype=np.int64)
         if order > 0 and compact:
@@ -386,16 +428,21 @@ class Machine:
                                    page_alloc.ALLOC_WMARK_LOW)
         return out[:n]
 
-    def free(self, pfn):
-        """Free the folio whose head is `pfn` (all of it)."""
+    def free(self, pfn, cpu=None):
+        """Free the folio whose head is `pfn` (all of it), on `cpu` (as for alloc())."""
         if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)):
             raise ValueError(f"pfn {pfn!r} is not an integer")
+        if cpu is not None:
+            self._on_cpu(cpu)
         err = self._free_folio(self.pgdat, int(pfn))
         if err:
             raise ValueError(f"pfn {pfn} {_ERRORS[err]}; free() takes a folio head PFN")
 
-    def free_many(self, pfns):
-        """Free many folios by head PFN. Nothing is freed if any entry is not a folio head."""
+    def free_many(self, pfns, cpu=None):
+        """Free many folios by head PFN, on `cpu` (as for alloc()). Nothing is freed if any
+        entry is not a folio head."""
+        if cpu is not None:
+            self._on_cpu(cpu)
         arr = np.ascontiguousarray(pfns)
         if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
             raise ValueError(f"pfns must be a 1-D array of integers, got {arr.dtype} {arr.shape}")
@@ -591,6 +638,7 @@ class Machine:
         self.pgdat.zones[z, Z_MANAGED] -= end - start
         self._offline_blocks.add(block["index"])
         self._setup_watermarks(self.pgdat.zones, self.min_free_kbytes, False)
+        self._setup_pagesets()
         return True, ""
 
     def _kernel_pages_without(self, z, nr_pages):
@@ -611,6 +659,7 @@ class Machine:
         self.pgdat.zones[z, Z_MANAGED] += end - start
         self._offline_blocks.discard(block["index"])
         self._setup_watermarks(self.pgdat.zones, self.min_free_kbytes, False)
+        self._setup_pagesets()
         return True, ""
 
     def _block(self, index):
@@ -743,12 +792,14 @@ class Machine:
         else:
             field[pfns] &= ~np.uint8(mask)
 
-    def fault_anon(self, count, orders, kind="anon"):
+    def fault_anon(self, count, orders, kind="anon", cpu=None):
         """Anonymous page faults with mTHP: each fault tries `orders` from the largest down and
         falls back to the next (alloc_anon_folio()), ending at order 0. Counts per-size
         anon_fault_alloc/anon_fault_fallback and thp_fault_alloc/thp_fault_fallback for PMD
         size. Simplified in bulk: once an order fails, the remaining faults fall back at once.
-        Returns {order: head PFNs granted at that order}."""
+        Returns {order: head PFNs granted at that order}. cpu as for alloc()."""
+        if cpu is not None:
+            self._on_cpu(cpu)
         orders = sorted({_order(o) for o in orders} | {0}, reverse=True)
         stats = self.pgdat.mthp_stats
         events = self.pgdat.events
@@ -804,6 +855,7 @@ class Machine:
             "min": int(z[i, Z_WMARK_MIN]), "low": int(z[i, Z_WMARK_LOW]),
             "high": int(z[i, Z_WMARK_HIGH]), "promo": int(z[i, Z_WMARK_PROMO]),
             "protection": tuple(int(v) for v in z[i, Z_LOWMEM_RESERVE:Z_LOWMEM_RESERVE + 3]),
+            "pagesets": pcp.pagesets(self.pgdat.pcp, i),
         } for i, name in self.zones}
 
     def nr_free(self):
@@ -836,8 +888,18 @@ class Machine:
                                      minlength=MIGRATE_TYPES)[:MIGRATE_TYPES]
                          for i, _ in self.zones], dtype=np.int64)
 
+    def pcp_pages(self):
+        """Pages on the per-CPU lists of every CPU and zone (free, but neither on the buddy
+        lists nor in nr_free_pages)."""
+        return pcp.nr_pcp_pages(self.pgdat.pcp)
+
+    def drain_all_pages(self):
+        """drain_all_pages(NULL): every CPU's per-CPU lists back to the buddy allocator."""
+        pcp.entry_drain_all_pages(self.pgdat, -1)
+
     def free_pages(self):
-        """Pages on the buddy lists, isolated ones included."""
+        """Pages on the buddy lists, isolated ones included (not those on per-CPU lists:
+        pcp_pages())."""
         counts = self.pgdat.free_area[..., FA_COUNT]
         return int((counts.sum(axis=2) << np.arange(NR_PAGE_ORDERS)).sum())
 
@@ -932,7 +994,8 @@ class Machine:
 
         Covered: every pgdat array (mem_map, pageblock flags with the skip bits, free lists,
         zones with watermarks and the compaction scanners' cached positions, node counters,
-        handle table, vmstat events, mTHP stats), the compaction control and its free-page
+        handle table, vmstat events, mTHP stats, the per-CPU lists with their settings and
+        the current CPU), the compaction control and its free-page
         pool, knobs (deferral and sysctls), the cost model, migration statistics, the simulated
         clock and kcompactd's next wake-up, the rng's full state, CMA allocations, offline
         memory blocks, the swap device (slot map, clusters, per-order current cluster), zswap,
@@ -969,6 +1032,19 @@ class Machine:
     def __repr__(self):
         return (f"Machine(mem={format_size(self.mem)!r}, seed={self.seed}, "
                 f"free={self.free_pages()} of {self.managed_pages} pages)")
+
+
+def _pcp_settings(cpus, fraction):
+    """Machine(cpus=, percpu_pagelist_high_fraction=) checked: (cpus, fraction)."""
+    if isinstance(cpus, bool) or not isinstance(cpus, (int, np.integer)) \
+            or not 1 <= cpus <= pcp.MAX_CPUS:
+        raise ValueError(f"cpus {cpus!r} must be an integer from 1 to {pcp.MAX_CPUS}")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, np.integer)) \
+            or not (fraction == 0 or
+                    pcp.MIN_PERCPU_PAGELIST_HIGH_FRACTION <= fraction <= (1 << 31) - 1):
+        raise ValueError(f"percpu_pagelist_high_fraction {fraction!r} must be 0 or an "
+                         f"integer of at least {pcp.MIN_PERCPU_PAGELIST_HIGH_FRACTION}")
+    return int(cpus), int(fraction)
 
 
 def _entry(dispatcher, *example_args):

@@ -31,6 +31,7 @@ from .mmzone import (
     KINDS,
     PAGE_BUDDY,
     PAGE_HEAD,
+    PAGE_PCP,
     PAGE_TAIL,
     PG_HWPOISON,
 )
@@ -58,6 +59,11 @@ def folio_head(m, pfn):
     p = int(pfn)
     while p >= 0 and mem_map[p]["type"] == PAGE_TAIL:
         p -= 1
+    if p >= 0 and mem_map[p]["type"] == PAGE_PCP and p + (1 << int(mem_map[p]["order"])) > pfn:
+        # The kernel would drain it to the buddy lists and take it off them; free pages are
+        # not modelled here, and a refused call changes nothing.
+        raise ValueError(f"pfn {pfn} is a free page on a per-CPU list; memory_failure() is "
+                         f"modelled for in-use pages")
     if p < 0 or mem_map[p]["type"] != PAGE_HEAD or p + (1 << int(mem_map[p]["order"])) <= pfn:
         what = "a free page" if p >= 0 and mem_map[p]["type"] == PAGE_BUDDY else "not in a folio"
         raise ValueError(f"pfn {pfn} is {what}; memory_failure() is modelled for in-use pages")

@@ -14,7 +14,7 @@ freed straight to the buddy allocator when its last reference goes.
 import numba as nb
 import numpy as np
 
-from . import freescan, page_alloc
+from . import freescan, page_alloc, pcp
 from . import vm_event as ev
 from .costs import COST_COPY_PAGE, COST_FIXED, COST_WRITEBACK_WAIT
 from .mmzone import (
@@ -102,7 +102,7 @@ def move_folio(pgdat, src, dst):
     mem_map[src].type = PAGE_TAIL
     mem_map[src].prev = -1
     mem_map[src].next = -1
-    page_alloc.free_pages_range(pgdat, src, order, False)
+    pcp.free_unref_folio(pgdat, src, order)     # pcp hook: folio_put() of the source
 
 
 @jit

@@ -88,6 +88,7 @@ PAGE_TAIL = 0
 PAGE_BUDDY = 1
 PAGE_HEAD = 2
 PAGE_OFFLINE = 3     # head of an offlined block: not managed, on no list
+PAGE_PCP = 4         # head of a free block on a per-CPU list (simcore.pcp): not PageBuddy
 
 # mem_map: one 12-byte record per page. `next`/`prev` link free blocks on their buddy list
 # (-1 ends a list). On a folio head, `next` holds the folio's handle (page->mapping's role: how

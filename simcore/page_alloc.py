@@ -3,8 +3,9 @@
 Compiled with numba; every function takes the node's state as `pgdat` (see pgdat.py). Free blocks
 sit on doubly linked lists per (zone, order, migratetype) threaded through mem_map's next/prev.
 
+Per-CPU page lists live in pcp.py; the hooks into them here are marked "pcp hook".
+
 Simplifications against the kernel, everywhere in this module:
-- No per-CPU page lists: every allocation and free goes straight to the buddy lists.
 - No highatomic reserves, watermark boosting, reclaim or OOM: an allocation that the free lists
   and watermarks cannot satisfy fails (compaction, in compaction.py, is the only retry).
 - No free-page shuffling and no guard pages.
@@ -14,6 +15,7 @@ import math
 import numba as nb
 import numpy as np
 
+from . import pcp  # noqa: F401  (pcp hooks; pcp imports this module back)
 from . import vm_event as ev
 from .mmzone import (
     FOLIO_ISOLATED,
@@ -481,9 +483,11 @@ def get_page_from_freelist(pgdat, order, mt, alloc_flags, highest_zoneidx):
         for z in range(preferred, -1, -1):
             if pgdat.zones[z, Z_END] <= pgdat.zones[z, Z_START]:
                 continue
-            if not zone_watermark_ok(pgdat, z, order, highest_zoneidx, flags):
+            # pcp hook: ZONE_BELOW_HIGH detection, then rmqueue() through the per-CPU lists
+            if not pcp.zone_above_high(pgdat, z, order, highest_zoneidx, flags) \
+                    and not zone_watermark_ok(pgdat, z, order, highest_zoneidx, flags):
                 continue
-            pfn = rmqueue(pgdat, z, order, mt, flags)
+            pfn = pcp.rmqueue(pgdat, z, order, mt, flags)
             if pfn >= 0:
                 return pfn, z
         if flags & ALLOC_NOFRAGMENT:
@@ -676,7 +680,7 @@ def free_folio(pgdat, pfn):
         return err
     order = np.int64(pgdat.mem_map[pfn].order)
     release_folio(pgdat, pfn)
-    free_pages_range(pgdat, pfn, order, False)
+    pcp.free_unref_folio(pgdat, pfn, order)         # pcp hook
     return E_OK
 
 
@@ -702,7 +706,7 @@ def free_folios(pgdat, pfns):
         pfn = pfns[i]
         order = np.int64(mem_map[pfn].order)
         release_folio(pgdat, pfn)
-        free_pages_range(pgdat, pfn, order, False)
+        pcp.free_unref_folio(pgdat, pfn, order)     # pcp hook (free_unref_folios())
     return E_OK, -1
 
 

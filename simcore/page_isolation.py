@@ -14,7 +14,7 @@ retries a fixed number of passes instead of looping until a signal.
 import numba as nb
 import numpy as np
 
-from . import migrate, page_alloc
+from . import migrate, page_alloc, pcp
 from .mmzone import (
     KIND_KERNEL,
     MAX_PAGE_ORDER,
@@ -233,6 +233,9 @@ def alloc_contig_range(pgdat, z, start, end, for_cma, costs, stats, saved_mt):
     Returns 0, EBUSY (unmovable pages or folios that would not move)."""
     if isolate_range(pgdat, z, start, end, saved_mt, for_cma):
         return EBUSY
+    # pcp hook: free pages of the range may sit on any CPU's lists (drain_all_pages(cc.zone));
+    # frees into the now isolated blocks bypass the lists
+    pcp.drain_all_pages(pgdat, z)
     reason = migrate.MR_CONTIG_RANGE if for_cma else migrate.MR_MEMORY_HOTPLUG
     evacuate_range(pgdat, start, end, migrate.MIGRATE_SYNC, reason, costs, stats)
     if not test_range_free(pgdat, start, end):

@@ -7,6 +7,7 @@ Layout of the small tables (column indices are module constants):
 - zones[z, Z_*]: one row per zone (struct zone): span, managed pages, free counters, watermarks,
   lowmem_reserve, and compaction's per-zone state.
 - free_area[z, order, migratetype, FA_*]: head and tail PFN of each buddy list and its length.
+- pcp: the per-CPU page lists and their settings (simcore.pcp).
 - node[N_*]: node-wide state: the folio-handle free chain, pages per folio kind, simulated clock,
   kcompactd state.
 """
@@ -79,6 +80,7 @@ ARRAYS = (
     ("fallbacks", np.int64, (MIGRATE_TYPES, 2)),
     ("kind_is_lru", np.uint8, (NR_KINDS,)),
     ("kind_is_migratable", np.uint8, (NR_KINDS,)),
+    ("pcp", np.int64, (VARIABLE,)),        # per-CPU page lists (layout in simcore.pcp)
 )
 
 
@@ -107,7 +109,7 @@ class PgData(structref.StructRefProxy):
                 raise TypeError(f"pgdat.{name} must be a C-contiguous {np.dtype(dtype)} array "
                                 f"of shape {shape}, not {arr.dtype} {arr.shape}")
         addrs = tuple(arr.ctypes.data for arr in arrays)
-        lengths = (len(arrays[0]), len(arrays[1]), len(arrays[5]))
+        lengths = (len(arrays[0]), len(arrays[1]), len(arrays[5]), len(arrays[11]))
         obj = structref.StructRefProxy.__new__(cls, addrs, lengths)
         obj.__dict__.update((name, arr) for (name, _, _), arr in zip(ARRAYS, arrays))
         return obj
@@ -138,7 +140,7 @@ def _voidptr(typingctx, addr):
 
 def _define_view(index, name, dtype, shape):
     if shape[0] == VARIABLE:
-        which = {0: 0, 1: 1, 5: 2}[index]
+        which = {0: 0, 1: 1, 5: 2, 11: 3}[index]
 
         def view(pgdat):
             return numba.carray(_voidptr(pgdat.addrs[index]), pgdat.lengths[which], dtype)

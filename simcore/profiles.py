@@ -15,6 +15,7 @@ mechanism module that implements it (the allowed names live there):
 - numa_balancing: which folios NUMA-hinting faults migrate (simcore.numa.NUMA_POLICIES)
 - hotunplug, cma: how offline_pages() and alloc_contig_range() migrate large folios
   (simcore.page_isolation.RANGE_MIGRATION_POLICIES)
+- pcp: the per-CPU page lists' layout and how their high limit is set (simcore.pcp.PCP_POLICIES)
 
     simcore.profiles.profiles()                 -> ["linux-6.1", ..., "linux-6.18"]
     simcore.Machine(mem="4G", profile="linux-6.1")
@@ -25,7 +26,7 @@ Versions come from merge windows; where the notes mark a version (~) it was infe
 import dataclasses
 
 POLICY_FIELDS = ("compaction", "swap_alloc", "swapin", "zswap_store", "ksm", "memory_failure",
-                 "khugepaged", "numa_balancing", "hotunplug", "cma")
+                 "khugepaged", "numa_balancing", "hotunplug", "cma", "pcp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,7 @@ class KernelProfile:
     numa_balancing: str
     hotunplug: str
     cma: str
+    pcp: str
     sources: tuple = ()          # ((policy field, "what changed, series, release"), ...)
 
     def policies(self):
@@ -81,6 +83,10 @@ BASELINE_SOURCES = (
                   "-ENOMEM"),
     ("cma", "alloc_contig_range() isolates compound pages whole (cc->alloc_contig) and migrates "
             "them to same-order targets, splitting on -ENOMEM"),
+    ("pcp", "Mel Gorman, \"mm/page_alloc: allow high-order pages to be stored on the per-cpu "
+            "lists\" (5.13/5.14): one pcp list per migratetype for orders 0..3 and one for the "
+            "PMD order; \"mm/page_alloc: scale the number of pages that are batch freed\" "
+            "(5.14): free_factor; zone_highsize() (5.14): high = low watermark / CPUs, fixed"),
 )
 
 _REGISTRY = {}
@@ -91,7 +97,7 @@ def register_profile(profile):
     against its mechanism's table."""
     if not isinstance(profile, KernelProfile):
         raise ValueError(f"profile {profile!r} must be a KernelProfile")
-    from . import khugepaged, ksm, memory_failure, numa, page_isolation, swap, zswap
+    from . import khugepaged, ksm, memory_failure, numa, page_isolation, pcp, swap, zswap
     from .strategies import get_strategy
     tables = {
         "swap_alloc": swap.SWAP_ALLOC_POLICIES, "swapin": swap.SWAPIN_POLICIES,
@@ -100,6 +106,7 @@ def register_profile(profile):
         "khugepaged": khugepaged.COLLAPSE_POLICIES, "numa_balancing": numa.NUMA_POLICIES,
         "hotunplug": page_isolation.RANGE_MIGRATION_POLICIES,
         "cma": page_isolation.RANGE_MIGRATION_POLICIES,
+        "pcp": pcp.PCP_POLICIES,
     }
     get_strategy(profile.compaction)
     for field, table in tables.items():
@@ -138,16 +145,22 @@ _V61 = KernelProfile(
     compaction="legacy", swap_alloc="pmd_free_cluster", swapin="order0",
     zswap_store="reject_large", ksm="split", memory_failure="split_order0",
     khugepaged="pmd_only", numa_balancing="pmd_only", hotunplug="migrate_whole",
-    cma="migrate_whole", sources=BASELINE_SOURCES)
+    cma="migrate_whole", pcp="fixed_high", sources=BASELINE_SOURCES)
 
 _V69 = dataclasses.replace(
     _V61, name="linux-6.9", version="6.9",
     description="6.9: anonymous mTHP (6.8) and folio compaction; swap still splits mTHP",
-    compaction="folio",
+    compaction="folio", pcp="auto_high",
     sources=_V61.sources + (
         ("compaction", "Zi Yan, \"enable >0 order folio memory compaction\" (6.9): large "
                        "folios below cc->order isolated, per-order free lists, "
-                       "compaction_alloc() splits free pages buddy-style"),))
+                       "compaction_alloc() splits free pages buddy-style"),
+        ("pcp", "Huang Ying, \"mm: PCP high auto-tuning\" (6.7): high between high_min "
+                "(low watermark / CPUs) and high_max (managed / 8 / CPUs), grown on refills and "
+                "overflowing frees, shrunk below the high watermark (ZONE_BELOW_HIGH) and "
+                "under reclaim, alloc_factor-scaled refills; \"mm: page_alloc: separate THP "
+                "PCP into movable and non-movable categories\" (6.8 ~): two PMD-order lists; "
+                "free_count instead of free_factor (6.10 ~)")))
 
 _V610 = dataclasses.replace(
     _V69, name="linux-6.10", version="6.10",

@@ -97,7 +97,7 @@ def _expand(heads, sizes):
 
 def render_zoneinfo(machine):
     """/proc/zoneinfo text with the lines simcore.procfs.parse_zoneinfo and the reconstruction
-    read: watermarks, spanned/present/managed, protection, one CPU's empty pcp list, start_pfn."""
+    read: watermarks, spanned/present/managed, protection, every CPU's pageset, start_pfn."""
     z = machine.pgdat.zones
     free = machine.zoneinfo()
     lines = []
@@ -118,8 +118,14 @@ def render_zoneinfo(machine):
                   f"        present  {spanned - absent}", f"        managed  {z[i, Z_MANAGED]}",
                   f"        protection: ({protection})",
                   f"      nr_free_pages {free[name]['nr_free_pages']}",
-                  "  pagesets", "    cpu: 0", "              count:    0",
-                  f"  start_pfn:           {z[i, Z_START]}"]
+                  "  pagesets"]
+        for ps in free[name]["pagesets"]:
+            lines += [f"    cpu: {ps['cpu']}", f"              count:    {ps['count']}",
+                      f"              high:     {ps['high']}",
+                      f"              batch:    {ps['batch']}",
+                      f"              high_min: {ps['high_min']}",
+                      f"              high_max: {ps['high_max']}"]
+        lines += [f"  start_pfn:           {z[i, Z_START]}"]
     return "\n".join(lines) + "\n"
 
 

@@ -36,7 +36,7 @@ def test_compact_keeps_every_folio_and_page(strategy):
     after = handles_of(m)
     assert set(before) <= set(after)              # nothing dropped (splits add handles)
     assert m.allocated_pages() == pages
-    assert m.free_pages() + m.allocated_pages() == m.managed_pages
+    assert m.free_pages() + m.pcp_pages() + m.allocated_pages() == m.managed_pages
 
 
 def test_legacy_leaves_large_folios_in_place():
@@ -267,7 +267,7 @@ def test_random_workloads_then_compaction_lose_nothing(strategy, seed, mix, free
     after = handles_of(m)
     assert set(before) <= set(after)
     assert m.allocated_pages() >= pages
-    assert m.free_pages() + m.allocated_pages() == m.managed_pages
+    assert m.free_pages() + m.pcp_pages() + m.allocated_pages() == m.managed_pages
 
 
 def test_compaction_metrics_tell_the_strategies_apart():

@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import simcore
-from simcore import compaction, freescan
+from simcore import compaction, freescan, pcp
 from simcore.freescan import (
     CC_DIRECT,
     CC_FAST_SEARCH_FAIL,
@@ -24,6 +24,21 @@ from simcore.freescan import (
 from simcore.mmzone import MIGRATE_MOVABLE, PAGE_BUDDY, PAGEBLOCK_NR_PAGES
 from simcore.pgdat import Z_COMPACT_CACHED_FREE, Z_END, Z_START
 
+
+def pcp_disabled(m):
+    """The per-CPU lists as zone_pcp_disable() leaves them (the boot pageset: high 0, batch
+    1): every allocation and free passes straight through to the buddy allocator, whose own
+    mechanics these tests pin down (simcore.pcp and tests/test_pcp.py cover the lists)."""
+    m.drain_all_pages()
+    p = m.pgdat.pcp
+    for cpu in range(m.cpus):
+        for z in range(pcp.NR_ZONES):
+            b = pcp.H_SIZE + (cpu * pcp.NR_ZONES + z) * pcp.P_SIZE
+            p[b + pcp.P_HIGH] = p[b + pcp.P_HIGH_MIN] = p[b + pcp.P_HIGH_MAX] = 0
+            p[b + pcp.P_BATCH] = 1
+    return m
+
+
 MIGRATE_ASYNC = 0
 
 
@@ -32,7 +47,7 @@ LOW = list(range(100, 300, 2))      # scattered free pages at the bottom (buddie
 
 def full_zone(order):
     """A 64M machine (one zone) filled with anonymous folios of `order`, nothing free."""
-    m = simcore.Machine("64M", seed=0, compaction="folio", min_free_kbytes=0)
+    m = pcp_disabled(simcore.Machine("64M", seed=0, compaction="folio", min_free_kbytes=0))
     folios = m.alloc_many(m.nr_pages, order, "movable", "anon", compact=False)
     assert m.free_pages() == 0
     return m, folios
@@ -164,7 +179,7 @@ def test_capture_hands_the_freed_block_to_the_allocation():
     # the block is the one compaction emptied: below where the free scanner stopped
     assert pfn < m.pgdat.zones[0, Z_COMPACT_CACHED_FREE] + PAGEBLOCK_NR_PAGES
     m.check()
-    assert m.free_pages() + m.allocated_pages() == m.managed_pages
+    assert m.free_pages() + m.pcp_pages() + m.allocated_pages() == m.managed_pages
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -177,4 +192,4 @@ def test_direct_compaction_with_the_shortcuts_loses_nothing(seed, order, share):
     got = m.alloc_many(m.nr_pages, order, "movable", "anon")
     m.check()
     assert m.allocated_pages() == pages + (len(got) << order)
-    assert m.free_pages() + m.allocated_pages() == m.managed_pages
+    assert m.free_pages() + m.pcp_pages() + m.allocated_pages() == m.managed_pages

@@ -66,7 +66,7 @@ def apply(m, ops):
                 else:
                     assert "pinned" in info["flags"]
         m.check()
-        assert m.free_pages() + m.allocated_pages() == m.managed_pages
+        assert m.free_pages() + m.pcp_pages() + m.allocated_pages() == m.managed_pages
     return held
 
 
@@ -82,6 +82,10 @@ def test_random_operations_keep_every_invariant_and_lose_no_page(kw, ops):
     assert pages == m.allocated_pages()
     m.free_many(np.array(held, dtype=np.int64))
     m.check()
+    assert m.free_pages() + m.pcp_pages() == m.managed_pages
+    m.drain_all_pages()             # the per-CPU lists' pages merge only once drained
+    m.check()
+    assert m.pcp_pages() == 0
     assert m.free_pages() == m.managed_pages
     # with everything free again, buddies merged all the way up
     nr = m.nr_free().sum(axis=2)

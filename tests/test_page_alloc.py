@@ -2,7 +2,7 @@
 import numpy as np
 
 import simcore
-from simcore import page_alloc
+from simcore import page_alloc, pcp
 from simcore.mmzone import (
     MIGRATE_CMA,
     MIGRATE_MOVABLE,
@@ -19,10 +19,24 @@ def block_mt(m, pfn):
     return int(m.pgdat.pageblock_flags[pfn // PAGEBLOCK_NR_PAGES] & PB_MIGRATETYPE_MASK)
 
 
+def pcp_disabled(m):
+    """The per-CPU lists as zone_pcp_disable() leaves them (the boot pageset: high 0, batch
+    1): every allocation and free passes straight through to the buddy allocator, whose own
+    mechanics these tests pin down (simcore.pcp and tests/test_pcp.py cover the lists)."""
+    m.drain_all_pages()
+    p = m.pgdat.pcp
+    for cpu in range(m.cpus):
+        for z in range(pcp.NR_ZONES):
+            b = pcp.H_SIZE + (cpu * pcp.NR_ZONES + z) * pcp.P_SIZE
+            p[b + pcp.P_HIGH] = p[b + pcp.P_HIGH_MIN] = p[b + pcp.P_HIGH_MAX] = 0
+            p[b + pcp.P_BATCH] = 1
+    return m
+
+
 def small(**kw):
     """16 MiB, DMA32 only (no ALLOC_NOFRAGMENT), no watermarks unless asked."""
     kw.setdefault("min_free_kbytes", 0)
-    return simcore.Machine("16M", **kw)
+    return pcp_disabled(simcore.Machine("16M", **kw))
 
 
 # ---- sizing -------------------------------------------------------------------------------
@@ -159,7 +173,7 @@ def test_claim_needs_half_a_block_free_or_alike():
 
 
 def test_movable_uses_cma_when_it_holds_most_free_memory_and_unmovable_never():
-    m = simcore.Machine("64M", cma="48M", min_free_kbytes=0)
+    m = pcp_disabled(simcore.Machine("64M", cma="48M", min_free_kbytes=0))
     lo, hi = m.cma_range
     assert lo <= m.alloc(0, "movable") < hi
     unmovable = m.alloc_many(m.nr_pages, 0, "unmovable", "slab")
@@ -180,7 +194,7 @@ def test_zone_movable_is_for_movable_requests_only():
 
 
 def test_order0_watermark_stops_at_min():
-    m = simcore.Machine("16M", min_free_kbytes=1024)
+    m = pcp_disabled(simcore.Machine("16M", min_free_kbytes=1024))
     wmark_min = m.zoneinfo()["DMA32"]["min"]
     assert wmark_min == 256
     got = m.alloc_many(m.nr_pages, 0)
@@ -219,7 +233,7 @@ def test_cma_blocks_never_merge_with_movable_ones():
 
 
 def test_nofragment_sends_unmovable_to_dma32_before_fragmenting_normal():
-    m = simcore.Machine("8G", min_free_kbytes=0)
+    m = pcp_disabled(simcore.Machine("8G", min_free_kbytes=0))
     normal = m.zoneinfo()["Normal"]["start_pfn"]
     big = m.alloc_many(m.nr_pages, 9, "movable")
     m.free_many(big[big < normal][:100])      # DMA32: free blocks, above its lowmem_reserve

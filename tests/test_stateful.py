@@ -138,6 +138,14 @@ class MachineOperations(RuleBasedStateMachine):
     def fault_anon(self, count, orders):
         self._do("fault_anon", count, tuple(sorted(orders)))
 
+    @rule(n=st.integers(0, 3))
+    def cpu(self, n):               # Machine.cpu = n: the task moves to another CPU
+        self._do("on_cpu", n)
+
+    @rule()
+    def drain_all_pages(self):
+        self._do("drain")
+
     @rule(what=st.integers(0, len(soak.MISUSE) - 1), a=pick, b=pick)
     def misuse(self, what, a, b):
         self._do("misuse", what, a, b)
@@ -167,7 +175,7 @@ def test_every_public_operation_has_a_rule():
                "managed_pages", "vmstat", "mthp_stats", "buddyinfo", "pagetypeinfo",
                "extfrag_index", "unusable_index", "fragmentation_index", "unusable_free_index",
                "fragmentation_score", "check", "digest", "migration_stats", "memory_blocks",
-               "subsystem_stats"}
+               "subsystem_stats", "pcp_pages"}
     constructors = {"from_snapshot"}       # builds a new machine; changes none
     public = {n for n in dir(simcore.Machine) if not n.startswith("_")} - queries - constructors
     rules = {n for n in dir(MachineOperations) if not n.startswith("_")}

@@ -286,4 +286,4 @@ def test_no_page_and_no_folio_is_ever_lost(profile, ops):
         assert m.zswap.stored_pages == sum(1 << o for r in records for _, o, z in r.pieces if z)
         assert (m.vmstat()["nr_anon_pages"] + swapped + m.ksm.pages_sharing
                 + len(m.hwpoisoned)) == allocated
-        assert m.free_pages() + m.allocated_pages() == m.managed_pages
+        assert m.free_pages() + m.pcp_pages() + m.allocated_pages() == m.managed_pages

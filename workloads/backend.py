@@ -15,6 +15,9 @@ from simcore.metrics import fragmentation_at_order9
 
 from .memory import check_memory
 
+# Folios one thread faults (or frees) before the next thread's turn (SimBackend(threads=)).
+THREAD_CHUNK = 512
+
 
 class Unsupported(Exception):
     """This backend cannot do that step here (the live kernel may lack CMA, say)."""
@@ -145,14 +148,21 @@ class SimBackend(Backend):
     name = "sim"
 
     def __init__(self, mem="16G", seed=0, strategy=None, profile=None, swap=None, nodes=1,
-                 **machine_kw):
+                 threads=None, **machine_kw):
         """strategy: compaction strategy (default the profile's); profile: simcore kernel
         profile (default the newest); swap: size of a zram-like swap area; nodes: 2 adds a
-        second node of the same size for NUMA balancing."""
+        second node of the same size for NUMA balancing. threads: how many threads of the
+        workload fault and free in parallel (default one per CPU; `cpus=` sets the machine's
+        CPUs, default 2): their faults and frees take turns in chunks of THREAD_CHUNK folios,
+        thread i on CPU i % cpus, so every CPU's per-CPU page lists see its share."""
         check_memory(mem, machines=nodes if nodes in (1, 2) else 1)
         self.machine = simcore.Machine(mem=mem, seed=seed, compaction=strategy, profile=profile,
                                        **machine_kw)
         self.rng = self.machine.rng
+        self.threads = self.machine.cpus if threads is None else threads
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) \
+                or self.threads < 1:
+            raise ValueError(f"threads {threads!r} must be a positive integer")
         if swap:
             self.machine.swapon(swap)
         if nodes not in (1, 2):
@@ -170,17 +180,38 @@ class SimBackend(Backend):
     def _pfns(self, handles):
         return self.machine.handle_pfn(handles)
 
+    def _turns(self, count):
+        """(cpu, count) turns of the workload's threads for `count` folios."""
+        cpus = self.machine.cpus
+        thread = 0
+        while count > 0:
+            n = min(count, THREAD_CHUNK)
+            yield thread % cpus, n
+            thread = (thread + 1) % self.threads
+            count -= n
+
     def fault_anon(self, count, orders):
-        got = self.machine.fault_anon(count, orders)
-        return {o: self._handles(p) for o, p in got.items()}
+        got = {}
+        for cpu, n in self._turns(int(count)):
+            for o, p in self.machine.fault_anon(n, orders, cpu=cpu).items():
+                got.setdefault(o, []).append(p)
+        return {o: self._handles(np.concatenate(p)) for o, p in got.items()}
 
     def alloc(self, count, order, kind="anon", migratetype="movable", flags=0, compact=True):
-        return self._handles(self.machine.alloc_many(count, order, migratetype, kind, flags,
-                                                     compact=compact))
+        parts = []
+        for cpu, n in self._turns(int(count)):
+            pfns = self.machine.alloc_many(n, order, migratetype, kind, flags, compact=compact,
+                                           cpu=cpu)
+            parts.append(pfns)
+            if len(pfns) < n:
+                break
+        return self._handles(np.concatenate(parts) if parts else np.empty(0, dtype=np.int64))
 
     def free(self, handles):
         if len(handles):
-            self.machine.free_many(self._pfns(handles))
+            pfns = self._pfns(handles)
+            for i, (cpu, n) in enumerate(self._turns(len(pfns))):
+                self.machine.free_many(pfns[i * THREAD_CHUNK:i * THREAD_CHUNK + n], cpu=cpu)
 
     def set_flags(self, handles, flags, on=True):
         if len(handles):
@@ -303,10 +334,15 @@ class ArenaSimBackend(SimBackend):
         return managed if self.arena_pages is None else min(self.arena_pages, managed)
 
 
-def sim_factory(arena_bytes=None, costs=None):
+def sim_factory(arena_bytes=None, costs=None, cpus=None, threads=None):
     """A SimBackend factory for the runner: the workload sized to `arena_bytes` when given,
-    the simulator's migration costs from `costs` (a calibrated cost model) when given."""
+    the simulator's migration costs from `costs` (a calibrated cost model) when given, the
+    machine's CPUs and the workload's threads (SimBackend) when given."""
     kw = {"arena_pages": None if arena_bytes is None else int(arena_bytes) // 4096}
     if costs:
         kw["costs"] = costs
+    if cpus is not None:
+        kw["cpus"] = cpus
+    if threads is not None:
+        kw["threads"] = threads
     return functools.partial(ArenaSimBackend, **kw)
