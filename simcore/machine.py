@@ -14,6 +14,7 @@ import hashlib
 import numba
 import numpy as np
 
+from . import boost as _boost
 from . import compaction as _compaction
 from . import (
     debug_vm,
@@ -176,11 +177,13 @@ class Machine:
         behaviour (a failed allocation after compaction returns None); the workloads' backend
         turns it on. With it on, reclaim frees folios their owner still names: see
         handle_generation().
+    watermark_boost_factor: vm.watermark_boost_factor (default 15000; 0 turns boosting off),
+        with reclaim on (simcore.boost).
     """
 
     def __init__(self, mem="4G", seed=0, *, movable=0, cma=0, min_free_kbytes=None, thp=True,
                  compaction=None, profile=None, extfrag_threshold=500, compaction_proactiveness=20,
-                 costs=None, memory_block="128M", reclaim=False):
+                 costs=None, memory_block="128M", reclaim=False, watermark_boost_factor=15000):
         total = parse_size(mem, "mem")
         movable = parse_size(movable, "movable")
         cma = parse_size(cma, "cma")
@@ -275,6 +278,7 @@ class Machine:
         # reclaim (simcore.vmscan): the LRU lists and kswapd; see the reclaim argument
         self.reclaim = bool(reclaim)
         self.lru = vmscan.Lru()
+        self.boost = _boost.Boost(watermark_boost_factor)
         self._slowpath, self._slowpath_many, self._compact_node = self.strategy.entries()
         self._bind()
 
@@ -368,15 +372,13 @@ class Machine:
         flags = page_flags(flags) if flags else 0
         if gfp is not None:
             _gfp.get_gfp(gfp)
+        if self.reclaim:                                          # reclaim hook (vmscan)
+            return self._alloc_reclaim(order, mt, k, flags, compact, gfp)
         pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
         if pfn == -2:
             self._reserve_handles(1)
             pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
-        if self.reclaim and (pfn == -1 or gfp is not None):     # reclaim hook (vmscan)
-            g = self._gfp(gfp, compact)
-            pfn = self._alloc_slow(order, mt, k, flags, compact, g) if pfn == -1 else pfn
-            self._kswapd()
-        elif pfn == -1 and order > 0 and compact:
+        if pfn == -1 and order > 0 and compact:
             self._reserve_for_compaction(1)
             pfn = self._slowpath(self.pgdat, order, mt, k, flags, self._cc, self._pool,
                                  self._migratepages, self.knobs, self.costs, self.migrate_stats)
@@ -398,7 +400,10 @@ class Machine:
         count = min(int(count), self.nr_pages >> order)
         out = np.empty(count, dtype=np.int64)
         if self.reclaim:                                          # reclaim hook (vmscan)
-            n = self._alloc_many_slow(out, order, mt, k, flags, compact, self._gfp(gfp, compact))
+            g = self._gfp(gfp, compact)
+            types_before = _boost.before_alloc(self)
+            n = self._alloc_many_slow(out, order, mt, k, flags, compact, g)
+            _boost.observe(self, out[:n], order, mt, types_before, g.kswapd_reclaim)
             self._kswapd()
         elif order > 0 and compact:
             self._reserve_for_compaction(count)
@@ -471,6 +476,19 @@ class Machine:
     def _highest_zoneidx(mt):
         """gfp_zone(): movable requests may use ZONE_MOVABLE, the others stop at Normal."""
         return ZONE_MOVABLE if mt == MIGRATE_MOVABLE else ZONE_NORMAL
+
+    def _alloc_reclaim(self, order, mt, k, flags, compact, gfp):
+        """alloc() with reclaim: fast path, slow path, watermark boost, kswapd."""
+        g = self._gfp(gfp, compact)
+        types_before = _boost.before_alloc(self)
+        self._reserve_handles(1)
+        pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
+        if pfn < 0:
+            pfn = self._alloc_slow(order, mt, k, flags, compact, g)
+        if pfn >= 0:
+            _boost.observe(self, [pfn], order, mt, types_before, g.kswapd_reclaim)
+        self._kswapd()
+        return pfn if pfn >= 0 else None
 
     def _alloc_slow(self, order, mt, k, flags, compact, g):
         """__alloc_pages_slowpath() for one folio: wake kswapd, the free lists at the min
@@ -773,6 +791,7 @@ class Machine:
         self.pgdat.zones[z, Z_MANAGED] -= end - start
         self._offline_blocks.add(block["index"])
         self._setup_watermarks(self.pgdat.zones, self.min_free_kbytes, False)
+        _boost.reset(self)                                        # watermark boost hook
         return True, ""
 
     def _kernel_pages_without(self, z, nr_pages):
@@ -793,6 +812,7 @@ class Machine:
         self.pgdat.zones[z, Z_MANAGED] += end - start
         self._offline_blocks.discard(block["index"])
         self._setup_watermarks(self.pgdat.zones, self.min_free_kbytes, False)
+        _boost.reset(self)                                        # watermark boost hook
         return True, ""
 
     def _block(self, index):
@@ -987,6 +1007,7 @@ class Machine:
             "nr_free_cma": int(z[i, Z_FREE_CMA]), "cma": int(z[i, Z_CMA_PAGES]),
             "min": int(z[i, Z_WMARK_MIN]), "low": int(z[i, Z_WMARK_LOW]),
             "high": int(z[i, Z_WMARK_HIGH]), "promo": int(z[i, Z_WMARK_PROMO]),
+            "boost": int(self.boost.boost[i]),
             "protection": tuple(int(v) for v in z[i, Z_LOWMEM_RESERVE:Z_LOWMEM_RESERVE + 3]),
         } for i, name in self.zones}
 
@@ -1150,7 +1171,7 @@ class Machine:
                                       dev.solid_state, dev.blkdev),
             sorted(vars(self.zswap).items()), sorted(vars(self.ksm).items()),
             sorted(vars(self.memory_failure_counts).items()),
-            self.reclaim, self.lru.digest_scalars(),
+            self.reclaim, self.lru.digest_scalars(), self.boost.state(),
         )
         h.update(repr(scalars).encode())
         return h.hexdigest()

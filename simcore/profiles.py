@@ -25,7 +25,7 @@ Versions come from merge windows; where the notes mark a version (~) it was infe
 import dataclasses
 
 POLICY_FIELDS = ("compaction", "swap_alloc", "swapin", "zswap_store", "ksm", "memory_failure",
-                 "khugepaged", "numa_balancing", "hotunplug", "cma")
+                 "khugepaged", "numa_balancing", "hotunplug", "cma", "watermark_boost")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +43,7 @@ class KernelProfile:
     numa_balancing: str
     hotunplug: str
     cma: str
+    watermark_boost: str = "every_fallback"     # simcore.boost.BOOST_POLICIES
     sources: tuple = ()          # ((policy field, "what changed, series, release"), ...)
 
     def policies(self):
@@ -81,6 +82,9 @@ BASELINE_SOURCES = (
                   "-ENOMEM"),
     ("cma", "alloc_contig_range() isolates compound pages whole (cc->alloc_contig) and migrates "
             "them to same-order targets, splitting on -ENOMEM"),
+    ("watermark_boost", "Mel Gorman, \"mm: reclaim small amounts of memory when an external "
+                        "fragmentation event occurs\" (5.0): steal_suitable_fallback() calls "
+                        "boost_watermark() for every fallback short of a whole free pageblock"),
 )
 
 _REGISTRY = {}
@@ -91,7 +95,7 @@ def register_profile(profile):
     against its mechanism's table."""
     if not isinstance(profile, KernelProfile):
         raise ValueError(f"profile {profile!r} must be a KernelProfile")
-    from . import khugepaged, ksm, memory_failure, numa, page_isolation, swap, zswap
+    from . import boost, khugepaged, ksm, memory_failure, numa, page_isolation, swap, zswap
     from .strategies import get_strategy
     tables = {
         "swap_alloc": swap.SWAP_ALLOC_POLICIES, "swapin": swap.SWAPIN_POLICIES,
@@ -100,6 +104,7 @@ def register_profile(profile):
         "khugepaged": khugepaged.COLLAPSE_POLICIES, "numa_balancing": numa.NUMA_POLICIES,
         "hotunplug": page_isolation.RANGE_MIGRATION_POLICIES,
         "cma": page_isolation.RANGE_MIGRATION_POLICIES,
+        "watermark_boost": boost.BOOST_POLICIES,
     }
     get_strategy(profile.compaction)
     for field, table in tables.items():
@@ -176,8 +181,13 @@ _V612 = dataclasses.replace(
 _V618 = dataclasses.replace(
     _V612, name="linux-6.18", version="6.18",
     description="6.18 (newest): zswap stores large folios page by page",
-    zswap_store="per_page",
+    zswap_store="per_page", watermark_boost="claim_only",
     sources=_V612.sources + (
+        ("watermark_boost", "Brendan Jackman, \"mm/page_alloc: some clarifications for "
+                            "migratetype fallback\", and Johannes Weiner, \"mm: page_alloc: "
+                            "speed up fallbacks in rmqueue_bulk()\" (6.15): the boost moved "
+                            "into try_to_claim_block(); __rmqueue_steal()'s single-buddy steals "
+                            "no longer boost"),
         ("zswap_store", "Kanchana P Sridhar, \"mm: zswap swap-out of large folios\" (6.13): "
                         "zswap_store() compresses each page of a large folio; zswap_load() "
                         "still loads order 0, so swap-in falls back to order 0 once zswap was "

@@ -39,6 +39,7 @@ from .mmzone import (
     MIGRATE_PCPTYPES,
     NR_PAGE_ORDERS,
     PAGE_HEAD,
+    PAGEBLOCK_ORDER,
     PG_DIRTY,
     PG_HWPOISON,
     PG_KSM,
@@ -350,7 +351,7 @@ def shrink_active_list(m, active_lru, nr_to_scan):
     lru.events[_E["pgdeactivate"]] += n
 
 
-def shrink_folio_list(m, handles, lst, kswapd):
+def shrink_folio_list(m, handles, lst, kswapd, may_writepage=True):
     """shrink_folio_list() of isolated inactive folios: what stays goes back (activated or
     rotated), what goes is freed, written back first or swapped out. Returns pages reclaimed."""
     lru = m.lru
@@ -362,6 +363,8 @@ def shrink_folio_list(m, handles, lst, kswapd):
     lru.nr_pages[lst] -= int(pages.sum())
     flags = recs["flags"].astype(np.int64)
     keep = ((flags & KEEP_FLAGS) != 0) | (recs["prev"] < -1)
+    if not may_writepage and lst == LRU_INACTIVE_FILE:
+        keep |= (flags & PG_DIRTY) != 0
     ref = lru.referenced[handles] & ~keep
     anon = lst == LRU_INACTIVE_ANON
     # folio_check_references(): a mapped anon folio referenced again is activated; referenced
@@ -433,9 +436,10 @@ def _can_swap(m):
     return dev is not None and dev.inuse_pages() < dev.nr_slots
 
 
-def shrink_node(m, nr_to_reclaim, kswapd, exclude=None):
+def shrink_node(m, nr_to_reclaim, kswapd, exclude=None, may_swap=True, may_writepage=True):
     """shrink_node() at falling priority until nr_to_reclaim pages are freed or every list was
-    scanned whole. Returns pages reclaimed."""
+    scanned whole (boosted reclaim neither swaps nor writes back). Returns pages
+    reclaimed."""
     lru_sync(m, exclude)
     lru = m.lru
     synced = lru.signature is not None
@@ -446,7 +450,7 @@ def shrink_node(m, nr_to_reclaim, kswapd, exclude=None):
         # cache_trim_mode: page cache alone while its inactive list is big at this priority
         trim = (int(lru.nr_pages[LRU_INACTIVE_FILE]) >> priority) > 0
         types = [LRU_INACTIVE_FILE]
-        if _can_swap(m) and (not trim or scan_file == 0):
+        if may_swap and _can_swap(m) and (not trim or scan_file == 0):
             types.append(LRU_INACTIVE_ANON)
         for inactive in types:
             if inactive_is_low(m, inactive):
@@ -460,7 +464,7 @@ def shrink_node(m, nr_to_reclaim, kswapd, exclude=None):
                 if not len(batch):
                     break
                 target -= int(_pages_of(m, batch).sum())
-                reclaimed += shrink_folio_list(m, batch, inactive, kswapd)
+                reclaimed += shrink_folio_list(m, batch, inactive, kswapd, may_writepage)
         if reclaimed >= nr_to_reclaim:
             break
         if not any(lru.nr_pages[t] + lru.nr_pages[t + 1] for t in types):
@@ -556,12 +560,13 @@ def pgdat_balanced(m, order, highest_zoneidx):
     return False
 
 
-def wakeup_kswapd(m, order, highest_zoneidx):
+def wakeup_kswapd(m, order, highest_zoneidx, boosted=False):
     """wakeup_kswapd(): raise kswapd_order; a node already balanced at the high watermark
-    does not wake it (the kernel then wakes kcompactd alone for a request that cannot
-    reclaim directly; we let kswapd's next run decide)."""
+    and not boosted does not wake it (the kernel then wakes kcompactd alone for a request that
+    cannot reclaim directly; we let kswapd's next run decide)."""
     lru = m.lru
-    if lru.kswapd_order < 0 and pgdat_balanced(m, order, highest_zoneidx):
+    if lru.kswapd_order < 0 and not boosted and not m.boost.boost.any() \
+            and pgdat_balanced(m, order, highest_zoneidx):
         return
     if lru.kswapd_order < 0 and lru.kswapd_slept_ns >= 0 \
             and m.clock_ns - lru.kswapd_slept_ns < KSWAPD_NAP_NS:
@@ -586,13 +591,15 @@ def balance_pgdat(m, order, highest_zoneidx):
     lru.events[_E["pageoutrun"]] += 1
     reclaimed = 0
     sc_order = order
+    boosted = bool(m.boost.boost.any())
     for _ in range(DEF_PRIORITY + 1):
         if pgdat_balanced(m, sc_order, highest_zoneidx):
             break
         target = reclaim_target(m, 0, 0, highest_zoneidx) - SWAP_CLUSTER_MAX
         if sc_order:
             target = max(target, compact_gap(sc_order))
-        got = shrink_node(m, max(SWAP_CLUSTER_MAX, target), True)
+        got = shrink_node(m, max(SWAP_CLUSTER_MAX, target), True,
+                          may_swap=not boosted, may_writepage=not boosted)
         reclaimed += got
         if sc_order and reclaimed >= compact_gap(sc_order):
             sc_order = 0
@@ -611,6 +618,9 @@ def run_kswapd(m):
     lru.kswapd_order = -1
     highest = len(ZONE_NAMES) - 1
     reclaimed = balance_pgdat(m, order, highest)
+    from . import boost
+    if boost.unboost(m):        # boosted reclaim done: kcompactd for pageblock_order
+        order = max(order, PAGEBLOCK_ORDER)
     if not pgdat_balanced(m, 0, highest):
         # could not balance: the short nap ends with the high watermark still missed
         lru.events[_E["kswapd_high_wmark_hit_quickly"]] += 1

@@ -201,3 +201,52 @@ def test_oom_ends_the_workload_with_an_oom_row():
     row = run_one(_SlabHog, mem="64M")
     assert row["oom"].startswith("out of memory: order-0")
     assert row["unsupported"] == ""
+
+
+def _fallback_machine(profile="linux-6.18", factor=15000):
+    """Movable page cache in every pageblock with holes: an unmovable request larger than the
+    wholly free blocks left at the top falls back into partly used movable blocks."""
+    m = simcore.Machine(mem="128M", reclaim=True, profile=profile,
+                        watermark_boost_factor=factor)
+    cache = m.alloc_many(m.nr_pages, 0, "movable", "file", gfp="light")
+    m.free_many(cache[::4])
+    return m
+
+
+@pytest.mark.parametrize("profile", ["linux-6.1", "linux-6.18"])
+def test_fragmenting_fallback_boosts_the_watermarks(profile):
+    m = _fallback_machine(profile)
+    before = m.zoneinfo()["DMA32"]
+    m.alloc_many(3000, 0, "unmovable", "slab", gfp="light")      # may not wake kswapd
+    after = m.zoneinfo()["DMA32"]
+    assert after["boost"] > 0
+    assert after["high"] - before["high"] == after["boost"] == after["min"] - before["min"]
+    assert after["boost"] <= max(512, (before["high"] * 15000) // 10000)
+    m.check()
+    # the next fallback of a request that may wake kswapd: boosted reclaim, then the boost
+    # goes and kcompactd is woken for pageblock_order
+    m.alloc_many(100, 0, "unmovable", "slab")
+    v = m.vmstat()
+    assert m.zoneinfo()["DMA32"]["boost"] == 0 and m.zoneinfo()["DMA32"]["high"] == before["high"]
+    assert v["pageoutrun"] >= 1 and v["compact_daemon_wake"] >= 1
+    assert v["nr_vmscan_write"] == 0
+    m.check()
+
+
+def test_watermark_boost_factor_zero_never_boosts():
+    m = _fallback_machine(factor=0)
+    m.alloc_many(3000, 0, "unmovable", "slab", gfp="light")
+    assert m.zoneinfo()["DMA32"]["boost"] == 0
+    with pytest.raises(ValueError, match="watermark_boost_factor"):
+        simcore.Machine(mem="64M", watermark_boost_factor=-1)
+
+
+def test_small_movable_steals_boost_before_6_15_only():
+    boosts = {}
+    for profile in ("linux-6.12", "linux-6.18"):
+        m = simcore.Machine(mem="128M", reclaim=True, profile=profile)
+        slab = m.alloc_many(m.nr_pages, 0, "unmovable", "slab", gfp="light")
+        m.free_many(slab[::4])
+        m.alloc_many(3000, 0, "movable", "anon", gfp="light")
+        boosts[profile] = m.zoneinfo()["DMA32"]["boost"]
+    assert boosts["linux-6.12"] > 0 and boosts["linux-6.18"] == 0
