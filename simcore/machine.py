@@ -602,8 +602,11 @@ class Machine:
         table = self.pgdat.folio_pfn
         if handles.size and (handles.min() < 0 or handles.max() >= len(table)):
             raise ValueError("a handle is outside the handle table")
-        self.lru.grow(len(table))
-        return self.lru.gen[handles].copy()
+        gen = self.lru.gen               # a query: handles beyond it were never reclaimed
+        out = np.zeros(handles.shape, dtype=np.int64)
+        known = handles < len(gen)
+        out[known] = gen[handles[known]]
+        return out
 
     def lru_sizes(self):
         """Pages per LRU list (nr_inactive_anon, ...), counting folios created since the last

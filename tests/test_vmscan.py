@@ -250,3 +250,14 @@ def test_small_movable_steals_boost_before_6_15_only():
         m.alloc_many(3000, 0, "movable", "anon", gfp="light")
         boosts[profile] = m.zoneinfo()["DMA32"]["boost"]
     assert boosts["linux-6.12"] > 0 and boosts["linux-6.18"] == 0
+
+
+def test_queries_leave_the_digest_alone():
+    m, cache = full_of_cache()
+    m.reclaim_pages(100)
+    before = m.digest()
+    m.handle_generation(m.handles_of(cache[-10:]))
+    m.lru_sizes()
+    m.vmstat()
+    m.check()
+    assert m.digest() == before
