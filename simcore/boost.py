@@ -73,11 +73,13 @@ def fallback_blocks(m, pfns, order, mt, types_before):
     types_now = m.pgdat.pageblock_flags & PB_MIGRATETYPE_MASK
     claimed = np.flatnonzero((types_now != types_before) & (types_now == mt))
     pfns = np.asarray(pfns, dtype=np.int64)
-    blocks = np.unique(pfns >> PAGEBLOCK_ORDER) if len(pfns) else pfns
-    foreign = types_now[blocks] != mt
+    in_types = types_now[pfns >> PAGEBLOCK_ORDER]
+    foreign = in_types != mt
     if mt == MIGRATE_MOVABLE:
-        foreign &= types_now[blocks] != MIGRATE_CMA
-    stolen = blocks[foreign]
+        foreign &= in_types != MIGRATE_CMA
+    stolen = np.unique(pfns[foreign] >> PAGEBLOCK_ORDER) if foreign.any() else pfns[:0]
+    if not len(claimed) and not len(stolen):
+        return stolen
     if len(claimed):
         # a wholly free block taken over is no fragmenting fallback (current_order >=
         # pageblock_order): it holds no folio but this call's

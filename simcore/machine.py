@@ -404,6 +404,8 @@ class Machine:
             types_before = _boost.before_alloc(self)
             n = self._alloc_many_slow(out, order, mt, k, flags, compact, g)
             _boost.observe(self, out[:n], order, mt, types_before, g.kswapd_reclaim)
+            if KIND_IS_LRU[k]:
+                self.lru.add_new(self, out[:n])
             self._kswapd()
         elif order > 0 and compact:
             self._reserve_for_compaction(count)
@@ -420,10 +422,12 @@ class Machine:
         """Free the folio whose head is `pfn` (all of it)."""
         if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)):
             raise ValueError(f"pfn {pfn!r} is not an integer")
-        handle = int(self.pgdat.mem_map["next"][pfn]) if 0 <= pfn < self.nr_pages else -1
+        inside = 0 <= pfn < self.nr_pages
+        handle = int(self.pgdat.mem_map["next"][pfn]) if inside else -1
+        pages = 1 << int(self.pgdat.mem_map["order"][pfn]) if inside else 0
         err = self._free_folio(self.pgdat, int(pfn))
         if not err and self.reclaim:                              # reclaim hook (vmscan)
-            self.lru.forget(np.array([handle], dtype=np.int64))
+            self.lru.forget(np.array([handle], dtype=np.int64), np.array([pages]))
         if err:
             raise ValueError(f"pfn {pfn} {_ERRORS[err]}; free() takes a folio head PFN")
 
@@ -436,9 +440,10 @@ class Machine:
         if self.reclaim:                                          # reclaim hook (vmscan)
             inside = arr[(arr >= 0) & (arr < self.nr_pages)]
             handles = self.pgdat.mem_map["next"][inside].astype(np.int64)
+            pages = np.int64(1) << self.pgdat.mem_map["order"][inside].astype(np.int64)
         err, bad = self._free_folios(self.pgdat, arr)
         if not err and self.reclaim:
-            self.lru.forget(handles)
+            self.lru.forget(handles, pages)
         if err:
             raise ValueError(f"pfn {int(arr[bad])} (entry {bad}) {_ERRORS[err]}; "
                              f"free_many() takes folio head PFNs; nothing was freed")
@@ -487,6 +492,8 @@ class Machine:
             pfn = self._alloc_slow(order, mt, k, flags, compact, g)
         if pfn >= 0:
             _boost.observe(self, [pfn], order, mt, types_before, g.kswapd_reclaim)
+            if KIND_IS_LRU[k]:
+                self.lru.add_new(self, [pfn])
         self._kswapd()
         return pfn if pfn >= 0 else None
 

@@ -59,6 +59,7 @@ from .pgdat import (
     Z_WMARK_HIGH,
     Z_WMARK_LOW,
 )
+from .vm_event import MTHP_STAT_SPLIT
 
 LRU_INACTIVE_ANON, LRU_ACTIVE_ANON, LRU_INACTIVE_FILE, LRU_ACTIVE_FILE = range(4)
 LRU_NAMES = ("inactive_anon", "active_anon", "inactive_file", "active_file")
@@ -97,27 +98,34 @@ class _Queue:
     matches the handle's is stale and skipped (the folio moved, or left the LRU)."""
 
     def __init__(self):
-        self.h = np.empty(0, dtype=np.int64)
-        self.s = np.empty(0, dtype=np.int64)
-        self.head = 0
+        self.h = np.empty(1024, dtype=np.int64)
+        self.s = np.empty(1024, dtype=np.int64)
+        self.head = self.tail = 0
 
     def push(self, handles, stamps):
-        if self.head and self.head * 2 >= len(self.h):
-            self.h, self.s, self.head = self.h[self.head:], self.s[self.head:], 0
-        self.h = np.concatenate([self.h, handles])
-        self.s = np.concatenate([self.s, stamps])
+        n = len(handles)
+        if self.tail + n > len(self.h):
+            live = self.tail - self.head
+            cap = max(len(self.h), 2 * (live + n))
+            h, s = np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int64)
+            h[:live], s[:live] = self.h[self.head:self.tail], self.s[self.head:self.tail]
+            self.h, self.s, self.head, self.tail = h, s, 0, live
+        self.h[self.tail:self.tail + n] = handles
+        self.s[self.tail:self.tail + n] = stamps
+        self.tail += n
 
     def pop(self, k):
-        end = min(self.head + k, len(self.h))
-        out = self.h[self.head:end], self.s[self.head:end]
+        """The next k entries (copies) and the buffer position of the first."""
+        start = self.head
+        end = min(start + k, self.tail)
         self.head = end
-        return out
+        return self.h[start:end].copy(), self.s[start:end].copy(), start
 
     def __len__(self):
-        return len(self.h) - self.head
+        return self.tail - self.head
 
     def state(self):
-        return self.h[self.head:], self.s[self.head:]
+        return self.h[self.head:self.tail], self.s[self.head:self.tail]
 
 
 class Lru:
@@ -131,12 +139,11 @@ class Lru:
         self.queues = [_Queue() for _ in LRU_NAMES]
         self.nr_pages = np.zeros(len(LRU_NAMES), dtype=np.int64)
         self.clock = 0
-        self.signature = None
+        self.split_seen = -1            # split counter at the last full sync (-1: never)
         self.events = np.zeros(NR_RECLAIM_EVENTS, dtype=np.int64)
         self.kswapd_order = -1          # -1: kswapd asleep and not woken
         self.kswapd_slept_ns = -1       # when kswapd last went to sleep (-1: never ran)
         self.swapped = []               # SwapRecords of folios reclaim swapped out
-        self.pieces_pending = False     # swap-out split folios: their pieces join at a sync
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -161,14 +168,35 @@ class Lru:
         self.stamp[handles] = stamps
         self.queues[lru].push(handles, stamps)
 
-    def forget(self, handles):
-        """Folios leaving the LRU because their owner frees them (folio_put() of the last
-        reference deletes them from their list first)."""
+    def forget(self, handles, pages):
+        """Folios (of `pages` pages each) leaving the LRU because their owner frees them
+        (folio_put() of the last reference deletes them from their list first)."""
         if len(handles):
             self.grow(int(handles.max()) + 1)
+            lists = self.list_of[handles].astype(np.int64)
+            on = lists != NOT_ON_LRU
+            np.subtract.at(self.nr_pages, lists[on], pages[on])
             self.list_of[handles] = NOT_ON_LRU
             self.referenced[handles] = False
-            self.signature = None
+
+    def add_new(self, m, pfns):
+        """lru_add: new folios of an LRU kind join the inactive list of their type (called at
+        the end of the allocation call that made them)."""
+        if not len(pfns):
+            return
+        mem_map = m.pgdat.mem_map
+        pfns = np.asarray(pfns, dtype=np.int64)
+        handles = mem_map["next"][pfns].astype(np.int64)
+        self.grow(len(m.pgdat.folio_pfn))
+        fresh = self.list_of[handles] == NOT_ON_LRU
+        handles, pfns = handles[fresh], pfns[fresh]
+        kinds = mem_map["kind"][pfns].astype(np.int64)
+        pages = np.int64(1) << mem_map["order"][pfns].astype(np.int64)
+        swap_backed = (kinds == KIND_ANON) | (kinds == KIND_SHMEM)
+        self._put(handles[swap_backed], LRU_INACTIVE_ANON)
+        self._put(handles[~swap_backed], LRU_INACTIVE_FILE)
+        self.nr_pages[LRU_INACTIVE_ANON] += int(pages[swap_backed].sum())
+        self.nr_pages[LRU_INACTIVE_FILE] += int(pages[~swap_backed].sum())
 
     def digest_arrays(self):
         arrays = [self.list_of, self.referenced, self.stamp, self.gen, self.nr_pages, self.events]
@@ -177,25 +205,34 @@ class Lru:
         return arrays
 
     def digest_scalars(self):
-        return (self.clock, self.signature, self.kswapd_order, self.kswapd_slept_ns,
+        return (self.clock, self.split_seen, self.kswapd_order, self.kswapd_slept_ns,
                 [(r.kind, r.order, r.pieces, r.resident) for r in self.swapped])
 
 
-def _signature(m):
-    p = m.pgdat
-    return (int(p.node[N_KIND_PAGES:N_KIND_PAGES + len(KIND_IS_LRU)][KIND_IS_LRU == 1].sum()),
-            int(p.mthp_stats.sum()), len(p.folio_pfn))
+def _lru_kind_pages(m):
+    node = m.pgdat.node
+    return int(node[N_KIND_PAGES:N_KIND_PAGES + len(KIND_IS_LRU)][KIND_IS_LRU == 1].sum())
+
+
+def _split_count(m):
+    return int(m.pgdat.mthp_stats[:, MTHP_STAT_SPLIT].sum())
 
 
 def lru_sync(m, exclude=None):
-    """Bring the lists up to date with memory: folios created outside reclaim's sight (new
-    allocations, split pieces) join the inactive list of their type, in handle order; entries
-    of folios that are gone are dropped; the per-list page counts are recounted. Folios of
-    `exclude` (head PFNs an allocation call holds) are left off for now."""
+    """Bring the lists up to date with memory where they may not be: folios created outside
+    reclaim's sight (split pieces, allocations compiled code made) join the inactive list of
+    their type, in handle order; entries of folios that are gone are dropped; the per-list
+    page counts are recounted. Nothing to do while the lists hold every LRU page but those of
+    `exclude` (head PFNs the allocation call in progress holds, left off for now) and nothing
+    was split since the last sync."""
     lru = m.lru
-    sig = _signature(m)
-    if exclude is None and lru.signature == sig:
+    pending = 0
+    if exclude is not None and len(exclude):
+        pending = int((np.int64(1) << m.pgdat.mem_map["order"][exclude].astype(np.int64)).sum())
+    splits = _split_count(m)
+    if lru.split_seen == splits and _lru_kind_pages(m) == int(lru.nr_pages.sum()) + pending:
         return
+    lru.split_seen = splits
     table = m.pgdat.folio_pfn
     n = len(table)
     lru.grow(n)
@@ -225,7 +262,6 @@ def lru_sync(m, exclude=None):
     listed_now = lists != NOT_ON_LRU
     lru.nr_pages[:] = np.bincount(lists[listed_now], weights=pages[listed_now],
                                   minlength=len(LRU_NAMES)).astype(np.int64)
-    lru.signature = sig if exclude is None else None
 
 
 def check_lru(m):
@@ -307,18 +343,16 @@ def _take(m, lst, nr_pages):
     got = []
     pages = 0
     while pages < nr_pages and len(q):
-        h, s = q.pop(max(SWAP_CLUSTER_MAX, (nr_pages - pages)))
-        ok = (lru.list_of[h] == lst) & (lru.stamp[h] == s)
+        h, s, start = q.pop(max(SWAP_CLUSTER_MAX, (nr_pages - pages)))
+        ok = np.flatnonzero((lru.list_of[h] == lst) & (lru.stamp[h] == s))
         h = h[ok]
         if not len(h):
             continue
         sizes = _pages_of(m, h)
         cum = np.cumsum(sizes)
         stop = int(np.searchsorted(cum, nr_pages - pages, side="left")) + 1
-        if stop < len(h):        # put the rest back at the head, oldest first
-            rest = h[stop:]
-            q.h = np.concatenate([q.h[:q.head], rest, q.h[q.head:]])
-            q.s = np.concatenate([q.s[:q.head], lru.stamp[rest], q.s[q.head:]])
+        if stop < len(h):        # the rest stays at the head, oldest first
+            q.head = start + int(ok[stop])
             h, sizes = h[:stop], sizes[:stop]
         got.append(h)
         pages += int(sizes.sum())
@@ -422,8 +456,6 @@ def _swap_out(m, handles):
         record = swap.swap_out_folio(m, int(table[h]), m.profile.swap_alloc)
         if record is not None:
             lru.swapped.append(record)
-        if order:
-            lru.pieces_pending = True
         if table[h] < 0:        # freed: the owner's handle is stale from now on
             lru.gen[h] += 1
         else:                   # stayed resident (whole, or its head piece)
@@ -442,8 +474,6 @@ def shrink_node(m, nr_to_reclaim, kswapd, exclude=None, may_swap=True, may_write
     reclaimed."""
     lru_sync(m, exclude)
     lru = m.lru
-    synced = lru.signature is not None
-    lru.pieces_pending = False
     reclaimed = 0
     for priority in range(DEF_PRIORITY, -1, -1):
         scan_file = int(lru.nr_pages[LRU_INACTIVE_FILE] + lru.nr_pages[LRU_ACTIVE_FILE])
@@ -469,8 +499,6 @@ def shrink_node(m, nr_to_reclaim, kswapd, exclude=None, may_swap=True, may_write
             break
         if not any(lru.nr_pages[t] + lru.nr_pages[t + 1] for t in types):
             break
-    # reclaim's own frees are accounted already; split pieces are not
-    lru.signature = _signature(m) if synced and not lru.pieces_pending else None
     return reclaimed
 
 
