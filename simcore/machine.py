@@ -875,7 +875,10 @@ class Machine:
         allocated (kind "kernel", flag hwpoison) for good; see simcore.memory_failure."""
         if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)):
             raise ValueError(f"pfn {pfn!r} is not an integer")
-        return memory_failure.memory_failure(self, int(pfn), self.profile.memory_failure)
+        got = memory_failure.memory_failure(self, int(pfn), self.profile.memory_failure)
+        if self.reclaim:                                          # reclaim hook (vmscan)
+            vmscan.leave_lru_if_not_lru_kind(self, int(pfn))
+        return got
 
     def collapse(self, pfns, order=HPAGE_PMD_ORDER):
         """khugepaged/MADV_COLLAPSE of the folios at `pfns` into one folio of `order`:

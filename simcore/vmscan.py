@@ -18,8 +18,9 @@ swap area exists; without one the anon lists are not scanned (get_scan_count() S
 shrink_active_list() deactivates the oldest active folios while inactive_is_low().
 
 Where the simulator simplifies: the lists are per-handle state (list, PG_referenced, an age stamp)
-with FIFO queues for the order; folios that compiled code creates (split pieces) join the
-inactive list at the next reclaim (lru_sync()) rather than next to their head; writeback of a
+with FIFO queues for the order; new folios join when their allocation call returns
+(Lru.add_new()), and folios that compiled code creates (split pieces) at the next reclaim
+(lru_sync()) rather than next to their head; writeback of a
 dirty file folio completes at once; no refault/workingset detection, no MGLRU, no memcg, no
 shrinkers for slab; anon vs file balance is the kernel's cache_trim_mode (file only while the
 inactive file list is large enough at this priority), not the full get_scan_count() ratio.
@@ -288,6 +289,17 @@ def check_lru(m):
     if (swap_backed != (lists <= LRU_ACTIVE_ANON)).any():
         return "a folio is on the LRU list of the other type (anon vs file)"
     return ""
+
+
+def leave_lru_if_not_lru_kind(m, pfn):
+    """A folio that became kernel memory (memory_failure() keeps a poisoned page as its own)
+    leaves the LRU, as the kernel isolates it first."""
+    mem_map = m.pgdat.mem_map
+    if not 0 <= pfn < len(mem_map) or mem_map["type"][pfn] != PAGE_HEAD \
+            or KIND_IS_LRU[int(mem_map["kind"][pfn])]:
+        return
+    handle = np.array([int(mem_map["next"][pfn])], dtype=np.int64)
+    m.lru.forget(handle, np.array([1 << int(mem_map["order"][pfn])], dtype=np.int64))
 
 
 # -- folio_mark_accessed --------------------------------------------------------------------

@@ -261,3 +261,13 @@ def test_queries_leave_the_digest_alone():
     m.vmstat()
     m.check()
     assert m.digest() == before
+
+
+def test_a_poisoned_page_leaves_the_lru():
+    """Found by the stateful test: memory_failure() turns the page into kernel memory."""
+    m = simcore.Machine(mem="64M", reclaim=True)
+    pfn = int(m.fault_anon(1, [])[0][0])
+    m.memory_failure(pfn)
+    m.check()
+    m.reclaim_pages(32)
+    m.check()
