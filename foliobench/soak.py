@@ -60,6 +60,7 @@ WEIGHTS = (
     ("zswap_enable", 1), ("ksm_merge", 2), ("memory_failure", 2), ("collapse", 2),
     ("numa_migrate", 2), ("set_flags", 3), ("fault_anon", 3), ("misuse", 3),
     ("on_cpu", 4), ("drain", 1),
+    ("touch", 3), ("reclaim_pages", 2),
 )
 OP_NAMES = tuple(name for name, _ in WEIGHTS)
 MISUSE = ("free_any_pfn", "free_poisoned", "ksm_same", "split_up", "memory_failure_any_pfn",
@@ -68,7 +69,7 @@ MISUSE = ("free_any_pfn", "free_poisoned", "ksm_same", "split_up", "memory_failu
 
 # operations that name folios (the others need no scan of mem_map for folio heads)
 NEEDS_HEADS = ("free", "free_many", "split", "migrate", "swap_out", "ksm_merge",
-               "memory_failure", "collapse", "numa_migrate", "set_flags", "misuse")
+               "memory_failure", "collapse", "numa_migrate", "set_flags", "misuse", "touch")
 # operations whose refusal is checked against mem_map too (the others: see _snapshot())
 FULL_SNAPSHOT = ("set_flags", "misuse")
 
@@ -90,15 +91,20 @@ class Violation(AssertionError):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """One soak machine: strategy, profile, layout (an index into LAYOUTS) and seed."""
+    """One soak machine: strategy, profile, layout (an index into LAYOUTS), seed, and whether
+    it models reclaim (simcore.vmscan)."""
     strategy: str = "folio"
     profile: str = "linux-6.18"
     layout: int = 0
     seed: int = 0
+    reclaim: bool = False
 
     def machine_kwargs(self):
-        return dict(LAYOUTS[self.layout], seed=self.seed, profile=self.profile,
-                    compaction=self.strategy)
+        kw = dict(LAYOUTS[self.layout], seed=self.seed, profile=self.profile,
+                  compaction=self.strategy)
+        if self.reclaim:
+            kw["reclaim"] = True
+        return kw
 
     def node1_kwargs(self):
         return dict(NODE1, seed=self.seed + 1, profile=self.profile, compaction=self.strategy)
@@ -168,8 +174,10 @@ def draw_op(rng, name):  # noqa: C901  (one branch per operation kind)
         return (name, count, order, int(rng.integers(3)), int(rng.integers(8)))
     if name in ("free", "cma_release", "swap_in"):
         return (name, _pick(rng))
-    if name in ("free_many", "swap_out", "numa_migrate"):
+    if name in ("free_many", "swap_out", "numa_migrate", "touch"):
         return (name, _picks(rng, 8))
+    if name == "reclaim_pages":
+        return (name, int(rng.choice((1, 32, 512, 4096))))
     if name == "split":
         return (name, _pick(rng), int(rng.choice((0, 0, 1, 2, 4, 9))))
     if name == "compact":
@@ -384,6 +392,11 @@ class Runner:
         if name == "fault_anon":
             _, count, orders = op
             return f"m.fault_anon({count}, {list(orders)})", lambda: m.fault_anon(count, orders)
+        if name == "touch":
+            pfns = self._many(heads, op[1])
+            return f"m.touch({_arr(pfns)})", lambda: m.touch(pfns)
+        if name == "reclaim_pages":
+            return f"m.reclaim_pages({op[1]})", lambda: m.reclaim_pages(op[1])
         if name == "misuse":
             return self._misuse(heads, *op[1:])
         raise ValueError(f"operation {name!r} is unknown; allowed: {', '.join(OP_NAMES)}")
@@ -506,7 +519,9 @@ class Runner:
 
 def ledger_problem(m, records=()):
     """(rule, message) for the first broken page-ledger rule of machine m, or None. `records`
-    are the SwapRecords swap_out() returned (all of them; swapped-in ones hold nothing)."""
+    are the SwapRecords swap_out() returned (all of them; swapped-in ones hold nothing); the
+    ones reclaim made are the machine's own (m.lru.swapped)."""
+    records = list(records) + list(m.lru.swapped)
     mem_map = m.pgdat.mem_map
     types = mem_map["type"]
     sizes = np.int64(1) << mem_map["order"].astype(np.int64)
@@ -666,7 +681,9 @@ def soak(strategy, n, seed=0, profiles=PROFILES, run_length=2000, check_every=10
     while result.operations < n:
         config = Config(strategy, profiles[run_index % len(profiles)],
                         (run_index // len(profiles)) % len(LAYOUTS),
-                        int(rng.integers(0, 1 << 31)))
+                        int(rng.integers(0, 1 << 31)),
+                        # every other pair of machines models reclaim
+                        reclaim=bool((run_index // (len(profiles) * len(LAYOUTS))) % 2))
         ops = generate(rng, min(run_length, n - result.operations), skip)
         run = Runner(config)
         try:

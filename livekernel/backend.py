@@ -312,7 +312,7 @@ class LiveBackend(Backend):
 
     # -- anonymous memory ------------------------------------------------------------------
 
-    def fault_anon(self, count, orders):
+    def fault_anon(self, count, orders, gfp=None):
         orders = sorted({int(o) for o in orders}, reverse=True)
         top = orders[0]
         count = self._budget(int(count), top)
@@ -433,7 +433,8 @@ class LiveBackend(Backend):
 
     # -- Backend: allocation ---------------------------------------------------------------
 
-    def alloc(self, count, order, kind="anon", migratetype="movable", flags=0, compact=True):
+    def alloc(self, count, order, kind="anon", migratetype="movable", flags=0, compact=True,
+              gfp=None):
         count, order = int(count), int(order)
         if count <= 0:
             return np.empty(0, dtype=np.int64)

@@ -37,7 +37,8 @@ if not os.environ.get("NUMBA_CACHE_DIR"):
 from .machine import InvariantError, Machine  # noqa: E402
 from .strategies import CompactionStrategy, register_strategy, strategies  # noqa: E402
 from .units import format_size, parse_size  # noqa: E402
+from .vmscan import OutOfMemory  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Machine", "InvariantError", "CompactionStrategy", "register_strategy", "strategies",
-           "parse_size", "format_size", "__version__"]
+__all__ = ["Machine", "InvariantError", "OutOfMemory", "CompactionStrategy", "register_strategy",
+           "strategies", "parse_size", "format_size", "__version__"]

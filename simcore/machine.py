@@ -14,6 +14,7 @@ import hashlib
 import numba
 import numpy as np
 
+from . import boost as _boost
 from . import compaction as _compaction
 from . import (
     debug_vm,
@@ -27,9 +28,11 @@ from . import (
     page_isolation,
     pcp,
     swap,
+    vmscan,
     vmstat,
     zswap,
 )
+from . import gfp as _gfp
 from . import profiles as _profiles
 from . import vm_event as ev
 from .costs import cost_array
@@ -176,12 +179,19 @@ class Machine:
     percpu_pagelist_high_fraction: the vm sysctl: 0 (default) sizes pcp high from the low
         watermark (auto-tuned where the profile's kernel does); 8 or more fixes it at
         managed / fraction / CPUs.
+    reclaim: model page reclaim (simcore.vmscan): LRU lists, direct reclaim in the allocation
+        slow path, kswapd, the OOM outcome. Off by default, which keeps the allocator's older
+        behaviour (a failed allocation after compaction returns None); the workloads' backend
+        turns it on. With it on, reclaim frees folios their owner still names: see
+        handle_generation().
+    watermark_boost_factor: vm.watermark_boost_factor (default 15000; 0 turns boosting off),
+        with reclaim on (simcore.boost).
     """
 
     def __init__(self, mem="4G", seed=0, *, movable=0, cma=0, min_free_kbytes=None, thp=True,
                  compaction=None, profile=None, extfrag_threshold=500, compaction_proactiveness=20,
                  costs=None, memory_block="128M", cpus=2,
-                 percpu_pagelist_high_fraction=0):
+                 percpu_pagelist_high_fraction=0, reclaim=False, watermark_boost_factor=15000):
         total = parse_size(mem, "mem")
         movable = parse_size(movable, "movable")
         cma = parse_size(cma, "cma")
@@ -275,7 +285,11 @@ class Machine:
         self.hwpoisoned = set()
         # modelled time (ns) of the subsystems outside migrate_pages(), by subsystem
         self.model_ns = dict.fromkeys(("swap_out", "swap_in", "ksm", "memory_failure",
-                                       "collapse", "numa"), 0.0)
+                                       "collapse", "numa", "reclaim"), 0.0)
+        # reclaim (simcore.vmscan): the LRU lists and kswapd; see the reclaim argument
+        self.reclaim = bool(reclaim)
+        self.lru = vmscan.Lru()
+        self.boost = _boost.Boost(watermark_boost_factor)
         self._slowpath, self._slowpath_many, self._compact_node = self.strategy.entries()
         self._bind()
 
@@ -373,14 +387,18 @@ class Machine:
 
     # -- allocation API --------------------------------------------------------------------
 
-    def alloc(self, order, migratetype="movable", kind="anon", flags=0, compact=True, cpu=None):
+    def alloc(self, order, migratetype="movable", kind="anon", flags=0, compact=True, cpu=None,
+              gfp=None):
         """Allocate one folio of 2**order pages; its head PFN, or None where the kernel fails.
         cpu: the CPU the caller runs on (its per-CPU lists serve orders 0..3 and 9).
 
         migratetype: unmovable, movable or reclaimable. kind: anon, file, shmem, hugetlb, slab,
         pagetable, kernel. flags: page flags (a name, names, or a bitmask) such as "pinned".
         compact: when the free lists cannot serve an order above 0, run direct compaction
-        (async, then sync_light) as __alloc_pages_slowpath() does, and try again."""
+        (async, then sync_light) as __alloc_pages_slowpath() does, and try again.
+        gfp: with reclaim on, what the slow path may do (simcore.gfp.GFP_NAMES); default "user"
+        (direct reclaim, no OOM killer), or "nowait" when compact is False. A "kernel"
+        allocation that cannot be served raises simcore.OutOfMemory."""
         if type(order) is not int or not 0 <= order <= MAX_PAGE_ORDER:
             _order(order)
         mt = REQUEST_MIGRATETYPES.get(migratetype)
@@ -392,6 +410,10 @@ class Machine:
         flags = page_flags(flags) if flags else 0
         if cpu is not None:
             self._on_cpu(cpu)
+        if gfp is not None:
+            _gfp.get_gfp(gfp)
+        if self.reclaim:                                          # reclaim hook (vmscan)
+            return self._alloc_reclaim(order, mt, k, flags, compact, gfp)
         pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
         if pfn == -2:
             self._reserve_handles(1)
@@ -403,10 +425,10 @@ class Machine:
         return pfn if pfn >= 0 else None
 
     def alloc_many(self, count, order, migratetype="movable", kind="anon", flags=0, compact=True,
-                   cpu=None):
+                   cpu=None, gfp=None):
         """Allocate up to `count` folios of one order; a numpy array of head PFNs, shorter than
-        `count` when memory runs out (allocation stops at the first failure). `compact` and
-        `cpu` as for alloc()."""
+        `count` when memory runs out (allocation stops at the first failure). `compact`, `cpu`
+        and `gfp` as for alloc()."""
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
             raise ValueError(f"count {count!r} must be a non-negative integer")
         order = _order(order)
@@ -415,9 +437,19 @@ class Machine:
         flags = page_flags(flags)
         if cpu is not None:
             self._on_cpu(cpu)
+        if gfp is not None:
+            _gfp.get_gfp(gfp)
         count = min(int(count), self.nr_pages >> order)
         out = np.empty(count, dtype=np.int64)
-        if order > 0 and compact:
+        if self.reclaim:                                          # reclaim hook (vmscan)
+            g = self._gfp(gfp, compact)
+            types_before = _boost.before_alloc(self)
+            n = self._alloc_many_slow(out, order, mt, k, flags, compact, g)
+            _boost.observe(self, out[:n], order, mt, types_before, g.kswapd_reclaim)
+            if KIND_IS_LRU[k]:
+                self.lru.add_new(self, out[:n])
+            self._kswapd()
+        elif order > 0 and compact:
             self._reserve_for_compaction(count)
             n = self._slowpath_many(self.pgdat, out, order, mt, k, flags, self._cc, self._pool,
                                     self._migratepages, self.knobs, self.costs,
@@ -434,7 +466,12 @@ class Machine:
             raise ValueError(f"pfn {pfn!r} is not an integer")
         if cpu is not None:
             self._on_cpu(cpu)
+        inside = 0 <= pfn < self.nr_pages
+        handle = int(self.pgdat.mem_map["next"][pfn]) if inside else -1
+        pages = 1 << int(self.pgdat.mem_map["order"][pfn]) if inside else 0
         err = self._free_folio(self.pgdat, int(pfn))
+        if not err and self.reclaim:                              # reclaim hook (vmscan)
+            self.lru.forget(np.array([handle], dtype=np.int64), np.array([pages]))
         if err:
             raise ValueError(f"pfn {pfn} {_ERRORS[err]}; free() takes a folio head PFN")
 
@@ -447,7 +484,13 @@ class Machine:
         if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
             raise ValueError(f"pfns must be a 1-D array of integers, got {arr.dtype} {arr.shape}")
         arr = arr.astype(np.int64, copy=not arr.flags.writeable)
+        if self.reclaim:                                          # reclaim hook (vmscan)
+            inside = arr[(arr >= 0) & (arr < self.nr_pages)]
+            handles = self.pgdat.mem_map["next"][inside].astype(np.int64)
+            pages = np.int64(1) << self.pgdat.mem_map["order"][inside].astype(np.int64)
         err, bad = self._free_folios(self.pgdat, arr)
+        if not err and self.reclaim:
+            self.lru.forget(handles, pages)
         if err:
             raise ValueError(f"pfn {int(arr[bad])} (entry {bad}) {_ERRORS[err]}; "
                              f"free_many() takes folio head PFNs; nothing was freed")
@@ -476,6 +519,171 @@ class Machine:
             raise ValueError(f"pfn {pfn} {_ERRORS[err]}")
         return True
 
+    # -- reclaim (simcore.vmscan) ---------------------------------------------------------
+
+    def _gfp(self, gfp, compact):
+        return _gfp.get_gfp(("user" if compact else "nowait") if gfp is None else gfp)
+
+    @staticmethod
+    def _highest_zoneidx(mt):
+        """gfp_zone(): movable requests may use ZONE_MOVABLE, the others stop at Normal."""
+        return ZONE_MOVABLE if mt == MIGRATE_MOVABLE else ZONE_NORMAL
+
+    def _alloc_reclaim(self, order, mt, k, flags, compact, gfp):
+        """alloc() with reclaim: fast path, slow path, watermark boost, kswapd."""
+        g = self._gfp(gfp, compact)
+        types_before = _boost.before_alloc(self)
+        self._reserve_handles(1)
+        pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
+        if pfn < 0:
+            pfn = self._alloc_slow(order, mt, k, flags, compact, g)
+        if pfn >= 0:
+            _boost.observe(self, [pfn], order, mt, types_before, g.kswapd_reclaim)
+            if KIND_IS_LRU[k]:
+                self.lru.add_new(self, [pfn])
+        self._kswapd()
+        return pfn if pfn >= 0 else None
+
+    def _alloc_slow(self, order, mt, k, flags, compact, g):
+        """__alloc_pages_slowpath() for one folio: wake kswapd, the free lists at the min
+        watermark, direct compaction, then direct reclaim and retries (vmscan)."""
+        highest = self._highest_zoneidx(mt)
+        if g.kswapd_reclaim:
+            vmscan.wakeup_kswapd(self, order, highest)
+        compact = compact and g.direct_reclaim and order > 0
+        got = [-1]
+
+        def attempt(with_compaction=compact):
+            self._reserve_handles(1)
+            pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_MIN)
+            if pfn < 0 and with_compaction:
+                self._reserve_for_compaction(1)
+                pfn = self._slowpath(self.pgdat, order, mt, k, flags, self._cc, self._pool,
+                                     self._migratepages, self.knobs, self.costs,
+                                     self.migrate_stats)
+            got[0] = max(got[0], pfn)
+            return int(pfn >= 0)
+
+        if attempt() or not g.direct_reclaim:
+            return got[0]
+        vmscan.slowpath_reclaim(self, order, g, highest, attempt,
+                                lambda: 0 if got[0] >= 0 else 1 << order)
+        return got[0]
+
+    def _alloc_many_slow(self, out, order, mt, k, flags, compact, g):
+        """alloc_many() with reclaim: the fast path for as many as it serves, then the slow
+        path (_alloc_slow's steps) for the rest. Folios this call already got are kept off the
+        LRU until it returns, so that its own reclaim never takes them back."""
+        count = len(out)
+        self._reserve_handles(count)
+        n = [self._alloc_folios(self.pgdat, out, order, mt, k, flags,
+                                page_alloc.ALLOC_WMARK_LOW)]
+        if n[0] == count:
+            return count
+        highest = self._highest_zoneidx(mt)
+        if g.kswapd_reclaim:
+            vmscan.wakeup_kswapd(self, order, highest)
+        compact = compact and g.direct_reclaim and order > 0
+
+        def attempt():
+            rest = out[n[0]:]
+            self._reserve_handles(len(rest))
+            got = self._alloc_folios(self.pgdat, rest, order, mt, k, flags,
+                                     page_alloc.ALLOC_WMARK_MIN)
+            if got < len(rest) and compact:
+                self._reserve_for_compaction(len(rest) - got)
+                got += self._slowpath_many(self.pgdat, rest[got:], order, mt, k, flags,
+                                           self._cc, self._pool, self._migratepages,
+                                           self.knobs, self.costs, self.migrate_stats)
+            n[0] += got
+            return got
+
+        attempt()
+        if n[0] < count and g.direct_reclaim:
+            exclude = (lambda: out[:n[0]]) if KIND_IS_LRU[k] else None
+            # a bulk order-0 request reclaims for all it still wants at once; a high order
+            # reclaims for one folio at a time, as each allocation's own slow path does
+            vmscan.slowpath_reclaim(self, order, g, highest, attempt,
+                                    lambda: (count - n[0]) << order if order == 0
+                                    else (1 << order) * (n[0] < count), exclude)
+        return n[0]
+
+    def _kswapd(self):
+        """kswapd runs once woken, before the caller's next step (it works while the
+        allocating task goes on)."""
+        if self.lru.kswapd_order >= 0:
+            vmscan.run_kswapd(self)
+
+    def _wakeup_kcompactd(self, order):
+        """wakeup_kcompactd() after kswapd balanced for a high order: kcompactd_do_work(),
+        modelled as compaction of the node down to the proactive low score (the simulator's
+        compact_node() has no per-order stop)."""
+        self.pgdat.events[ev.COMPACT_DAEMON_WAKE] += 1
+        proactiveness = int(self.knobs[_compaction.K_PROACTIVENESS]) or 20
+        self._run_compact_node(migrate.MIGRATE_SYNC_LIGHT,
+                               vmstat.fragmentation_score_wmark(proactiveness, low=True))
+
+    def _free_reclaimed(self, pfns):
+        self.free_many(pfns)
+
+    def _need_reclaim(self):
+        if not self.reclaim:
+            raise ValueError("this machine does not model reclaim; build it with "
+                             "Machine(reclaim=True)")
+
+    def touch(self, pfns):
+        """folio_mark_accessed() of the folios at `pfns`: a re-read of page cache or a
+        re-touch of anonymous memory. Needs reclaim=True."""
+        self._need_reclaim()
+        vmscan.mark_accessed(self, self._heads(pfns))
+
+    def reclaim_pages(self, nr_pages):
+        """Proactive reclaim of about nr_pages pages (as memory.reclaim does): shrink_node()
+        until that many are freed or nothing more can go. Returns pages reclaimed. Needs
+        reclaim=True."""
+        self._need_reclaim()
+        if isinstance(nr_pages, bool) or not isinstance(nr_pages, (int, np.integer)) \
+                or not 0 < nr_pages <= self.nr_pages:
+            raise ValueError(f"nr_pages {nr_pages!r} must be an integer from 1 to "
+                             f"{self.nr_pages}")
+        return vmscan.shrink_node(self, int(nr_pages), False)
+
+    def handle_generation(self, handles):
+        """Per handle, how many times reclaim freed the folio it named: a handle whose
+        generation moved on since its owner got it names a folio that is gone (and may name
+        a new one)."""
+        handles = np.asarray(handles, dtype=np.int64)
+        table = self.pgdat.folio_pfn
+        if handles.size and (handles.min() < 0 or handles.max() >= len(table)):
+            raise ValueError("a handle is outside the handle table")
+        gen = self.lru.gen               # a query: handles beyond it were never reclaimed
+        out = np.zeros(handles.shape, dtype=np.int64)
+        known = handles < len(gen)
+        out[known] = gen[handles[known]]
+        return out
+
+    def lru_sizes(self):
+        """Pages per LRU list (nr_inactive_anon, ...), counting folios created since the last
+        reclaim on their inactive list as reclaim would."""
+        from .mmzone import KIND_ANON as _A
+        from .mmzone import KIND_SHMEM as _S
+        table = self.pgdat.folio_pfn
+        lru = self.lru
+        handles = np.flatnonzero(table >= 0)
+        recs = self.pgdat.mem_map[table[handles]]
+        on = KIND_IS_LRU[recs["kind"].astype(np.int64)] == 1
+        handles, recs = handles[on], recs[on]
+        lists = np.full(len(handles), vmscan.NOT_ON_LRU, dtype=np.int64)
+        known = handles < len(lru.list_of)
+        lists[known] = lru.list_of[handles[known]]
+        swap_backed = (recs["kind"] == _A) | (recs["kind"] == _S)
+        pending = lists == vmscan.NOT_ON_LRU
+        lists[pending] = np.where(swap_backed[pending], vmscan.LRU_INACTIVE_ANON,
+                                  vmscan.LRU_INACTIVE_FILE)
+        pages = np.bincount(lists, weights=np.int64(1) << recs["order"].astype(np.int64),
+                            minlength=len(vmscan.LRU_NAMES))
+        return {f"nr_{name}": int(v) for name, v in zip(vmscan.LRU_NAMES, pages)}
+
     # -- compaction and migration ---------------------------------------------------------
 
     def compact(self):
@@ -500,6 +708,8 @@ class Machine:
                 or not 0 <= ms < 1e12:
             raise ValueError(f"ms {ms!r} must be a non-negative number of milliseconds")
         self.clock_ns += int(ms * 1_000_000)
+        if self.reclaim:                                          # reclaim hook (vmscan)
+            self._kswapd()
         proactiveness = int(self.knobs[_compaction.K_PROACTIVENESS])
         while self._kcompactd_next_ns <= self.clock_ns:
             interval = KCOMPACTD_INTERVAL_NS
@@ -639,6 +849,7 @@ class Machine:
         self._offline_blocks.add(block["index"])
         self._setup_watermarks(self.pgdat.zones, self.min_free_kbytes, False)
         self._setup_pagesets()
+        _boost.reset(self)                                        # watermark boost hook
         return True, ""
 
     def _kernel_pages_without(self, z, nr_pages):
@@ -660,6 +871,7 @@ class Machine:
         self._offline_blocks.discard(block["index"])
         self._setup_watermarks(self.pgdat.zones, self.min_free_kbytes, False)
         self._setup_pagesets()
+        _boost.reset(self)                                        # watermark boost hook
         return True, ""
 
     def _block(self, index):
@@ -712,7 +924,10 @@ class Machine:
         allocated (kind "kernel", flag hwpoison) for good; see simcore.memory_failure."""
         if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)):
             raise ValueError(f"pfn {pfn!r} is not an integer")
-        return memory_failure.memory_failure(self, int(pfn), self.profile.memory_failure)
+        got = memory_failure.memory_failure(self, int(pfn), self.profile.memory_failure)
+        if self.reclaim:                                          # reclaim hook (vmscan)
+            vmscan.leave_lru_if_not_lru_kind(self, int(pfn))
+        return got
 
     def collapse(self, pfns, order=HPAGE_PMD_ORDER):
         """khugepaged/MADV_COLLAPSE of the folios at `pfns` into one folio of `order`:
@@ -792,12 +1007,14 @@ class Machine:
         else:
             field[pfns] &= ~np.uint8(mask)
 
-    def fault_anon(self, count, orders, kind="anon", cpu=None):
+    def fault_anon(self, count, orders, kind="anon", cpu=None, gfp=None):
         """Anonymous page faults with mTHP: each fault tries `orders` from the largest down and
         falls back to the next (alloc_anon_folio()), ending at order 0. Counts per-size
         anon_fault_alloc/anon_fault_fallback and thp_fault_alloc/thp_fault_fallback for PMD
         size. Simplified in bulk: once an order fails, the remaining faults fall back at once.
-        Returns {order: head PFNs granted at that order}. cpu as for alloc()."""
+        gfp: for the large orders (simcore.gfp.vma_thp_gfp_mask(defrag) gives the THP
+        fault's); order 0 is always "user". cpu as for alloc().
+        Returns {order: head PFNs granted at that order}."""
         if cpu is not None:
             self._on_cpu(cpu)
         orders = sorted({_order(o) for o in orders} | {0}, reverse=True)
@@ -808,7 +1025,7 @@ class Machine:
         for o in orders:
             if left <= 0:
                 break
-            pfns = self.alloc_many(left, o, "movable", kind)
+            pfns = self.alloc_many(left, o, "movable", kind, gfp=gfp if o else None)
             got[o] = pfns
             if o > 0:
                 stats[o, ev.MTHP_STAT_ANON_FAULT_ALLOC] += len(pfns)
@@ -854,6 +1071,7 @@ class Machine:
             "nr_free_cma": int(z[i, Z_FREE_CMA]), "cma": int(z[i, Z_CMA_PAGES]),
             "min": int(z[i, Z_WMARK_MIN]), "low": int(z[i, Z_WMARK_LOW]),
             "high": int(z[i, Z_WMARK_HIGH]), "promo": int(z[i, Z_WMARK_PROMO]),
+            "boost": int(self.boost.boost[i]),
             "protection": tuple(int(v) for v in z[i, Z_LOWMEM_RESERVE:Z_LOWMEM_RESERVE + 3]),
             "pagesets": pcp.pagesets(self.pgdat.pcp, i),
         } for i, name in self.zones}
@@ -925,6 +1143,7 @@ class Machine:
             "nr_page_table_pages": int(kind_pages[KIND_PAGETABLE]),
         }
         counters.update(zip(ev.VM_EVENT_NAMES, (int(v) for v in p.events)))
+        counters.update(zip(vmscan.RECLAIM_EVENT_NAMES, (int(v) for v in self.lru.events)))
         return counters
 
     def mthp_stats(self):
@@ -983,6 +1202,9 @@ class Machine:
             problem = self.swap_device.check()
             if problem:
                 raise InvariantError(problem)
+        problem = vmscan.check_lru(self)
+        if problem:
+            raise InvariantError(problem)
         mem_map = self.pgdat.mem_map
         for pfn in self.hwpoisoned:
             if mem_map[pfn]["type"] != PAGE_HEAD or not mem_map[pfn]["flags"] & PG_HWPOISON:
@@ -1005,7 +1227,7 @@ class Machine:
         p = self.pgdat
         arrays = [getattr(p, name) for name, _, _ in PGDAT_ARRAYS]
         arrays += [self.knobs, self.costs, self._cc, self._pool, self._migratepages,
-                   self.migrate_stats]
+                   self.migrate_stats] + self.lru.digest_arrays()
         dev = self.swap_device
         if dev is not None:
             arrays += [dev.swap_map, dev.cluster_count, dev.cluster_order]
@@ -1025,6 +1247,7 @@ class Machine:
                                       dev.solid_state, dev.blkdev),
             sorted(vars(self.zswap).items()), sorted(vars(self.ksm).items()),
             sorted(vars(self.memory_failure_counts).items()),
+            self.reclaim, self.lru.digest_scalars(), self.boost.state(),
         )
         h.update(repr(scalars).encode())
         return h.hexdigest()

@@ -26,7 +26,7 @@ Versions come from merge windows; where the notes mark a version (~) it was infe
 import dataclasses
 
 POLICY_FIELDS = ("compaction", "swap_alloc", "swapin", "zswap_store", "ksm", "memory_failure",
-                 "khugepaged", "numa_balancing", "hotunplug", "cma", "pcp")
+                 "khugepaged", "numa_balancing", "hotunplug", "cma", "pcp", "watermark_boost")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +45,7 @@ class KernelProfile:
     hotunplug: str
     cma: str
     pcp: str
+    watermark_boost: str = "every_fallback"     # simcore.boost.BOOST_POLICIES
     sources: tuple = ()          # ((policy field, "what changed, series, release"), ...)
 
     def policies(self):
@@ -87,6 +88,9 @@ BASELINE_SOURCES = (
             "lists\" (5.13/5.14): one pcp list per migratetype for orders 0..3 and one for the "
             "PMD order; \"mm/page_alloc: scale the number of pages that are batch freed\" "
             "(5.14): free_factor; zone_highsize() (5.14): high = low watermark / CPUs, fixed"),
+    ("watermark_boost", "Mel Gorman, \"mm: reclaim small amounts of memory when an external "
+                        "fragmentation event occurs\" (5.0): steal_suitable_fallback() calls "
+                        "boost_watermark() for every fallback short of a whole free pageblock"),
 )
 
 _REGISTRY = {}
@@ -97,7 +101,7 @@ def register_profile(profile):
     against its mechanism's table."""
     if not isinstance(profile, KernelProfile):
         raise ValueError(f"profile {profile!r} must be a KernelProfile")
-    from . import khugepaged, ksm, memory_failure, numa, page_isolation, pcp, swap, zswap
+    from . import boost, khugepaged, ksm, memory_failure, numa, page_isolation, pcp, swap, zswap
     from .strategies import get_strategy
     tables = {
         "swap_alloc": swap.SWAP_ALLOC_POLICIES, "swapin": swap.SWAPIN_POLICIES,
@@ -107,6 +111,7 @@ def register_profile(profile):
         "hotunplug": page_isolation.RANGE_MIGRATION_POLICIES,
         "cma": page_isolation.RANGE_MIGRATION_POLICIES,
         "pcp": pcp.PCP_POLICIES,
+        "watermark_boost": boost.BOOST_POLICIES,
     }
     get_strategy(profile.compaction)
     for field, table in tables.items():
@@ -189,8 +194,13 @@ _V612 = dataclasses.replace(
 _V618 = dataclasses.replace(
     _V612, name="linux-6.18", version="6.18",
     description="6.18 (newest): zswap stores large folios page by page",
-    zswap_store="per_page",
+    zswap_store="per_page", watermark_boost="claim_only",
     sources=_V612.sources + (
+        ("watermark_boost", "Brendan Jackman, \"mm/page_alloc: some clarifications for "
+                            "migratetype fallback\", and Johannes Weiner, \"mm: page_alloc: "
+                            "speed up fallbacks in rmqueue_bulk()\" (6.15): the boost moved "
+                            "into try_to_claim_block(); __rmqueue_steal()'s single-buddy steals "
+                            "no longer boost"),
         ("zswap_store", "Kanchana P Sridhar, \"mm: zswap swap-out of large folios\" (6.13): "
                         "zswap_store() compresses each page of a large folio; zswap_load() "
                         "still loads order 0, so swap-in falls back to order 0 once zswap was "

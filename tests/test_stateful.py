@@ -38,9 +38,10 @@ class MachineOperations(RuleBasedStateMachine):
     """One Machine (and a second NUMA node) under random operations."""
 
     @initialize(strategy=st.sampled_from(soak.STRATEGIES), profile=st.sampled_from(soak.PROFILES),
-                layout=st.integers(0, len(soak.LAYOUTS) - 1), seed=st.integers(0, 2**31))
-    def build(self, strategy, profile, layout, seed):
-        self.run = soak.Runner(soak.Config(strategy, profile, layout, seed))
+                layout=st.integers(0, len(soak.LAYOUTS) - 1), seed=st.integers(0, 2**31),
+                reclaim=st.booleans())
+    def build(self, strategy, profile, layout, seed, reclaim):
+        self.run = soak.Runner(soak.Config(strategy, profile, layout, seed, reclaim))
 
     def _do(self, *op):
         if op[0] in SKIP or (op[0] == "misuse" and soak.MISUSE[op[1]] in SKIP):
@@ -145,6 +146,13 @@ class MachineOperations(RuleBasedStateMachine):
     @rule()
     def drain_all_pages(self):
         self._do("drain")
+    @rule(ps=picks)
+    def touch(self, ps):
+        self._do("touch", ps)
+
+    @rule(nr=st.sampled_from((1, 32, 512, 4096)))
+    def reclaim_pages(self, nr):
+        self._do("reclaim_pages", nr)
 
     @rule(what=st.integers(0, len(soak.MISUSE) - 1), a=pick, b=pick)
     def misuse(self, what, a, b):
@@ -175,7 +183,7 @@ def test_every_public_operation_has_a_rule():
                "managed_pages", "vmstat", "mthp_stats", "buddyinfo", "pagetypeinfo",
                "extfrag_index", "unusable_index", "fragmentation_index", "unusable_free_index",
                "fragmentation_score", "check", "digest", "migration_stats", "memory_blocks",
-               "subsystem_stats", "pcp_pages"}
+               "subsystem_stats", "pcp_pages", "handle_generation", "lru_sizes"}
     constructors = {"from_snapshot"}       # builds a new machine; changes none
     public = {n for n in dir(simcore.Machine) if not n.startswith("_")} - queries - constructors
     rules = {n for n in dir(MachineOperations) if not n.startswith("_")}

@@ -34,13 +34,16 @@ class Backend(abc.ABC):
     def total_pages(self): ...
 
     @abc.abstractmethod
-    def fault_anon(self, count, orders):
-        """Anonymous faults with mTHP sizes `orders` (largest first, falling back).
-        Returns {order: handles}."""
+    def fault_anon(self, count, orders, gfp=None):
+        """Anonymous faults with mTHP sizes `orders` (largest first, falling back); gfp: the
+        large orders' simcore.gfp name (a THP defrag mode's). Returns {order: handles}."""
 
     @abc.abstractmethod
-    def alloc(self, count, order, kind="anon", migratetype="movable", flags=0, compact=True):
-        """Up to `count` folios of `order`; their handles (fewer when memory runs out)."""
+    def alloc(self, count, order, kind="anon", migratetype="movable", flags=0, compact=True,
+              gfp=None):
+        """Up to `count` folios of `order`; their handles (fewer when memory runs out). gfp:
+        what the allocation may do to succeed (simcore.gfp.GFP_NAMES), where the backend
+        chooses; the live kernel's callers bring their own."""
 
     @abc.abstractmethod
     def free(self, handles): ...
@@ -94,6 +97,11 @@ class Backend(abc.ABC):
     def pageblock_map(self):
         """(migratetype per pageblock, free share per pageblock), for the fragmentation map."""
         raise Unsupported("pageblock map")
+
+    def touch(self, handles):
+        """Re-read or re-touch the folios (folio_mark_accessed()); reclaim keeps referenced
+        ones longer. A backend without a reclaim model of its own does nothing."""
+        return None
 
     # Optional steps (the feature-matrix probes): a backend that cannot do one raises
     # Unsupported with the reason, and the probe's cell becomes "untested" with that reason.
@@ -156,6 +164,7 @@ class SimBackend(Backend):
         CPUs, default 2): their faults and frees take turns in chunks of THREAD_CHUNK folios,
         thread i on CPU i % cpus, so every CPU's per-CPU page lists see its share."""
         check_memory(mem, machines=nodes if nodes in (1, 2) else 1)
+        machine_kw.setdefault("reclaim", True)
         self.machine = simcore.Machine(mem=mem, seed=seed, compaction=strategy, profile=profile,
                                        **machine_kw)
         self.rng = self.machine.rng
@@ -174,10 +183,24 @@ class SimBackend(Backend):
     def total_pages(self):
         return self.machine.managed_pages
 
+    # A workload's handle is the machine's handle with its reclaim generation above bit 32:
+    # once reclaim frees a folio, the workload's handle for it is stale even where the
+    # machine hands the same number to a new folio.
     def _handles(self, pfns):
-        return self.machine.handles_of(pfns)
+        handles = self.machine.handles_of(pfns)
+        return handles | (self.machine.handle_generation(handles) << 32)
 
-    def _pfns(self, handles):
+    def _live(self, tokens):
+        """The tokens whose folio reclaim has not freed."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        handles = tokens & 0xFFFFFFFF
+        return tokens[self.machine.handle_generation(handles) == tokens >> 32]
+
+    def _pfns(self, tokens):
+        tokens = np.asarray(tokens, dtype=np.int64)
+        handles = tokens & 0xFFFFFFFF
+        if (self.machine.handle_generation(handles) != tokens >> 32).any():
+            raise ValueError("a handle names a folio that reclaim has freed")
         return self.machine.handle_pfn(handles)
 
     def _turns(self, count):
@@ -190,32 +213,41 @@ class SimBackend(Backend):
             thread = (thread + 1) % self.threads
             count -= n
 
-    def fault_anon(self, count, orders):
+    def fault_anon(self, count, orders, gfp=None):
         got = {}
         for cpu, n in self._turns(int(count)):
-            for o, p in self.machine.fault_anon(n, orders, cpu=cpu).items():
+            for o, p in self.machine.fault_anon(n, orders, cpu=cpu, gfp=gfp).items():
                 got.setdefault(o, []).append(p)
         return {o: self._handles(np.concatenate(p)) for o, p in got.items()}
 
-    def alloc(self, count, order, kind="anon", migratetype="movable", flags=0, compact=True):
+    def alloc(self, count, order, kind="anon", migratetype="movable", flags=0, compact=True,
+              gfp=None):
         parts = []
         for cpu, n in self._turns(int(count)):
             pfns = self.machine.alloc_many(n, order, migratetype, kind, flags, compact=compact,
-                                           cpu=cpu)
+                                           cpu=cpu, gfp=gfp)
             parts.append(pfns)
             if len(pfns) < n:
                 break
         return self._handles(np.concatenate(parts) if parts else np.empty(0, dtype=np.int64))
 
     def free(self, handles):
+        """Free the folios; those reclaim already took are gone and skipped."""
+        handles = self._live(handles)
         if len(handles):
             pfns = self._pfns(handles)
             for i, (cpu, n) in enumerate(self._turns(len(pfns))):
                 self.machine.free_many(pfns[i * THREAD_CHUNK:i * THREAD_CHUNK + n], cpu=cpu)
 
     def set_flags(self, handles, flags, on=True):
+        handles = self._live(handles)
         if len(handles):
             self.machine.set_flags(self._pfns(handles), flags, on)
+
+    def touch(self, handles):
+        handles = self._live(handles)
+        if len(handles) and self.machine.reclaim:
+            self.machine.touch(self._pfns(handles))
 
     def split(self, handles, new_order):
         pieces = []

@@ -172,6 +172,10 @@ def _run_on(cls, p, backend, strategy, mem, seed, keep):
         # the step the backend cannot do ends this workload; its own figures stay untested
         figures = {}
         unsupported = f"unsupported on this kernel: {exc}"
+    except simcore.OutOfMemory as exc:
+        # an allocation that had to succeed could not: the OOM killer ends the workload
+        figures = {"oom": str(exc)}
+        unsupported = ""
     after = backend.counters()
     d = delta(after, before)
     migration = {k[len("migrate_"):]: v for k, v in d.items() if k.startswith("migrate_")}

@@ -41,18 +41,23 @@ class PagecacheChurn(Workload):
         cached = 0
         writeback = np.empty(0, dtype=np.int64)
         slab_debt = 0.0
+        hot = []                         # files that stay cached, re-read every round
         for _ in range(p["rounds"]):
             backend.set_flags(writeback, "writeback", on=False)    # last round's I/O completed
+            if hot:
+                backend.touch(np.concatenate(hot))       # re-reads: reclaim keeps them
             new = []
             # Many readers at once: 1 MiB slices of files of readahead sizes, each followed by
             # the slab its reads allocate, so slab ends up scattered through memory.
             for _ in range(max(1, per_round // SLICE_PAGES)):
                 batch = np.concatenate([
                     backend.alloc(max(1, (SLICE_PAGES // (p["readahead"] + 1)) >> o), o, "file",
-                                  compact=False) for o in range(p["readahead"] + 1)])
+                                  compact=False, gfp="noretry")
+                    for o in range(p["readahead"] + 1)])
                 sizes = np.int64(1) << backend.folio_orders(batch)
                 cold = rng.random(len(batch)) >= p["hot"]     # hot files stay cached
                 lru.append((batch[cold], int(sizes[cold].sum())))
+                hot.append(batch[~cold])
                 cached += int(sizes.sum())
                 new.append(batch)
                 slab_debt += SLICE_PAGES * p["slab"]

@@ -6,6 +6,7 @@ order-9 allocations). Reports huge-pct: the share of second-phase faults served 
 asked, fallbacks per size, and the compaction figures."""
 import numpy as np
 
+from simcore.gfp import DEFRAG_MODES, vma_thp_gfp_mask
 from simcore.mmzone import PAGEBLOCK_NR_PAGES
 
 from .base import Param, Workload, parse_size_mix, register, share
@@ -25,7 +26,10 @@ class ThpHeavy(Workload):
                         low=0.0, high=1.0),
         "second": Param(0.2, "second region, as a share of memory", low=0.01, high=0.9),
         "phase2": Param("faults", "second phase: mTHP faults with the mix, or order-9 "
-                        "allocations", choices=("faults", "order9")),
+                        "hugetlb allocations (pool growth, __GFP_RETRY_MAYFAIL)",
+                        choices=("faults", "order9")),
+        "defrag": Param("madvise", "THP defrag setting for the faults (the regions are "
+                        "MADV_HUGEPAGE, as thpcompact's)", choices=DEFRAG_MODES),
     }
 
     def run(self, backend, p, extra):
@@ -34,12 +38,14 @@ class ThpHeavy(Workload):
         weights = np.array([mix[o] for o in orders])
         weights = weights / weights.sum()
         total = backend.total_pages
+        gfp = vma_thp_gfp_mask(p["defrag"], madvised=True)
         # Phase 1: fault the first region, each size its share of the pages, the sizes
         # interleaved in ROUNDS slices as a program touching a mixed region would.
         region = []
         for _ in range(ROUNDS):
             for o, w in zip(orders, weights):
-                got = backend.fault_anon(int(total * p["fill"] * w / ROUNDS) >> o, [o])
+                got = backend.fault_anon(int(total * p["fill"] * w / ROUNDS) >> o, [o],
+                                         gfp=gfp)
                 region.extend(got.values())
         handles = np.concatenate(region) if region else np.empty(0, dtype=np.int64)
         # Unmap the first half of every 2 MiB chunk of the region's virtual range (folios in
@@ -60,14 +66,14 @@ class ThpHeavy(Workload):
         figures = {}
         if p["phase2"] == "order9":
             want = int(total * p["second"]) >> 9
-            got = backend.alloc(want, 9)
+            got = backend.alloc(want, 9, kind="hugetlb", gfp="retry_mayfail")
             figures.update(requested=want, granted=len(got))
         else:
             requested = granted = 0
             for _ in range(ROUNDS):
                 for o, w in zip(orders, weights):
                     count = int(total * p["second"] * w / ROUNDS) >> o
-                    got = backend.fault_anon(count, [o])
+                    got = backend.fault_anon(count, [o], gfp=gfp)
                     at_order = len(got.get(o, ()))
                     requested += count
                     granted += at_order
