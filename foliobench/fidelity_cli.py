@@ -102,7 +102,9 @@ def add_parser(sub):
     p.add_argument("--runs", type=int, default=None,
                    help="twin: replay only the first N runs of each experiment (default all)")
     p.add_argument("--mem-cap", default=DEFAULT_CAP,
-                   help=f"live memory cap (default {DEFAULT_CAP} of MemAvailable)")
+                   # argparse %-formats help: a "30%" default must be escaped
+                   help=f"live memory cap (default {DEFAULT_CAP.replace('%', '%%')} of "
+                        f"MemAvailable)")
     p.add_argument("--strategy", action="append",
                    help="twin compaction strategy (repeatable; default the profile's)")
     p.add_argument("--profile", help="twin kernel profile (default: the one matching the "

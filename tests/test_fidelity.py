@@ -246,3 +246,11 @@ def test_compaction_zones_from_a_trace():
         (264, 600, 80)
     # a zone run without its end line is not reported
     assert compaction_zones(TRACE.rsplit("\n", 2)[0]) == [dma32]
+
+
+def test_fidelity_help_prints(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fidelity", "--help"])
+    assert exc.value.code == 0
+    from foliobench.fidelity_live import DEFAULT_CAP
+    assert f"{DEFAULT_CAP} of MemAvailable" in capsys.readouterr().out
