@@ -96,11 +96,16 @@ def settle_pcp(journal, wait_s=2.0):
 class DeferralTrace:
     """Counts compaction-deferral trace events during a `with` block, in a tracefs instance of
     our own (created with mkdir, removed at exit and by the journal if we die), so nobody
-    else's tracing is touched. counts is None where tracefs is not available."""
+    else's tracing is touched. counts is None where tracefs is not available.
 
-    def __init__(self, journal, state_dir="/run/foliobench"):
+    events: other "subsystem/name" or compaction event names to record instead; text then
+    holds the instance's whole trace at exit (tools/trace_compact_memory.py)."""
+
+    def __init__(self, journal, state_dir="/run/foliobench", events=DEFERRAL_EVENTS):
         self.journal = journal
+        self.events = tuple(e if "/" in e else f"compaction/{e}" for e in events)
         self.counts = None
+        self.text = None
         self.state_dir = pathlib.Path(state_dir)
         self.dir = None
 
@@ -124,8 +129,7 @@ class DeferralTrace:
             root = self._tracefs()
         except OSError:
             return self
-        events = root / "events" / "compaction"
-        if not all((events / e).is_dir() for e in DEFERRAL_EVENTS):
+        if not all((root / "events" / e).is_dir() for e in self.events):
             return self
         self.dir = root / "instances" / f"foliobench-fidelity-{os.getpid()}"
         try:
@@ -136,8 +140,8 @@ class DeferralTrace:
             return self
         self._undo = self.journal.add_undo(f"remove tracefs instance {self.dir.name}",
                                            self._remove, command=["rmdir", str(self.dir)])
-        for e in DEFERRAL_EVENTS:
-            (self.dir / "events" / "compaction" / e / "enable").write_text("1")
+        for e in self.events:
+            (self.dir / "events" / e / "enable").write_text("1")
         (self.dir / "trace").write_text("")
         self.counts = {}
         return self
@@ -146,8 +150,9 @@ class DeferralTrace:
         if self.counts is None:
             return False
         try:
-            text = (self.dir / "trace").read_text()
-            self.counts = {e: len(re.findall(rf"\b{e}:", text)) for e in DEFERRAL_EVENTS}
+            self.text = (self.dir / "trace").read_text()
+            names = [e.split("/")[-1] for e in self.events]
+            self.counts = {e: len(re.findall(rf"\b{e}:", self.text)) for e in names}
         finally:
             self._remove()
             self.journal.discard_undo(self._undo)
@@ -155,9 +160,9 @@ class DeferralTrace:
 
     def _remove(self):
         if self.dir is not None and self.dir.is_dir():
-            for e in DEFERRAL_EVENTS:
+            for e in self.events:
                 try:
-                    (self.dir / "events" / "compaction" / e / "enable").write_text("0")
+                    (self.dir / "events" / e / "enable").write_text("0")
                 except OSError:
                     pass
             os.rmdir(self.dir)
@@ -216,3 +221,39 @@ def thpcompact_fragment(backend, pages, order=4, refill=0.5):
     holes = int(first_half.sum()) << order
     cache = backend.alloc(int(holes * refill), 0, "file", compact=False)
     return np.concatenate([anon[~first_half], cache]), len(anon) << order, holes
+
+
+_ZONE_EVENT = re.compile(r"mm_compaction_(begin|end): zone_start=(0x[0-9a-f]+) "
+                         r"migrate_pfn=(0x[0-9a-f]+) free_pfn=(0x[0-9a-f]+) "
+                         r"zone_end=(0x[0-9a-f]+), mode=(\w+)(?: status=(\w+))?")
+_ISOLATE_EVENT = re.compile(r"mm_compaction_isolate_(migrate|free)pages: "
+                            r"range=\((0x[0-9a-f]+) ~ (0x[0-9a-f]+)\) "
+                            r"nr_scanned=(\d+) nr_taken=(\d+)")
+
+
+def compaction_zones(trace_text):
+    """Per compact_zone() run in a trace of the compaction events (mm_compaction_begin/end and
+    mm_compaction_isolate_migratepages/freepages): a list of dicts with zone_start, zone_end,
+    the scanners' start and end PFNs, the status compact_zone() ended with and the pages each
+    scanner scanned and took. Lines outside a begin/end pair are ignored."""
+    runs, cur = [], None
+    for line in trace_text.splitlines():
+        m = _ZONE_EVENT.search(line)
+        if m:
+            kind, start, migrate, free, end, mode, status = m.groups()
+            if kind == "begin":
+                cur = {"zone_start": int(start, 16), "zone_end": int(end, 16), "mode": mode,
+                       "migrate_begin": int(migrate, 16), "free_begin": int(free, 16),
+                       "migrate_scanned": 0, "migrate_taken": 0,
+                       "free_scanned": 0, "free_taken": 0}
+            elif cur is not None:
+                cur.update(migrate_end=int(migrate, 16), free_end=int(free, 16), status=status)
+                runs.append(cur)
+                cur = None
+            continue
+        m = _ISOLATE_EVENT.search(line)
+        if m and cur is not None:
+            scanner = m.group(1)
+            cur[f"{scanner}_scanned"] += int(m.group(4))
+            cur[f"{scanner}_taken"] += int(m.group(5))
+    return runs

@@ -226,14 +226,17 @@ def isolate_freepages_block(pgdat, cc, pool, start, end):
 
 @jit
 def isolate_freepages(pgdat, cc, pool):
-    """isolate_freepages(): fast_isolate_freepages() first; if it found nothing, walk pageblocks
-    down from cc->free_pfn, above the migrate scanner, until the pool covers everything isolated
-    for migration. (The kernel skips the walk whenever cc->nr_freepages is non-zero; we skip it
-    only when the fast search isolated something, so that leftover smaller targets in the
-    per-order pool do not starve a larger source.)"""
-    before = cc[CC_NR_FREEPAGES]
+    """isolate_freepages(): fast_isolate_freepages() first; if the pool is then still empty,
+    walk pageblocks down from cc->free_pfn, above the migrate scanner, until the pool covers
+    everything isolated for migration.
+
+    As in the kernel (6.10+ and before), the walk is skipped whenever cc->nr_freepages is
+    non-zero, even if the pages left in the pool are all smaller than the folio asking: then
+    compaction_alloc() finds no target, migrate_pages() returns -ENOMEM before the scanners
+    met and compact_zone() ends the zone with COMPACT_CONTENDED. A compact_memory trace on
+    this project's 6.18 VM shows exactly that (docs/fidelity.md, "The free scanner, traced")."""
     fast_isolate_freepages(pgdat, cc, pool)
-    if cc[CC_NR_FREEPAGES] > before:
+    if cc[CC_NR_FREEPAGES] > 0:
         return
     z = cc[CC_ZONE]
     zone_start = pgdat.zones[z, Z_START]
@@ -511,3 +514,18 @@ def compaction_free(pgdat, target, dst, order):
 def entry_fast_isolate_freepages(node, cc, pool):
     """fast_isolate_freepages() on a machine (for tests and tools)."""
     fast_isolate_freepages(node.arrays, cc, pool)
+
+
+@jit
+def entry_take_smallest_fit(node, cc, pool, order):
+    """compaction_alloc()'s 6.9+ body on a machine (for tests): a target PFN or -1."""
+    return take_smallest_fit(node.arrays, cc, pool, order)
+
+
+@jit
+def entry_isolate_into_pool(node, cc, pool, pfn, order):
+    """Take the free buddy at `pfn` off the free lists into the pool (for tests)."""
+    if not isolate_free_page(node.arrays, cc[CC_ZONE], pfn, order):
+        return False
+    pool_add(cc, pool, pfn, order)
+    return True

@@ -193,3 +193,32 @@ def test_direct_compaction_with_the_shortcuts_loses_nothing(seed, order, share):
     m.check()
     assert m.allocated_pages() == pages + (len(got) << order)
     assert m.free_pages() + m.pcp_pages() + m.allocated_pages() == m.managed_pages
+
+
+def leftover_and_order4_above(m):
+    """A zone whose free scanner would find an order-4 block in the last pageblock, and a
+    compact_memory control (order -1: no fast search) that already holds one isolated order-0
+    page as a leftover target."""
+    zone_end = int(m.pgdat.zones[0, Z_END])
+    last_block = (zone_end - 1) & ~(PAGEBLOCK_NR_PAGES - 1)
+    # LOW keeps the zone above its watermark for the isolation of an order-4 block
+    m.free_many(np.array(LOW + list(range(last_block, last_block + 16)) + [last_block - 7]))
+    assert m.pgdat.mem_map[last_block]["order"] == 4
+    cc, pool = direct_cc(m, -1)
+    assert freescan.entry_isolate_into_pool(m.pgdat, cc, pool, last_block - 7, 0)
+    cc[CC_NR_MIGRATEPAGES] = 16
+    return cc, pool, last_block
+
+
+def test_compaction_alloc_gives_up_when_leftover_targets_are_too_small():
+    """isolate_freepages() skips its walk while cc->nr_freepages is non-zero (the kernel's
+    rule), so a large source with only smaller leftovers gets no target: -ENOMEM, and the
+    order-4 block above stays on the free lists."""
+    m, _ = full_zone(0)
+    cc, pool, last_block = leftover_and_order4_above(m)
+    assert freescan.entry_take_smallest_fit(m.pgdat, cc, pool, 4) == -1
+    assert m.pgdat.mem_map[last_block]["type"] == PAGE_BUDDY
+    assert cc[CC_NR_FREEPAGES] == 1
+    # with the pool empty the walk runs and the order-4 block becomes the target
+    assert freescan.entry_take_smallest_fit(m.pgdat, cc, pool, 0) == last_block - 7
+    assert freescan.entry_take_smallest_fit(m.pgdat, cc, pool, 4) == last_block

@@ -209,3 +209,48 @@ def test_re_recording_removes_snapshots_the_new_manifest_does_not_name(tmp_path)
                                  "runs": [{"snapshot": "compact_memory-1.npz"}]}]}
     fidelity_live._remove_stale_snapshots(tmp_path, manifest)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["compact_memory-1.npz", "mine-1.npz"]
+
+
+TRACE = """\
+ python-1 [000] ..... 1.0: mm_compaction_isolate_freepages: range=(0x10 ~ 0x20) \
+nr_scanned=9 nr_taken=9
+ python-1 [000] ..... 1.1: mm_compaction_begin: zone_start=0x1000 migrate_pfn=0x1000 \
+free_pfn=0xffe00 zone_end=0x100000, mode=sync
+ python-1 [000] ..... 1.2: mm_compaction_isolate_migratepages: range=(0x1000 ~ 0x1200) \
+nr_scanned=512 nr_taken=0
+ python-1 [000] ..... 1.3: mm_compaction_end: zone_start=0x1000 migrate_pfn=0xffe00 \
+free_pfn=0xffe00 zone_end=0x100000, mode=sync status=complete
+ python-1 [000] ..... 1.4: mm_compaction_begin: zone_start=0x100000 migrate_pfn=0x100000 \
+free_pfn=0x5b7e00 zone_end=0x5b8000, mode=sync
+ python-1 [000] ..... 1.5: mm_compaction_isolate_migratepages: range=(0x100000 ~ 0x100200) \
+nr_scanned=512 nr_taken=264
+ python-1 [000] ..... 1.6: mm_compaction_isolate_freepages: range=(0x5b7e00 ~ 0x5b8000) \
+nr_scanned=512 nr_taken=0
+ python-1 [000] ..... 1.7: mm_compaction_isolate_freepages: range=(0x58cc00 ~ 0x58cc58) \
+nr_scanned=88 nr_taken=80
+ python-1 [000] ..... 1.8: mm_compaction_migratepages: nr_migrated=0 nr_failed=264
+ python-1 [000] ..... 1.9: mm_compaction_end: zone_start=0x100000 migrate_pfn=0x100200 \
+free_pfn=0x58cc58 zone_end=0x5b8000, mode=sync status=contended
+"""
+
+
+def test_compaction_zones_from_a_trace():
+    from livekernel.fidelity import compaction_zones
+    dma32, normal = compaction_zones(TRACE)
+    assert (dma32["status"], dma32["migrate_scanned"], dma32["free_scanned"]) == \
+        ("complete", 512, 0)
+    assert normal["status"] == "contended"
+    assert (normal["migrate_begin"], normal["migrate_end"]) == (0x100000, 0x100200)
+    assert (normal["free_begin"], normal["free_end"]) == (0x5b7e00, 0x58cc58)
+    assert (normal["migrate_taken"], normal["free_scanned"], normal["free_taken"]) == \
+        (264, 600, 80)
+    # a zone run without its end line is not reported
+    assert compaction_zones(TRACE.rsplit("\n", 2)[0]) == [dma32]
+
+
+def test_fidelity_help_prints(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fidelity", "--help"])
+    assert exc.value.code == 0
+    from foliobench.fidelity_live import DEFAULT_CAP
+    assert f"{DEFAULT_CAP} of MemAvailable" in capsys.readouterr().out
