@@ -2,8 +2,8 @@
 fails, with a table of what moved, unless the same commit updates the baseline.
 
     python -m benchmarks.gate             # compare asv's results for HEAD with the baseline
-    python -m benchmarks.gate --update    # write the baseline from asv's results for HEAD
     python -m benchmarks.gate --direct    # compute the values in-process instead of from asv
+    python -m benchmarks.gate --direct --update    # write the baseline (every value)
 
 Values come from the asv results file of the checked-out commit (asv run --set-commit-hash, see
 tools/bench), or, with --direct, from calling the same benchmark classes here.
@@ -25,6 +25,10 @@ ASV_RESULTS = REPO / "results" / "asv"
 # The benchmark classes whose track_ values are exact (deterministic simulator runs).
 DETERMINISTIC = ("bench_workloads.WorkloadOutcome", "bench_compaction.CompactionOutcome",
                  "bench_matrix.MatrixOutcome", "bench_traces.TraceOutcome")
+# Values only --direct computes (a class's gate_values(), one per counter, under its gate_name);
+# asv records them folded into one track_ per combination, so a comparison of asv's results
+# leaves these baseline keys out
+DIRECT_ONLY = ("bench_traces.TraceOutcome.track_value(",)
 
 
 def _key(name, params):
@@ -83,7 +87,8 @@ def from_asv(commit, results_dir=ASV_RESULTS):
 
 def direct(classes=DETERMINISTIC):
     """The same values computed in this process from the benchmark classes (all of
-    DETERMINISTIC, or the named ones)."""
+    DETERMINISTIC, or the named ones), plus each class's gate_values() one by one (the
+    DIRECT_ONLY keys)."""
     sys.path.insert(0, str(REPO))
     import importlib
     out = {}
@@ -98,7 +103,17 @@ def direct(classes=DETERMINISTIC):
             for combo in itertools.product(*cls.params):
                 value = meth(cache, *combo)
                 out[_key(f"{qualname}.{meth_name}", [str(c) for c in combo])] = _clean(value)
+        if hasattr(bench, "gate_values"):
+            for combo in itertools.product(*cls.params):
+                for name, value in bench.gate_values(cache, *combo).items():
+                    out[_key(f"{qualname}.{cls.gate_name}", [*map(str, combo), name])] = \
+                        _clean(value)
     return out
+
+
+def asv_comparable(baseline):
+    """The baseline without the DIRECT_ONLY keys: what asv's results can be compared with."""
+    return {k: v for k, v in baseline.items() if not k.startswith(DIRECT_ONLY)}
 
 
 def _clean(value):
@@ -154,6 +169,10 @@ def main(argv=None):
     parser.add_argument("--direct", action="store_true", help="compute values in-process")
     parser.add_argument("--commit", help="asv results of this commit (default: HEAD)")
     args = parser.parse_args(argv)
+    if args.update and not args.direct:
+        print("gate: --update needs --direct: asv records each trace's values folded into one, "
+              "the baseline keeps every value", file=sys.stderr)
+        return 2
     try:
         if args.direct:
             current = direct()
@@ -170,13 +189,16 @@ def main(argv=None):
         print(f"gate: baseline written: {len(current)} values -> {BASELINE}")
         return 0
     if not BASELINE.exists():
-        print(f"gate: no baseline at {BASELINE}; create it with --update", file=sys.stderr)
+        print(f"gate: no baseline at {BASELINE}; create it with --direct --update",
+              file=sys.stderr)
         return 2
-    moved = compare(json.loads(BASELINE.read_text()), current)
+    baseline = json.loads(BASELINE.read_text())
+    moved = compare(baseline if args.direct else asv_comparable(baseline), current)
     if moved:
         print(f"gate: {len(moved)} deterministic benchmark value(s) moved against "
               f"{BASELINE.relative_to(REPO)}:\n{format_moved(moved)}\n"
-              f"If the change is intended, run `python -m benchmarks.gate --update` and commit "
+              f"If the change is intended, run `python -m benchmarks.gate --direct --update` and "
+              f"commit "
               f"the new baseline with it.")
         return 1
     print(f"gate: {len(current)} deterministic benchmark values match the baseline")
