@@ -54,6 +54,10 @@ VENDORED = {
 }
 EXTERNAL_TAG = re.compile(r'<(script|link)\b[^>]*?\b(?:src|href)="(https?://[^"]+)"[^>]*>')
 DEFAULT_REGEX = "Outcome"
+FULL_MATRIX = "full.html"    # foliobench.matrix.FULL_NAME: the last full default matrix
+BACK_LINK = '<p id="history-back"><a href="index.html">&larr; back to the history site</a></p>'
+NO_REGRESSIONS = ('<p id="no-regressions">No regressions: no commit in this history made a '
+                  'tracked value worse.</p>')
 KEEP_CACHES = 16            # numba caches (simcore versions) kept in WORKDIR/numba
 # mtime given to a checkout's simcore sources when no live tree shares them: numba's cache index
 # is keyed on each source's (mtime, size), so it must be the same on every export
@@ -293,10 +297,16 @@ def publish(repo, asv, conf_path, conf):
     html = pathlib.Path(conf["html_dir"])
     for url in localize(html):
         print(f"history: warning: the site still loads {url} from the network", file=sys.stderr)
-    matrix = repo / "results" / "matrix" / "latest.html"
+    matrix = repo / "results" / "matrix" / FULL_MATRIX
     if matrix.is_file():
         link_matrix(html, matrix)
-    return read_feed(html)
+    else:
+        print(f"history: no full feature matrix at {matrix}: the site links none (`foliobench "
+              f"matrix` with the default selection saves one)", file=sys.stderr)
+    steps = read_feed(html)
+    if not steps:
+        say_no_regressions(html)
+    return steps
 
 
 def localize(html):
@@ -327,8 +337,14 @@ def localize(html):
 
 
 def link_matrix(html, matrix):
-    """The latest feature matrix next to the site, linked from its navigation bar."""
-    shutil.copyfile(matrix, html / "matrix.html")
+    """The full default feature matrix (every profile, size and subsystem; foliobench matrix
+    saves it as results/matrix/full.html) next to the site, linked from its navigation bar and
+    linking back. Not latest.html: that is whatever matrix ran last, one cell after a narrow
+    run."""
+    page = matrix.read_text()
+    if BACK_LINK not in page:
+        page = page.replace("<body>", "<body>\n" + BACK_LINK, 1)
+    (html / "matrix.html").write_text(page)
     index = html / "index.html"
     text = index.read_text()
     anchor = '<li id="nav-li-regressions">'
@@ -338,13 +354,23 @@ def link_matrix(html, matrix):
             + anchor, 1))
 
 
+def say_no_regressions(html):
+    """asv's Regressions tab draws an empty table when the feed is empty; a line above it says
+    there are none."""
+    index = html / "index.html"
+    text = index.read_text()
+    anchor = '<div id="regressions-body">'
+    if NO_REGRESSIONS not in text and anchor in text:
+        index.write_text(text.replace(anchor, NO_REGRESSIONS + "\n" + anchor, 1))
+
+
 def read_feed(html):
     """The steps in asv's regressions.json: [(benchmark, first bad commit, before, after)]."""
     regressions = json.loads((html / "regressions.json").read_text())["regressions"]
     rev_to_hash = json.loads((html / "index.json").read_text())["revision_to_hash"]
     steps = []
     for name, _path, _params, _idx, _last, _best, jumps in regressions:
-        for _before_rev, after_rev, before, after in jumps:
+        for _before_rev, after_rev, before, after in jumps or ():     # asv may give null
             steps.append((name, rev_to_hash[str(after_rev)], before, after))
     return steps
 

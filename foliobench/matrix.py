@@ -39,6 +39,7 @@ SIZES = ("4K", "16K", "32K", "64K", "128K", "256K", "512K", "1M", "2M")
 SIZE_ORDERS = {s: o for s, o in zip(SIZES, (0, 2, 3, 4, 5, 6, 7, 8, 9))}
 ORDER_SIZES = {o: s for s, o in SIZE_ORDERS.items()}
 LIVE_ARENA = "512M"
+FULL_NAME = "full"      # results/matrix/full.*: the last full default simulator matrix
 SYMBOLS = {PERFECTLY: "✓", SUB_OPTIMALLY: "~", BARELY: "!", NOT_AT_ALL: "✗", UNTESTED: "?"}
 COLOURS = {PERFECTLY: "#1a9850", SUB_OPTIMALLY: "#fee08b", BARELY: "#fc8d59",
            NOT_AT_ALL: "#d73027", UNTESTED: "#d9d9d9"}
@@ -134,7 +135,17 @@ def run_sim(profiles=None, orders=None, seed=0, probes=PROBES):
     orders = sorted(SIZE_ORDERS.values()) if orders is None else orders
     t0 = time.perf_counter()
     matrices = [sim_matrix(name, orders, seed, probes) for name in names]
-    return document(matrices, backend="sim", seed=seed, wall_s=time.perf_counter() - t0)
+    return document(matrices, backend="sim", seed=seed,
+                    complete=full_selection(names, orders, probes),
+                    wall_s=time.perf_counter() - t0)
+
+
+def full_selection(profiles, orders, probes):
+    """True for every simulator profile x every size x every subsystem: the matrix the history
+    site links (save() keeps the last one as full.*)."""
+    return (set(profiles) == set(simprofiles.profiles())
+            and sorted(orders) == sorted(SIZE_ORDERS.values())
+            and [p.name for p in probes] == [p.name for p in PROBES])
 
 
 def document(matrices, **meta):
@@ -270,7 +281,9 @@ RENDERERS = {"md": render_markdown, "html": render_html, "json": render_json}
 
 def save(doc, root, label):
     """results/matrix/<UTC timestamp>-<label>/matrix.{md,html,json} and
-    results/matrix/latest.{md,html,json}, each written atomically. Returns the directory."""
+    results/matrix/latest.{md,html,json}, plus full.{md,html,json} when the run was the full
+    default simulator matrix (the one the history site links), each written atomically.
+    Returns the directory."""
     from foliobench import results
     base = root / "matrix"
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -284,6 +297,8 @@ def save(doc, root, label):
         results.write_text(run_dir, f"matrix.{fmt}", text)
     for fmt, text in texts.items():
         results.write_text(base, f"latest.{fmt}", text)
+        if doc.get("complete"):
+            results.write_text(base, f"{FULL_NAME}.{fmt}", text)
     return run_dir
 
 

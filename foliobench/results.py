@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 import simcore
+from livekernel.journal import pid_alive
 from workloads.base import git_commit  # noqa: F401  (part of this module's API)
 
 RESULTS_CSV = "results.csv"
@@ -108,16 +109,6 @@ def save_run(run_dir, write):
     return final
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def cleanup_leftovers(runs_dir, now=None):
     """Remove what killed runs left in `runs_dir` (`<out>/runs`): staging directories whose
     process is gone, and run directories without results.json that nothing has touched for
@@ -134,7 +125,7 @@ def cleanup_leftovers(runs_dir, now=None):
             continue
         partial = _PARTIAL.match(path.name)
         if partial:
-            stale = not _pid_alive(int(partial["pid"]))
+            stale = not pid_alive(int(partial["pid"]))
         else:
             stale = (_RUN_NAME.match(path.name) is not None
                      and not (path / RESULTS_JSON).exists()

@@ -43,7 +43,11 @@ def run_cell(cell, repeats=1):
     No simulated machine outlives its run: run_one() keeps nothing (keep=None) and the
     collector runs before the next repeat, so only the rows cross the wire."""
     cell = Cell.from_dict(cell) if isinstance(cell, dict) else cell
-    factory = functools.partial(SimBackend, profile=cell.profile)
+    if cell.snapshot:           # the digital twin of a snapshot (run W --snapshot FILE)
+        from .replay import TwinBackend
+        factory = functools.partial(TwinBackend, snapshot=cell.snapshot, profile=cell.profile)
+    else:
+        factory = functools.partial(SimBackend, profile=cell.profile)
     rows = []
     for r in range(repeats):
         t0, cpu0 = time.perf_counter(), time.process_time()
@@ -122,7 +126,8 @@ def worker_memory_needed(cells):
 
 
 def _biggest(cells):
-    return max(cells, key=cell_bytes).mem
+    cell = max(cells, key=cell_bytes)
+    return f"{cell.mem} (snapshot {cell.snapshot})" if cell.snapshot else cell.mem
 
 
 def plan_local(cells, workers=None, worker_memory=None, available=None):
@@ -246,13 +251,13 @@ def _sigterm_as_interrupt():
 
 def run_sweep(spec, store, *, serial=False, scheduler=None, workers=None, worker_memory=None,
               cell_fn=run_cell, progress_stream=None, log=None):
-    """Run the cells of `spec` that `store` lacks; write each as it finishes. Returns
-    (cells run, cells failed, interrupted). ValueError before any work when a cell cannot
-    fit."""
+    """Run the cells of `spec` that `store` lacks or has only as an error (a resumed sweep
+    re-runs its failed cells); write each as it finishes. Returns (cells run, cells failed,
+    interrupted). ValueError before any work when a cell cannot fit."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     cells = spec.cells()
     store.clean_temporaries()
-    todo = store.missing(cells)
+    todo = store.todo(cells)
     progress = Progress(len(cells), len(cells) - len(todo), progress_stream)
     if serial:
         plan_local(todo, 1, worker_memory)             # refuses what cannot fit here
@@ -309,7 +314,8 @@ def add_parser(sub):
     p.add_argument("--worker-memory", metavar="SIZE",
                    help="memory limit per local worker (default: from the largest cell)")
     p.add_argument("--out", help="results root (default results/sweeps)")
-    p.add_argument("--resume", metavar="DIR", help="run only the cells DIR lacks")
+    p.add_argument("--resume", metavar="DIR", help="run the cells DIR lacks and again those "
+                                                   "that failed")
     p.add_argument("--figure", action="append", help="show: the figures to plot "
                                                      "(repeatable; default the headline ones)")
     p.add_argument("--plots", metavar="DIR", help="show: where the PNGs go (default DIR/_plots)")
@@ -374,7 +380,9 @@ def main(args):
     ran, failed, interrupted = run_sweep(spec, store, serial=args.serial, scheduler=scheduler,
                                          workers=args.workers, worker_memory=args.worker_memory)
     left = len(store.missing(cells))
+    again = "" if not failed or interrupted else \
+        f"  (--resume {store.path} runs the failed cells again)"
     print(f"sweep: {ran} cells run ({failed} failed), {left} left; results: {store.path}"
-          + (f"  (interrupted: resume with --resume {store.path})" if interrupted else ""),
+          + (f"  (interrupted: resume with --resume {store.path})" if interrupted else again),
           file=sys.stderr)
     return 130 if interrupted else 0

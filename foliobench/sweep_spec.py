@@ -11,14 +11,18 @@ ValueError naming the value and what is allowed.
     profiles = ["linux-6.1", "linux-6.18"]
     mem = ["1G"]
     seeds = {start = 0, count = 5}
+    # or, instead of mem: snapshots = ["fleet/a.npz", "fleet/b.npz"] (each cell on the digital
+    # twin of that snapshot, Machine.from_snapshot; the machine has the snapshot's size)
     [params]
     load = {start = 0.1, stop = 0.9, step = 0.2}
 """
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
 import math
+import os
 
 import simcore
 from simcore import profiles as simprofiles
@@ -30,7 +34,7 @@ from workloads.base import DEFAULT_MEM, QUICK_MEM, get_workload, resolve_params
 
 # spec key -> the names --grid also accepts for it
 AXES = {"workloads": ("workload",), "strategies": ("strategy",), "profiles": ("profile",),
-        "mem": ("mems",), "seeds": ("seed",)}
+        "mem": ("mems",), "seeds": ("seed",), "snapshots": ("snapshot",)}
 SCALARS = ("repeats", "quick")
 MAX_CELLS = 1_000_000
 
@@ -43,6 +47,9 @@ MAX_CELLS = 1_000_000
 # CELL_BASE_BYTES is a worker process with numpy, numba's compiled simcore, pandas and
 # distributed loaded (340 MB measured after a 64M cell).
 BYTES_PER_PAGE = PAGE_DTYPE.itemsize + 8 * 8
+# A twin cell also decodes its snapshot: kpageflags (uint64) and kpagecount (uint16) per PFN,
+# and the run-length decoding's int64 repeat counts
+SNAPSHOT_BYTES_PER_PAGE = 8 + 2 + 8
 CELL_BASE_BYTES = 400 << 20
 PAGE_SIZE = 4096
 
@@ -57,19 +64,27 @@ class Cell:
     seed: int
     params: tuple = ()
     quick: bool = False
+    snapshot: str = ""          # a snapshot file: the cell runs on its twin ("" for none)
 
     def coords(self):
-        """The grid coordinates as columns (parameters as param_<name>, like `run`'s rows)."""
+        """The grid coordinates as columns (parameters as param_<name>, like `run`'s rows;
+        snapshot only in a sweep over snapshots)."""
         out = {"workload": self.workload, "strategy": self.strategy, "profile": self.profile,
                "mem": self.mem, "seed": self.seed}
+        if self.snapshot:
+            out["snapshot"] = self.snapshot
         out.update({f"param_{k}": v for k, v in self.params})
         return out
 
     @property
     def key(self):
-        """A stable name for the cell (its file name): a hash of its coordinates."""
-        text = json.dumps([self.workload, self.strategy, self.profile, self.mem, self.seed,
-                           [list(p) for p in self.params], self.quick], sort_keys=True)
+        """A stable name for the cell (its file name): a hash of its coordinates (the snapshot
+        only when there is one, so the keys of sweeps without snapshots stay as they were)."""
+        coords = [self.workload, self.strategy, self.profile, self.mem, self.seed,
+                  [list(p) for p in self.params], self.quick]
+        if self.snapshot:
+            coords.append(self.snapshot)
+        text = json.dumps(coords, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def to_dict(self):
@@ -90,22 +105,33 @@ class SweepSpec:
     params: tuple = ()          # ((name, (values...)), ...)
     repeats: int = 1
     quick: bool = False
+    snapshots: tuple = ()       # snapshot files: an axis in place of mem
+
+    def machines(self):
+        """[(mem, snapshot file or "")]: the mem axis, or each snapshot with its own size."""
+        if self.snapshots:
+            return [(snapshot_mem(path), path) for path in self.snapshots]
+        return [(m, "") for m in self.mem]
 
     def cells(self):
         """Every cell of the grid, in a fixed order."""
         names = [n for n, _ in self.params]
         out = []
-        for w, s, pr, m, seed in itertools.product(self.workloads, self.strategies,
-                                                   self.profiles, self.mem, self.seeds):
+        for w, s, pr, (m, snap), seed in itertools.product(
+                self.workloads, self.strategies, self.profiles, self.machines(), self.seeds):
             for values in itertools.product(*(v for _, v in self.params)):
                 out.append(Cell(w, s, pr, m, seed, tuple(zip(names, values, strict=True)),
-                                self.quick))
+                                self.quick, snap))
         return out
 
     def swept(self):
         """The names of the axes with more than one value (parameters as param_<name>)."""
         axes = {"workload": self.workloads, "strategy": self.strategies,
-                "profile": self.profiles, "mem": self.mem, "seed": self.seeds}
+                "profile": self.profiles, "seed": self.seeds}
+        if self.snapshots:
+            axes["snapshot"] = self.snapshots
+        else:
+            axes["mem"] = self.mem
         axes.update({f"param_{n}": v for n, v in self.params})
         return [name for name, values in axes.items() if len(values) > 1]
 
@@ -114,13 +140,56 @@ class SweepSpec:
         d["params"] = {n: list(v) for n, v in self.params}
         for key in AXES:
             d[key] = list(d[key])
+        if self.snapshots:
+            del d["mem"]            # the snapshots' own sizes
+        else:
+            del d["snapshots"]
         return d
 
 
 def cell_bytes(cell):
     """Estimated peak memory of one cell's simulated machine, in bytes (without the worker's
-    own CELL_BASE_BYTES)."""
-    return parse_size(cell.mem) // PAGE_SIZE * BYTES_PER_PAGE
+    own CELL_BASE_BYTES); a twin also holds its decoded snapshot."""
+    per_page = BYTES_PER_PAGE + (SNAPSHOT_BYTES_PER_PAGE if cell.snapshot else 0)
+    return parse_size(cell.mem) // PAGE_SIZE * per_page
+
+
+@functools.lru_cache(maxsize=256)
+def snapshot_mem(path):
+    """The machine size of a snapshot file ("64M"), from its header alone; ValueError naming
+    the file when it is not a readable foliobench snapshot."""
+    import zipfile
+
+    import numpy as np
+
+    from simcore import snapshot_file
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            header = json.loads(npz["header"].tobytes().decode())
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ValueError(f"snapshot {path!r} is not a readable foliobench snapshot: {reason}") \
+            from None
+    nr = header.get("nr_pfns") if isinstance(header, dict) else None
+    if (not isinstance(header, dict) or header.get("format") != snapshot_file.FORMAT
+            or not isinstance(nr, int) or nr <= 0):
+        raise ValueError(f"snapshot {path!r} is not a foliobench snapshot")
+    return format_size(nr * PAGE_SIZE)
+
+
+def _snapshots(values, doc):
+    if "mem" in doc:
+        raise ValueError("give mem or snapshots, not both: a twin has its snapshot's size")
+    out = []
+    for v in values:
+        if not isinstance(v, str) or not v:
+            raise ValueError(f"snapshot {v!r} is not a file name")
+        path = os.path.abspath(v)          # workers may run in another directory
+        if not os.path.isfile(path):
+            raise ValueError(f"snapshot {v!r} is not a file")
+        snapshot_mem(path)
+        out.append(path)
+    return out
 
 
 def _values(name, raw):
@@ -222,7 +291,10 @@ def parse_spec(doc):
     profiles = _names("profile", _values("profiles", doc.get("profiles",
                                                              [simprofiles.newest().name])),
                       simprofiles.get_profile)
-    mem = _mem(_values("mem", doc.get("mem", QUICK_MEM if quick else DEFAULT_MEM)))
+    snapshots = _snapshots(_values("snapshots", doc["snapshots"]), doc) \
+        if "snapshots" in doc else []
+    mem = [] if snapshots else _mem(_values("mem", doc.get("mem", QUICK_MEM if quick
+                                                          else DEFAULT_MEM)))
     seeds = _seeds(_values("seeds", doc.get("seeds", [0])))
     raw_params = doc.get("params", {})
     if not isinstance(raw_params, dict):
@@ -236,9 +308,11 @@ def parse_spec(doc):
         params.append((name, tuple(dict.fromkeys(values))))
     spec = SweepSpec(tuple(dict.fromkeys(workloads)), tuple(dict.fromkeys(strategies)),
                      tuple(dict.fromkeys(profiles)), tuple(dict.fromkeys(mem)),
-                     tuple(dict.fromkeys(seeds)), tuple(params), repeats, quick)
-    total = math.prod(len(v) for v in (spec.workloads, spec.strategies, spec.profiles, spec.mem,
-                                       spec.seeds)) * math.prod(len(v) for _, v in spec.params)
+                     tuple(dict.fromkeys(seeds)), tuple(params), repeats, quick,
+                     tuple(dict.fromkeys(snapshots)))
+    total = math.prod(len(v) for v in (spec.workloads, spec.strategies, spec.profiles,
+                                       spec.snapshots or spec.mem, spec.seeds)) \
+        * math.prod(len(v) for _, v in spec.params)
     if total > MAX_CELLS:
         raise ValueError(f"the grid has {total} cells; at most {MAX_CELLS}")
     return spec
@@ -275,7 +349,8 @@ def _grid_value(text):
 
 def grid_doc(items, quick=False, repeats=1):
     """A spec dict from --grid NAME=V1,V2,... (or NAME=START:STOP:STEP, a range) flags.
-    NAME is workload(s), strategy(-ies), profile(s), mem, seed(s) or a workload parameter."""
+    NAME is workload(s), strategy(-ies), profile(s), mem, seed(s), snapshot(s) or a workload
+    parameter."""
     doc = {"quick": quick, "repeats": repeats}
     alias = {a: key for key, names in AXES.items() for a in (key,) + names}
     for item in items:
@@ -294,7 +369,7 @@ def grid_doc(items, quick=False, repeats=1):
                 raise ValueError(f"empty grid: --grid {item!r} has no values")
         if name in alias:
             key = alias[name]
-            if key == "mem" and isinstance(values, list):
+            if key in ("mem", "snapshots") and isinstance(values, list):
                 values = [str(v) for v in values]
             if key in doc:
                 raise ValueError(f"--grid {name} is given twice")

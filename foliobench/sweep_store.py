@@ -101,6 +101,23 @@ class SweepStore:
         done = self.done_keys()
         return [c for c in cells if c.key not in done]
 
+    def failed_keys(self):
+        """The keys of the finished cells that have an error in a row."""
+        out = set()
+        for p in self.path.glob(f"{PARTITION}=*/*.parquet"):
+            if p.name.startswith("."):
+                continue
+            errors = pq.read_table(p, columns=["error"]).column("error")
+            if errors.null_count < len(errors):
+                out.add(p.stem)
+        return out
+
+    def todo(self, cells):
+        """The cells to run: those without a file, and those whose file records an error
+        (a resumed sweep tries its failed cells again)."""
+        done, failed = self.done_keys(), self.failed_keys()
+        return [c for c in cells if c.key not in done or c.key in failed]
+
     def write_cell(self, cell: Cell, rows):
         """Write one finished cell's rows (atomically); widen the schema file first when the
         cell brings a column or a type the dataset has not seen."""

@@ -428,7 +428,7 @@ def _restore_leftovers(state_dir, out):
     # the journal started last recorded the values the earlier ones left: undo it first
     for _, _, path, state in sorted(journals, key=lambda j: (j[0], j[1]), reverse=True):
         pid = int(state.get("pid", -1))
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         journal = SettingsJournal(out=out, root=state.get("root", "/"))
         for kind, *args in state.get("steps", []):
@@ -447,7 +447,9 @@ def _restore_leftovers(state_dir, out):
     return done
 
 
-def _alive(pid):
+def pid_alive(pid):
+    """Whether process `pid` exists (signal 0; EPERM means it exists under another user). The
+    one such check: foliobench.results uses it for the staging directories of killed runs."""
     if pid <= 0:
         return False
     try:

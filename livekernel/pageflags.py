@@ -8,8 +8,6 @@ admin-guide/mm/pagemap.rst). Both are read in bulk with numpy: one pread per vir
 one per run of nearby PFNs, never a Python loop per page.
 """
 import ctypes
-import ctypes.util
-import functools
 import os
 
 import numpy as np
@@ -59,12 +57,9 @@ def resident(address, nr_pages):
     return (np.frombuffer(vec.raw, dtype=np.uint8) & 1).astype(bool)
 
 
-@functools.cache
 def _mincore():
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fn = libc.mincore
-    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
-    return fn
+    from .libc import LIBC
+    return LIBC.mincore
 
 
 def kpageflags(pfns):

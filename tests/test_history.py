@@ -36,6 +36,7 @@ _Folio.target_policy = _freescan.TARGET_ORDER0
 
 
 MATRIX_PAGE = "<!DOCTYPE html><html><body><h1>feature matrix</h1></body></html>\n"
+NARROW_MATRIX_PAGE = "<!DOCTYPE html><html><body><h1>one cell</h1></body></html>\n"
 
 
 def _git(cwd, *args):
@@ -64,9 +65,10 @@ def history(tmp_path_factory):
         fh.write(SYNTHETIC_REGRESSION)
     _git(clone, "commit", "--quiet", "-am", "synthetic: folio compaction splits large folios")
     synthetic = _git(clone, "rev-parse", "HEAD")
-    matrix = clone / "results" / "matrix" / "latest.html"     # as foliobench matrix saves it
+    matrix = clone / "results" / "matrix" / "full.html"     # as foliobench matrix saves it
     matrix.parent.mkdir(parents=True)
     matrix.write_text(MATRIX_PAGE)
+    (matrix.parent / "latest.html").write_text(NARROW_MATRIX_PAGE)    # a narrow run after it
     proc = subprocess.run([str(REPO / "tools" / "history"), str(REAL_COMMITS + 1),
                            "CompactionOutcome", "--repo", str(clone),
                            # a fixed workdir keeps the numba caches from one run to the next
@@ -89,8 +91,11 @@ def test_every_commit_is_run_and_recorded(history):
         assert doc["env_vars"] == {"FOLIOBENCH_SOURCE": "commit"}
     index = json.loads((history["html"] / "index.json").read_text())
     assert set(index["revision_to_hash"].values()) >= set(commits)
-    # the latest feature matrix is published next to the site
-    assert (history["html"] / "matrix.html").read_text() == MATRIX_PAGE
+    # the full feature matrix is published next to the site (not the last narrow one), with
+    # a link back
+    page = (history["html"] / "matrix.html").read_text()
+    assert "<h1>feature matrix</h1>" in page and "one cell" not in page
+    assert '<a href="index.html">' in page
 
 
 def test_the_feed_lists_the_synthetic_step_and_nothing_at_it_but_folio(history):

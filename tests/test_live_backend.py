@@ -305,7 +305,8 @@ def test_a_movable_memory_block_comes_back_movable(tmp_path, monkeypatch):
         (block / "state").write_text("online\n")
         (block / "removable").write_text("1\n")
         (block / "valid_zones").write_text(f"{zone}\n")
-    monkeypatch.setattr(live_backend, "MEMORY", str(memory))
+    from livekernel import hotplug
+    monkeypatch.setattr(hotplug, "MEMORY", str(memory))
     work = tmp_path / "work"
     work.mkdir()
     journal = SettingsJournal(out=open(os.devnull, "w"))

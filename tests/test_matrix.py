@@ -11,6 +11,7 @@ import pytest
 from foliobench import matrix
 from foliobench import verdicts as metrics
 from foliobench.verdicts import matrix_verdict
+from simcore import profiles as simprofiles
 from workloads.backend import Backend, SimBackend, Unsupported
 from workloads.matrix_probes import PROBES, get_probe
 
@@ -249,6 +250,23 @@ def test_cli_saves_md_html_json_and_latest(tmp_path):
         assert (tmp_path / "matrix" / f"latest.{fmt}").read_text() == \
             (run_dir / f"matrix.{fmt}").read_text()
     assert json.loads((run_dir / "matrix.json").read_text())["matrices"][0]["rows"]
+    # a narrow run is not the full matrix the history site links
+    assert doc["complete"] is False and not (tmp_path / "matrix" / "full.html").exists()
+
+
+def test_only_the_full_default_selection_is_saved_as_full(doc, tmp_path):
+    everything = sorted(matrix.SIZE_ORDERS.values())
+    assert matrix.full_selection(simprofiles.profiles(), everything, matrix.PROBES)
+    assert not matrix.full_selection(simprofiles.profiles(), [0, 4, 9], matrix.PROBES)
+    assert not matrix.full_selection(["linux-6.18"], everything, matrix.PROBES)
+    assert not matrix.full_selection(simprofiles.profiles(), everything, matrix.PROBES[:1])
+    assert doc["complete"] is False
+    matrix.save(dict(doc, complete=True), tmp_path, "sim")
+    narrow = dict(doc, complete=False, created="narrow")
+    matrix.save(narrow, tmp_path, "sim")
+    assert "narrow" in (tmp_path / "matrix" / "latest.html").read_text()
+    full = (tmp_path / "matrix" / "full.html").read_text()
+    assert "narrow" not in full and full == matrix.render_html(dict(doc, complete=True))
 
 
 def test_matrix_docs_match_the_code():

@@ -1,5 +1,6 @@
 """The regression gate: a quick asv pass over the checked-out commit, and the deterministic
 track_ values compared with results/baseline.json."""
+import itertools
 import json
 import pathlib
 import subprocess
@@ -15,9 +16,8 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-def test_asv_quick_pass_records_results_that_match_the_baseline():
-    bench = subprocess.run([str(REPO / "tools" / "bench"), "Outcome"], cwd=REPO,
-                           capture_output=True, text=True, timeout=1500)
+def test_asv_quick_pass_records_results_that_match_the_baseline(asv_outcome_pass):
+    bench = asv_outcome_pass           # tests/conftest.py: one asv pass per test session
     assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
     proc = subprocess.run([sys.executable, "-m", "benchmarks.gate"], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
@@ -61,7 +61,35 @@ def test_traces_are_gated_and_cover_every_operation():
     traced = [k for k in baseline if k.startswith("bench_traces.TraceOutcome.track_value(")]
     assert len(traced) == (len(bench_traces.STRATEGIES) * len(bench_traces.PROFILES)
                            * len(bench_traces.VALUES))
-    assert gate.compare({k: baseline[k] for k in traced}, gate.direct(TRACES)) == []
+    every = {k: v for k, v in baseline.items() if k.startswith("bench_traces.TraceOutcome.")}
+    assert gate.compare(every, gate.direct(TRACES)) == []
+
+
+def test_asv_sees_one_folded_value_per_trace_and_the_gate_every_value():
+    """asv runs a process per parameter combination: TraceOutcome gives it 9 (strategy x
+    profile) folded values instead of 225; --direct still records and compares each value."""
+    from benchmarks import bench_traces
+    from benchmarks.bench_traces import TraceOutcome
+    asv_methods = [m for m in dir(TraceOutcome) if m.startswith(("track_", "time_", "peakmem_"))]
+    assert asv_methods == ["track_state"]
+    assert len(list(itertools.product(*TraceOutcome.params))) == 9
+    values = {name: i for i, name in enumerate(bench_traces.VALUES)}
+    for name in bench_traces.VALUES:               # any one value moving moves the fold
+        assert bench_traces.state_number({**values, name: values[name] + 1}) != \
+            bench_traces.state_number(values)
+    baseline = json.loads(gate.BASELINE.read_text())
+    states = [k for k in baseline if k.startswith("bench_traces.TraceOutcome.track_state(")]
+    assert len(states) == 9
+    # what asv records (from_asv keys) is compared without the direct-only per-value keys
+    comparable = gate.asv_comparable(baseline)
+    assert set(baseline) - set(comparable) == {
+        k for k in baseline if k.startswith("bench_traces.TraceOutcome.track_value(")}
+    assert set(states) <= set(comparable)
+
+
+def test_update_from_asv_results_is_refused(capsys):
+    assert gate.main(["--update"]) == 2
+    assert "--update needs --direct" in capsys.readouterr().err
 
 
 def test_swapping_movable_fallback_order_fails_the_gate_naming_the_trace(monkeypatch):

@@ -11,7 +11,6 @@ FOLIOBENCH_HYPOTHESIS=soak for a long run (thousands of steps).
 import os
 
 import hypothesis.strategies as st
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -22,12 +21,6 @@ settings.register_profile("ci", max_examples=12, stateful_step_count=25, deadlin
 settings.register_profile("soak", max_examples=400, stateful_step_count=200, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 PROFILE = os.environ.get("FOLIOBENCH_HYPOTHESIS", "ci")
-
-# Issue 12's bugs still present in this simulator (each probed with the issue's repro): the
-# operations that run into them are left out here until they are fixed, and
-# test_issue12_bugs_are_fixed says which remain. Once all are fixed, nothing is left out.
-KNOWN = soak.known_bugs()
-SKIP = {op for ops, _ in KNOWN.values() for op in ops}
 
 pick = st.integers(0, 1 << 30)
 picks = st.lists(pick, min_size=1, max_size=6).map(tuple)
@@ -44,8 +37,6 @@ class MachineOperations(RuleBasedStateMachine):
         self.run = soak.Runner(soak.Config(strategy, profile, layout, seed, reclaim))
 
     def _do(self, *op):
-        if op[0] in SKIP or (op[0] == "misuse" and soak.MISUSE[op[1]] in SKIP):
-            return
         m = self.run.m
         before = m.digest()
         if self.run.apply(op):
@@ -166,13 +157,6 @@ class MachineOperations(RuleBasedStateMachine):
 
 MachineOperations.TestCase.settings = settings.get_profile(PROFILE)
 TestMachineOperations = MachineOperations.TestCase
-
-
-def test_issue12_bugs_are_fixed():
-    if KNOWN:
-        pytest.xfail("issue 12 bugs still present (their operations are left out of the "
-                     "stateful test): " + "; ".join(f"{k}: {msg}" for k, (_, msg) in
-                                                   KNOWN.items()))
 
 
 def test_every_public_operation_has_a_rule():

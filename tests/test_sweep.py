@@ -1,6 +1,7 @@
 """foliobench sweep: the grid, the Parquet dataset, and the same rows serially, on a local Dask
 cluster and on a separately started scheduler and workers; resume after SIGKILL; failing cells;
 bad specs refused before any work."""
+import functools
 import io
 import os
 import pathlib
@@ -289,3 +290,101 @@ def test_show_tables_and_plots(tmp_path, capsys):
     assert "highorder_success-load-x-slab.png" in plots
     # the plots and the manifest stay out of the dataset
     assert len(pd.read_parquet(path)) == 8
+
+
+# ---- snapshots as an axis, failed cells run again on resume ---------------------------------
+
+@pytest.fixture(scope="module")
+def snapshots(tmp_path_factory):
+    """Two 64M snapshots of differently fragmented machines (simcore's export, as `foliobench
+    live snapshot` would write them)."""
+    from simcore import Machine, snapshot_export, snapshot_file
+    d = tmp_path_factory.mktemp("snapshots")
+    paths = []
+    for name, seed in (("a", 1), ("b", 2)):
+        m = Machine(mem="64M", seed=seed)
+        pfns = m.alloc_many(m.managed_pages // 8, 2, "movable", "anon", 0, compact=False)
+        m.free_many(pfns[m.rng.random(len(pfns)) < 0.5])
+        snapshot_file.save(d / f"{name}.npz", snapshot_export.export(m))
+        paths.append(str(d / f"{name}.npz"))
+    return paths
+
+
+def test_snapshots_are_an_axis_each_cell_on_its_twin(tmp_path, snapshots):
+    a, b = snapshots
+    argv = ["sweep", "--grid", "workload=highalloc", "--grid", "strategy=folio",
+            "--grid", f"snapshot={a},{b}", "--quick", "--serial", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    (run_dir,) = tmp_path.iterdir()
+    df = pd.read_parquet(run_dir).set_index("snapshot")
+    assert sorted(df.index) == [a, b] and (df["mem"] == "64M").all()
+    assert df["error"].isna().all()
+    # each row is the workload run on that snapshot's twin (foliobench run --snapshot)
+    from foliobench.replay import twin_factory
+    from workloads.base import run_one
+    for path in (a, b):
+        row = run_one("highalloc", "folio", "64M", 0, quick=True,
+                      backend_factory=functools.partial(twin_factory(path),
+                                                        profile="linux-6.18"))
+        for col in ("highorder_success", "pages_migrated", "compact_stall"):
+            assert df.loc[path, col] == row[col], (path, col)
+    assert df.loc[a, "pages_migrated"] != df.loc[b, "pages_migrated"]   # two machines
+    # the same grid from a TOML spec, and back from the sweep directory for --resume
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'workloads = ["highalloc"]\nstrategies = ["folio"]\nquick = true\n'
+                    f'snapshots = ["{a}", "{b}"]\n')
+    from foliobench.sweep_spec import load_spec
+    assert load_spec(spec).cells() == SweepStore(run_dir).spec().cells()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--worker-memory", "64M"], "needs about"),
+    (["--grid", "mem=1G"], "give mem or snapshots, not both"),
+])
+def test_snapshot_sweeps_refused_up_front(tmp_path, capsys, snapshots, extra, message):
+    argv = ["sweep", "--grid", "workload=highalloc", "--grid", f"snapshot={snapshots[0]}",
+            *extra, "--serial", "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    if "needs about" in message:
+        assert snapshots[0] in err               # names the snapshot too large for a worker
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_snapshot_that_is_not_one_is_refused(tmp_path, capsys):
+    (tmp_path / "x.npz").write_text("not a snapshot")
+    for value, message in ((tmp_path / "x.npz", "not a readable foliobench snapshot"),
+                           (tmp_path / "none.npz", "is not a file")):
+        argv = ["sweep", "--grid", "workload=highalloc", "--grid", f"snapshot={value}",
+                "--serial", "--out", str(tmp_path / "out")]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def failing_cell(cell, repeats):
+    """flaky_cell, with the failure recorded in the rows as run_cell records its errors."""
+    try:
+        return flaky_cell(cell, repeats)
+    except RuntimeError as exc:
+        return sweep.error_rows(Cell.from_dict(cell), repeats, exc)
+
+
+def test_resume_runs_the_failed_cells_again_and_nothing_else(tmp_path, serial_rows):
+    spec = parse_spec(SMALL)
+    path, ran, failed = _run(tmp_path, spec, serial=True, cell_fn=failing_cell)
+    assert (ran, failed) == (8, 1)
+    before = _cell_files(path)
+    store = SweepStore(path)
+    (bad,) = store.failed_keys()
+    assert [c.key for c in store.todo(spec.cells())] == [bad] and not store.missing(spec.cells())
+    ran, failed, interrupted = sweep.run_sweep(spec, store, serial=True,
+                                               progress_stream=io.StringIO())
+    assert (ran, failed, interrupted) == (1, 0, False)
+    after = _cell_files(path)
+    assert {n for n in after if after[n] != before[n]} == {f"{bad}.parquet"}
+    # the error column is a string column once a cell recorded one; the values are the same
+    pd.testing.assert_frame_equal(_rows(path), serial_rows, check_exact=True, check_dtype=False)
+    assert not store.failed_keys() and not store.todo(spec.cells())

@@ -39,14 +39,20 @@ class ThpHeavy(Workload):
         weights = weights / weights.sum()
         total = backend.total_pages
         gfp = vma_thp_gfp_mask(p["defrag"], madvised=True)
-        # Phase 1: fault the first region, each size its share of the pages, the sizes
-        # interleaved in ROUNDS slices as a program touching a mixed region would.
+        rng = backend.rng
+        # Phase 1: fault the first region, each size its share of the pages, in ROUNDS slices
+        # as a program touching a mixed region would: the sizes fault in a seeded order each
+        # slice, and the slice's folios land in the virtual range in a seeded order (which
+        # decides the folios the unmap below frees).
         region = []
         for _ in range(ROUNDS):
-            for o, w in zip(orders, weights):
-                got = backend.fault_anon(int(total * p["fill"] * w / ROUNDS) >> o, [o],
-                                         gfp=gfp)
-                region.extend(got.values())
+            faulted = []
+            for i in rng.permutation(len(orders)):
+                o, w = orders[i], weights[i]
+                got = backend.fault_anon(int(total * p["fill"] * w / ROUNDS) >> o, [o], gfp=gfp)
+                faulted.extend(got.values())
+            if faulted:
+                region.append(rng.permutation(np.concatenate(faulted)))
         handles = np.concatenate(region) if region else np.empty(0, dtype=np.int64)
         # Unmap the first half of every 2 MiB chunk of the region's virtual range (folios in
         # fault order). A THP cut in half is split first (deferred split), so its second half
@@ -71,7 +77,8 @@ class ThpHeavy(Workload):
         else:
             requested = granted = 0
             for _ in range(ROUNDS):
-                for o, w in zip(orders, weights):
+                for i in rng.permutation(len(orders)):
+                    o, w = orders[i], weights[i]
                     count = int(total * p["second"] * w / ROUNDS) >> o
                     got = backend.fault_anon(count, [o], gfp=gfp)
                     at_order = len(got.get(o, ()))

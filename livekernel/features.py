@@ -1,0 +1,236 @@
+"""The feature-matrix steps on the live kernel, as a base of LiveBackend: where folios are
+(pagemap), swap-out/in and zswap, KSM merging, memory-failure (MADV_SOFT_OFFLINE), khugepaged
+collapse (MADV_COLLAPSE) and NUMA. Each writes only through the journal; each figure is a
+counter delta or an order/PFN read back with pagemap + kpageflags."""
+import errno
+import os
+import pathlib
+import time
+
+import numpy as np
+
+from workloads.backend import Unsupported
+
+from . import ksm, pageflags, swap
+from .arena import ANON, PAGE
+from .knobs import MADV_COLLAPSE, MADV_HUGEPAGE, MADV_SOFT_OFFLINE, MEMORY_FAILURE, NODES, ZSWAP
+
+
+class FeatureSteps:
+    """Swap, zswap, KSM, memory-failure, collapse, NUMA and folio_pfns (LiveBackend holds the
+    handle table, the regions, the journal and the allow_* switches)."""
+
+    def _timed(self, name, t0):
+        self.time_ns[name] = self.time_ns.get(name, 0) + time.perf_counter_ns() - t0
+
+    def _anon_only(self, handles, what):
+        handles = self._check(handles)
+        if len(handles) and not (self._kind[handles] == ANON).all():
+            raise Unsupported(f"{what}: only anonymous folios on the live backend")
+        return handles
+
+    def _anon_ranges(self, handles):
+        """[(region, first page in the mapping, pages)]: the handles' folios as maximal
+        virtual ranges."""
+        pages = np.int64(1) << np.maximum(self._order[handles], 0)
+        ranges, _ = self._ranges(self._obj[handles], self._off[handles], pages)
+        return [(self._regions[obj], self._regions[obj]["start"] + off, n)
+                for obj, off, n in ranges]
+
+    def _observe(self, handle):
+        """Replace one anonymous handle by the folios that map its range now (observed)."""
+        region = self._regions[int(self._obj[handle])]
+        off, n = int(self._off[handle]), 1 << max(int(self._order[handle]), 0)
+        pfns, present = pageflags.pagemap(region["addr"] + off * PAGE, n)
+        first, _, got = pageflags.folio_runs(pfns, present)
+        self._alive[handle] = False
+        got = np.where(got < 0, 0, got)
+        return self._new_handles(ANON, int(self._obj[handle]), off + first, got)
+
+    # -- where the folios are ------------------------------------------------------------
+
+    def folio_pfns(self, handles):
+        """The PFN of each folio's first page now (/proc/self/pagemap); -1 if not present or
+        not anonymous."""
+        handles = self._check(handles)
+        out = np.full(len(handles), -1, dtype=np.int64)
+        if self.dry_run or not len(handles):
+            return out
+        anon = self._kind[handles] == ANON
+        for rid in np.unique(self._obj[handles[anon]]).tolist():
+            region = self._regions[rid]
+            sel = anon & (self._obj[handles] == rid)
+            pfns, present = pageflags.pagemap(region["addr"], region["pages"])
+            offs = self._off[handles[sel]]
+            out[sel] = np.where(present[offs], pfns[offs], -1)
+        return out
+
+    # -- swap, zswap ----------------------------------------------------------------------
+
+    def swap_out(self, handles):
+        """Reclaim the folios to the run's temporary swap area (a file, or a zram device) with
+        MADV_PAGEOUT (livekernel.swap);
+        a folio's token is its handle when every page of it is a swap entry afterwards."""
+        handles = self._anon_only(handles, "swap-out")
+        if not len(handles):
+            return []
+        swap.swap_area(self.journal, self.session_dir, self.swap_kind)
+        if self.dry_run:
+            return [None] * len(handles)
+        t0 = time.perf_counter_ns()
+        for region, first, n in self._anon_ranges(handles):
+            swap.pageout(region["mm"], first * PAGE, n * PAGE, region["mm"].madvise)
+        self._timed("swap_out", t0)
+        tokens = [None] * len(handles)
+        for rid in np.unique(self._obj[handles]).tolist():
+            region = self._regions[rid]
+            out = pageflags.swapped(pageflags.pagemap_entries(region["addr"], region["pages"]))
+            for i in np.flatnonzero(self._obj[handles] == rid).tolist():
+                h = int(handles[i])
+                off, n = int(self._off[h]), 1 << int(self._order[h])
+                if out[off:off + n].all():
+                    tokens[i] = h
+        return tokens
+
+    def swap_in(self, tokens):
+        """Fault the swapped-out folios back (read faults: do_swap_page()); per token the
+        handles of the folios the kernel mapped back, observed."""
+        live = [t for t in tokens if t is not None]
+        handles = self._anon_only(np.array(live, dtype=np.int64), "swap-in")
+        if self.dry_run or not len(handles):
+            return [np.empty(0, dtype=np.int64) if t is None else np.array([t]) for t in tokens]
+        t0 = time.perf_counter_ns()
+        for region, first, n in self._anon_ranges(handles):
+            int(region["mm"].bytes(first * PAGE, n * PAGE)[::PAGE].sum())
+        self._timed("swap_in", t0)
+        return [np.empty(0, dtype=np.int64) if t is None else self._observe(t) for t in tokens]
+
+    def set_zswap(self, on):
+        """zswap on or off (/sys/module/zswap/parameters/enabled), back as found at close().
+
+        Switching it on where it is off needs allow_zswap: once zswap has been enabled,
+        zswap_never_enabled() stays false until reboot and the kernel swaps in only order-0
+        folios, even from a synchronous device (alloc_swap_folio() in mm/memory.c)."""
+        if not os.path.exists(ZSWAP):
+            raise Unsupported(f"zswap: kernel without CONFIG_ZSWAP (no {ZSWAP})")
+        if on and not self.allow_zswap and not self.dry_run:
+            with open(ZSWAP) as fh:
+                if fh.read().strip() != "Y":
+                    raise Unsupported("needs --allow-zswap (once zswap has been enabled, the "
+                                      "kernel swaps in only order-0 folios until reboot)")
+        self._set(ZSWAP, "Y" if on else "N")
+
+    # -- KSM -------------------------------------------------------------------------------
+
+    def ksm_merge(self, handles_a, handles_b):
+        """Give each pair of folios identical content (distinct from every other pair and from
+        the rest of the machine), madvise(MADV_MERGEABLE), run ksmd (livekernel.ksm) until
+        the pairs merged or it stopped merging. merged_pages from the pages_sharing delta;
+        split_folios from the orders observed afterwards."""
+        a = self._anon_only(handles_a, "KSM")
+        b = self._anon_only(handles_b, "KSM")
+        if not ksm.available():
+            raise Unsupported(f"KSM: kernel without CONFIG_KSM (no {ksm.KSM}/run)")
+        if len(a) != len(b) or (self._order[a] != self._order[b]).any():
+            raise ValueError("ksm_merge pairs folios of the same order: the two handle lists "
+                             "differ")
+        pages = int((np.int64(1) << self._order[a]).sum())
+        if self.dry_run:
+            self._ksm = ksm.start(self.journal)
+            return {"merged_pages": 0, "failed_pages": pages, "split_folios": 0}
+        salt = int(self.rng.integers(1, 1 << 40)) << 20
+        for handles in (a, b):
+            pair_page = 0
+            for h in handles.tolist():
+                region = self._regions[int(self._obj[h])]
+                n = 1 << int(self._order[h])
+                words = region["mm"].bytes(region["start"] * PAGE, region["pages"] * PAGE) \
+                    .view(np.uint64)
+                idx = (int(self._off[h]) + np.arange(n)) * (PAGE // 8)
+                words[idx] = salt + pair_page + np.arange(n, dtype=np.uint64)
+                pair_page += n
+        for region, first, n in self._anon_ranges(np.concatenate([a, b])):
+            region["mm"].madvise(ksm.MADV_MERGEABLE, first * PAGE, n * PAGE)
+        before = ksm.counters()
+        if self._ksm is None:
+            self._ksm = ksm.start(self.journal)
+        t0 = time.perf_counter_ns()
+        after = ksm.wait_for_merge(pages, before)
+        self._timed("ksm", t0)
+        merged = min(max(after.get("ksm/pages_sharing", 0)
+                         - before.get("ksm/pages_sharing", 0), 0), pages)
+        split = int((self.folio_orders(a) < self._order[a]).sum()
+                    + (self.folio_orders(b) < self._order[b]).sum())
+        return {"merged_pages": merged, "failed_pages": pages - merged, "split_folios": split}
+
+    # -- memory-failure, khugepaged, NUMA --------------------------------------------------
+
+    def memory_failure(self, handle, page_index):
+        """madvise(MADV_SOFT_OFFLINE) of one page of the folio (soft_offline_page(): the page's
+        content migrated, the page taken out of service until reboot), only with
+        allow_poison."""
+        if not os.path.exists(MEMORY_FAILURE):
+            raise Unsupported("memory-failure injection: kernel without CONFIG_MEMORY_FAILURE "
+                              f"(no {MEMORY_FAILURE}; MADV_SOFT_OFFLINE is refused)")
+        if not self.allow_poison:
+            raise Unsupported("needs --allow-poison (MADV_SOFT_OFFLINE takes pages out of "
+                              "service until reboot)")
+        h = int(self._anon_only([handle], "memory-failure")[0])
+        n = 1 << int(self._order[h])
+        if not 0 <= page_index < n:
+            raise ValueError(f"page_index {page_index!r} is outside the folio's {n} pages")
+        if self.dry_run:
+            return False, "dry run"
+        region = self._regions[int(self._obj[h])]
+        t0 = time.perf_counter_ns()
+        try:
+            region["mm"].madvise(MADV_SOFT_OFFLINE,
+                                 (region["start"] + int(self._off[h]) + page_index) * PAGE, PAGE)
+        except OSError as exc:
+            return False, f"MADV_SOFT_OFFLINE: {errno.errorcode.get(exc.errno, exc.errno)}"
+        finally:
+            self._timed("memory_failure", t0)
+        return True, "soft-offlined (content migrated, page out of service)"
+
+    def collapse(self, handles, order):
+        """madvise(MADV_COLLAPSE) of the range the base pages map (madvise_collapse(), the
+        synchronous khugepaged); the result is the folio observed there afterwards. The
+        range gets MADV_HUGEPAGE first: MADV_COLLAPSE refuses VM_NOHUGEPAGE ranges, which is
+        how the base pages were faulted."""
+        handles = self._anon_only(handles, "khugepaged collapse")
+        order = int(order)
+        if len(handles) != 1 << order or (self._order[handles] != 0).any():
+            raise ValueError(f"collapse to order {order} takes {1 << order} base pages")
+        ranges = self._anon_ranges(handles)
+        if len(ranges) != 1:
+            raise ValueError("collapse takes virtually contiguous pages of one mapping")
+        region, first, n = ranges[0]
+        if self.dry_run:
+            return None, "dry run"
+        mm = region["mm"]
+        mm.madvise(MADV_HUGEPAGE, first * PAGE, n * PAGE)
+        t0 = time.perf_counter_ns()
+        try:
+            mm.madvise(MADV_COLLAPSE, first * PAGE, n * PAGE)
+            answer = "MADV_COLLAPSE returned 0"
+        except OSError as exc:
+            answer = f"MADV_COLLAPSE failed with {errno.errorcode.get(exc.errno, exc.errno)}"
+        finally:
+            self._timed("collapse", t0)
+        pfns, present = pageflags.pagemap(mm.addr + first * PAGE, n)
+        _, _, got = pageflags.folio_runs(pfns, present)
+        if len(got) == 1 and got[0] == order:
+            start = int(self._off[handles].min())
+            self._alive[handles] = False
+            return int(self._new_handles(ANON, int(self._obj[handles[0]]), [start], order)[0]), ""
+        seen = ", ".join(f"order {o}" for o in sorted({int(x) for x in got}, reverse=True))
+        return None, f"{answer}; the range is still {seen}"
+
+    def numa_migrate(self, handles):
+        nodes = sorted(p.name for p in pathlib.Path(NODES).glob("node[0-9]*"))
+        if len(nodes) < 2:
+            raise Unsupported(f"NUMA balancing: one NUMA node ({', '.join(nodes) or 'none'}), "
+                              f"nothing to balance between")
+        raise Unsupported(f"NUMA balancing on {len(nodes)} nodes: hinting-fault migration is "
+                          f"not driven from the live backend yet")
+
