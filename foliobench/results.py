@@ -468,6 +468,8 @@ def _sig3(x):
     x = float(x)
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
+    if x.is_integer() and abs(x) < 2 ** 53:
+        return str(int(x))          # a counter (or a mean of equal counters) stays exact
     r = float(f"{x:.3g}")
     if 1e3 <= abs(r) < 1e9:
         return f"{r:.0f}"
@@ -475,7 +477,8 @@ def _sig3(x):
 
 
 def format_table(df, fmt):
-    """The table as text: "table" (aligned, floats to 3 significant digits, missing as "-"),
+    """The table as text: "table" (aligned, floats to 3 significant digits unless whole numbers,
+    which print exactly; missing as "-"),
     "csv", or "json" (records, NaN as null)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r}: expected one of "

@@ -183,6 +183,9 @@ def test_format_table():
     assert "nan" not in text.lower()
     assert results.format_table(pd.DataFrame({"x": [123456.789, 0.000123456, 2.0 / 3]}),
                                 "table").split()[1:] == ["123000", "0.000123", "0.667"]
+    # whole-number floats (counters in a float column, e.g. a mean over one seed) stay exact
+    assert results.format_table(pd.DataFrame({"x": [4125.0, 2048.0, 1099511627776.0]}),
+                                "table").split()[1:] == ["4125", "2048", "1099511627776"]
     assert results.format_table(df, "csv") == df.to_csv(index=False)
     records = json.loads(results.format_table(df, "json"))
     assert records[1]["compaction_success_rate"] is None and records[0]["strategy"] == "legacy"
