@@ -1,0 +1,80 @@
+"""The twin's compaction runs next to a live kernel's, from their tracepoints.
+
+`foliobench replay SNAPSHOT --action compact_memory --trace [--live-trace FILE]`: the twin
+emits compaction:mm_compaction_begin/end and migrate:mm_migrate_pages
+(Machine.trace_events(), simcore.tracepoints); a live trace is the text file that
+tools/trace_compact_memory.py writes beside its snapshot (OUT.trace), read with
+livekernel.fidelity.compaction_zones(). Both become per-zone runs of the same shape.
+"""
+from simcore import tracepoints
+
+# what a migrate_pages batch is compared on (mode and reason print differently in old kernels)
+BATCH_FIELDS = ("succeeded", "failed", "thp_succeeded", "thp_failed", "thp_split",
+                "large_folio_split")
+
+
+def twin_runs(machine):
+    """The compaction runs a traced machine logged (simcore.tracepoints.compaction_zones)."""
+    return tracepoints.compaction_zones(machine.trace_records())
+
+
+def live_runs(path):
+    """The compaction runs in a live trace's text (tools/trace_compact_memory.py's OUT.trace)."""
+    from livekernel.fidelity import compaction_zones
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return compaction_zones(f.read())
+
+
+def _events(runs):
+    """Each run as a flat sequence of comparable events: begin, its batches, end."""
+    out = []
+    for i, run in enumerate(runs):
+        out.append((f"run {i} begin", {k: run[k] for k in
+                                       ("zone_start", "zone_end", "migrate_begin", "free_begin")}))
+        for j, batch in enumerate(run["batches"]):
+            out.append((f"run {i} mm_migrate_pages {j}",
+                        {k: batch.get(k) for k in BATCH_FIELDS}))
+        out.append((f"run {i} end", {k: run[k] for k in ("migrate_end", "free_end", "status")}))
+    return out
+
+
+def first_divergence(live, twin):
+    """The first event where two run lists part: {"event", "live", "twin"} (a missing event is
+    None), or None when they agree event for event."""
+    a, b = _events(live), _events(twin)
+    for k in range(max(len(a), len(b))):
+        ea = a[k] if k < len(a) else None
+        eb = b[k] if k < len(b) else None
+        if ea != eb:
+            return {"event": (ea or eb)[0] if ea is None or eb is None or ea[0] == eb[0]
+                    else f"{ea[0]} / {eb[0]}",
+                    "live": ea[1] if ea else None, "twin": eb[1] if eb else None}
+    return None
+
+
+def _batch_totals(run):
+    return {k: sum(b.get(k) or 0 for b in run["batches"]) for k in ("succeeded", "failed")}
+
+
+def format_run(run):
+    t = _batch_totals(run)
+    return (f"zone {run['zone_start']:#x}-{run['zone_end']:#x} {run['status']}: "
+            f"migrate {run['migrate_begin']:#x}->{run['migrate_end']:#x}, "
+            f"free {run['free_begin']:#x}->{run['free_end']:#x}; "
+            f"{len(run['batches'])} mm_migrate_pages, succeeded {t['succeeded']} "
+            f"failed {t['failed']}")
+
+
+def format_runs(twin, live=None):
+    """Lines: the twin's runs, or each live run over the twin's with the first divergence."""
+    if live is None:
+        return [f"  twin {format_run(r)}" for r in twin]
+    lines = []
+    for i in range(max(len(twin), len(live))):
+        lines.append(f"  run {i}")
+        lines.append("    live " + (format_run(live[i]) if i < len(live) else "-"))
+        lines.append("    twin " + (format_run(twin[i]) if i < len(twin) else "-"))
+    d = first_divergence(live, twin)
+    lines.append("  first divergence: none" if d is None else
+                 f"  first divergence: {d['event']}: live {d['live']}, twin {d['twin']}")
+    return lines
