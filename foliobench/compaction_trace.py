@@ -25,6 +25,24 @@ def live_runs(path):
         return compaction_zones(f.read())
 
 
+def pair_runs(live, twin):
+    """(live run or None, twin run or None) pairs in zone order: a live run goes with the twin
+    run whose zone overlaps it most (the twin has no ZONE_DMA, so the kernel's DMA and DMA32
+    runs both overlap the twin's DMA32); a run that overlaps nothing stands alone."""
+    def overlap(a, b):
+        return min(a["zone_end"], b["zone_end"]) - max(a["zone_start"], b["zone_start"])
+    best = {}
+    for i, lr in enumerate(live):
+        j = max(range(len(twin)), key=lambda k: overlap(lr, twin[k]), default=None)
+        if j is not None and overlap(lr, twin[j]) > 0 and \
+                (j not in best or overlap(lr, twin[j]) > overlap(live[best[j]], twin[j])):
+            best[j] = i
+    paired_live = set(best.values())
+    pairs = [(live[best[j]] if j in best else None, run) for j, run in enumerate(twin)]
+    pairs += [(lr, None) for i, lr in enumerate(live) if i not in paired_live]
+    return sorted(pairs, key=lambda p: (p[0] or p[1])["zone_start"])
+
+
 def _events(runs):
     """Each run as a flat sequence of comparable events: begin, its batches, end."""
     out = []
@@ -39,9 +57,13 @@ def _events(runs):
 
 
 def first_divergence(live, twin):
-    """The first event where two run lists part: {"event", "live", "twin"} (a missing event is
-    None), or None when they agree event for event."""
-    a, b = _events(live), _events(twin)
+    """The first event where two run lists part, the runs paired by zone (pair_runs()):
+    {"event", "live", "twin"} (a missing event is None), or None when they agree event for
+    event."""
+    pairs = pair_runs(live, twin)
+    a = _events([p[0] for p in pairs if p[0] is not None and p[1] is not None])
+    b = _events([p[1] for p in pairs if p[0] is not None and p[1] is not None])
+    unpaired = [p for p in pairs if p[0] is None or p[1] is None]
     for k in range(max(len(a), len(b))):
         ea = a[k] if k < len(a) else None
         eb = b[k] if k < len(b) else None
@@ -49,6 +71,12 @@ def first_divergence(live, twin):
             return {"event": (ea or eb)[0] if ea is None or eb is None or ea[0] == eb[0]
                     else f"{ea[0]} / {eb[0]}",
                     "live": ea[1] if ea else None, "twin": eb[1] if eb else None}
+    if unpaired:
+        lr, tr = unpaired[0]
+        run = lr or tr
+        return {"event": f"zone {run['zone_start']:#x}-{run['zone_end']:#x} "
+                         f"only {'live' if lr else 'twin'}",
+                "live": lr and _events([lr])[0][1], "twin": tr and _events([tr])[0][1]}
     return None
 
 
@@ -70,10 +98,14 @@ def format_runs(twin, live=None):
     if live is None:
         return [f"  twin {format_run(r)}" for r in twin]
     lines = []
-    for i in range(max(len(twin), len(live))):
-        lines.append(f"  run {i}")
-        lines.append("    live " + (format_run(live[i]) if i < len(live) else "-"))
-        lines.append("    twin " + (format_run(twin[i]) if i < len(twin) else "-"))
+    for lr, tr in pair_runs(live, twin):
+        lines.append("    live " + (format_run(lr) if lr else "-"))
+        lines.append("    twin " + (format_run(tr) if tr else "-"))
+        if lr and tr:
+            d = first_divergence([lr], [tr])
+            lines.append("      parts at: " + ("nowhere" if d is None else
+                                              f"{d['event'][6:]}: live {d['live']}, "
+                                              f"twin {d['twin']}"))
     d = first_divergence(live, twin)
     lines.append("  first divergence: none" if d is None else
                  f"  first divergence: {d['event']}: live {d['live']}, twin {d['twin']}")

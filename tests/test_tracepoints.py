@@ -134,7 +134,20 @@ def test_live_batches_parse_and_the_first_divergence():
     assert d["event"] == "run 0 mm_migrate_pages 0"
     assert (d["live"]["succeeded"], d["twin"]["succeeded"]) == (30, 31)
     d = compaction_trace.first_divergence([run], [])
-    assert d["event"] == "run 0 begin" and d["twin"] is None
+    assert d["event"] == "zone 0x1000-0x4000 only live" and d["twin"] is None
+
+
+def test_runs_pair_by_zone_overlap():
+    (run,) = compaction_zones(LIVE)
+    dma = dict(run, zone_start=0x1, zone_end=0x1000)       # the twin has no ZONE_DMA
+    twin = [dict(run, zone_start=0)]
+    pairs = compaction_trace.pair_runs([run, dma], twin)
+    assert pairs == [(dma, None), (run, twin[0])]
+    d = compaction_trace.first_divergence([dma, run], twin)
+    assert d["event"] == "run 0 begin" and (d["live"]["zone_start"], d["twin"]["zone_start"]) \
+        == (0x1000, 0)
+    assert compaction_trace.first_divergence([dma, run], [run])["event"] == \
+        "zone 0x1-0x1000 only live"
 
 
 def test_replay_trace_command(snap_path, tmp_path, capsys):  # noqa: F811
