@@ -80,6 +80,19 @@ def first_divergence(live, twin):
     return None
 
 
+def first_batch_divergence(lr, tr):
+    """The first mm_migrate_pages batch where two runs of one zone part, wherever their begin
+    events put them: (index, live batch or None, twin batch or None), or None."""
+    a = [{k: b.get(k) for k in BATCH_FIELDS} for b in lr["batches"]]
+    b = [{k: x.get(k) for k in BATCH_FIELDS} for x in tr["batches"]]
+    for j in range(max(len(a), len(b))):
+        ba = a[j] if j < len(a) else None
+        bb = b[j] if j < len(b) else None
+        if ba != bb:
+            return j, ba, bb
+    return None
+
+
 def _batch_totals(run):
     return {k: sum(b.get(k) or 0 for b in run["batches"]) for k in ("succeeded", "failed")}
 
@@ -106,6 +119,10 @@ def format_runs(twin, live=None):
             lines.append("      parts at: " + ("nowhere" if d is None else
                                               f"{d['event'][6:]}: live {d['live']}, "
                                               f"twin {d['twin']}"))
+            bd = first_batch_divergence(lr, tr)
+            if bd is not None:
+                lines.append(f"      first batch that differs: {bd[0]}: live {bd[1]}, "
+                             f"twin {bd[2]}")
     d = first_divergence(live, twin)
     lines.append("  first divergence: none" if d is None else
                  f"  first divergence: {d['event']}: live {d['live']}, twin {d['twin']}")

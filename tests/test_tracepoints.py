@@ -133,6 +133,9 @@ def test_live_batches_parse_and_the_first_divergence():
     d = compaction_trace.first_divergence([run], twin)
     assert d["event"] == "run 0 mm_migrate_pages 0"
     assert (d["live"]["succeeded"], d["twin"]["succeeded"]) == (30, 31)
+    j, live_batch, twin_batch = compaction_trace.first_batch_divergence(run, twin[0])
+    assert (j, live_batch["succeeded"], twin_batch["succeeded"]) == (0, 30, 31)
+    assert compaction_trace.first_batch_divergence(run, run) is None
     d = compaction_trace.first_divergence([run], [])
     assert d["event"] == "zone 0x1000-0x4000 only live" and d["twin"] is None
 
