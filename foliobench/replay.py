@@ -19,6 +19,8 @@ from simcore.mmzone import MAX_PAGE_ORDER, PAGE_SIZE, PAGEBLOCK_ORDER
 from simcore.units import parse_size
 from workloads.backend import SimBackend
 
+from . import compaction_trace
+
 COUNTERS = ("compact_stall", "compact_success", "compact_fail", "pgmigrate_success",
             "pgmigrate_fail", "compact_migrate_scanned", "compact_free_scanned",
             "compact_isolated", "thp_fault_alloc", "thp_fault_fallback",
@@ -64,8 +66,10 @@ def apply_action(machine, action):
             "fallback_orders": {int(o): int(len(p)) for o, p in got.items() if o != order}}
 
 
-def replay(path, action, strategies=(None,), profile=None, deferred="absent"):
-    """One row per strategy: the action's outcome on a fresh twin of the snapshot at `path`."""
+def replay(path, action, strategies=(None,), profile=None, deferred="absent", trace=False):
+    """One row per strategy: the action's outcome on a fresh twin of the snapshot at `path`.
+    With `trace`, each row also has "compaction_runs" (foliobench.compaction_trace) and
+    "trace_lost" from the twin's compaction and migration tracepoints."""
     parsed = parse_action(action)
     rows = []
     for strategy in strategies:
@@ -73,6 +77,8 @@ def replay(path, action, strategies=(None,), profile=None, deferred="absent"):
                                         deferred=deferred)
         before = machine.vmstat()
         buddy_before = machine.buddyinfo()
+        if trace:
+            machine.trace_events(True, capacity=1 << 20)
         outcome = apply_action(machine, parsed)
         machine.check()
         after = machine.vmstat()
@@ -85,6 +91,9 @@ def replay(path, action, strategies=(None,), profile=None, deferred="absent"):
                                      machine.unusable_free_index().items()},
             "free_pages_after": machine.free_pages(),
         })
+        if trace:
+            rows[-1]["compaction_runs"] = compaction_trace.twin_runs(machine)
+            rows[-1]["trace_lost"] = machine.trace_lost()
         del machine
     return rows
 

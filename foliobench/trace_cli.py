@@ -160,6 +160,8 @@ def _replay_trace(args):
     path = pathlib.Path(args.snapshot)
     if args.action:
         raise _Refused("--action applies to a snapshot; a trace replays its own requests")
+    if getattr(args, "trace", False) or getattr(args, "live_trace", None):
+        raise _Refused("--trace and --live-trace apply to a snapshot replayed with --action")
     if args.deferred != "absent":
         raise _Refused("--deferred applies to a snapshot; a trace replays on its snapshot as "
                        "captured")

@@ -42,16 +42,39 @@ def _replay(args):
     if trace_cli.is_trace(path) or not args.action:
         return trace_cli._replay_trace(args)
     replay.parse_action(args.action)                   # refuse a bad action before loading
+    if args.live_trace and not args.trace:
+        raise _Refused("--live-trace needs --trace")
+    live = None
+    if args.live_trace:
+        from . import compaction_trace
+        if not pathlib.Path(args.live_trace).is_file():
+            raise _Refused(f"--live-trace {args.live_trace!r} is not a file")
+        live = compaction_trace.live_runs(args.live_trace)
+        if not live:
+            raise _Refused(f"--live-trace {args.live_trace!r} holds no mm_compaction_begin/end "
+                           "pair (a text trace from tools/trace_compact_memory.py is expected)")
     if args.output:
         results.check_output_dir(pathlib.Path(args.output).parent, "-o/--output")
     rows = replay.replay(str(path), args.action, args.strategy or [None], args.profile,
-                         args.deferred)
+                         args.deferred, trace=args.trace)
     print(replay.format_rows(rows))
+    if args.trace:
+        _print_traced(rows, live)
     if args.output:
         out = pathlib.Path(args.output)
         results.write_text(out.parent, out.name, json.dumps(rows, indent=1) + "\n")
         print(f"written: {out}")
     return 0
+
+
+def _print_traced(rows, live):
+    from . import compaction_trace
+    for row in rows:
+        lost = f", {row['trace_lost']} records lost" if row["trace_lost"] else ""
+        print(f"{row['strategy']} [{row['profile']}]: compaction runs, traced{lost}")
+        print("\n".join(compaction_trace.format_runs(row["compaction_runs"], live)))
+        if live is not None:
+            row["live_compaction_runs"] = live
 
 
 def add_parsers(sub):
@@ -66,6 +89,12 @@ def add_parsers(sub):
     rep.add_argument("--profile", help="kernel profile (default the newest)")
     rep.add_argument("--deferred", choices=("absent", "free"), default="absent",
                      help="memory the kernel had not initialised yet: left out (default) or free")
+    rep.add_argument("--trace", action="store_true",
+                     help="print the twin's compaction runs from its tracepoints "
+                          "(mm_compaction_begin/end, mm_migrate_pages; snapshots only)")
+    rep.add_argument("--live-trace", metavar="FILE",
+                     help="with --trace: a live trace's text (tools/trace_compact_memory.py "
+                          "OUT.trace) to print beside the twin's, with the first divergence")
     rep.add_argument("-o", "--output", help="also write the rows as JSON here")
     rep.set_defaults(func=_replay)
 

@@ -229,13 +229,30 @@ _ZONE_EVENT = re.compile(r"mm_compaction_(begin|end): zone_start=(0x[0-9a-f]+) "
 _ISOLATE_EVENT = re.compile(r"mm_compaction_isolate_(migrate|free)pages: "
                             r"range=\((0x[0-9a-f]+) ~ (0x[0-9a-f]+)\) "
                             r"nr_scanned=(\d+) nr_taken=(\d+)")
+_MIGRATE_EVENT = re.compile(r"mm_migrate_pages: (.*)$")
+# mm_migrate_pages' printed names -> its TP_STRUCT__entry field names
+_MIGRATE_FIELDS = {"nr_succeeded": "succeeded", "nr_failed": "failed",
+                   "nr_thp_succeeded": "thp_succeeded", "nr_thp_failed": "thp_failed",
+                   "nr_thp_split": "thp_split", "nr_split": "large_folio_split",
+                   "mode": "mode", "reason": "reason"}
+
+
+def _migrate_batch(text):
+    batch = {}
+    for item in text.split():
+        key, _, value = item.partition("=")
+        if key in _MIGRATE_FIELDS:
+            batch[_MIGRATE_FIELDS[key]] = int(value) if value.isdigit() else value
+    return batch
 
 
 def compaction_zones(trace_text):
     """Per compact_zone() run in a trace of the compaction events (mm_compaction_begin/end and
     mm_compaction_isolate_migratepages/freepages): a list of dicts with zone_start, zone_end,
-    the scanners' start and end PFNs, the status compact_zone() ended with and the pages each
-    scanner scanned and took. Lines outside a begin/end pair are ignored."""
+    the scanners' start and end PFNs, the status compact_zone() ended with, the pages each
+    scanner scanned and took, and "batches": the run's mm_migrate_pages events with their
+    fields (succeeded, failed, ..., mode, reason). Lines outside a begin/end pair are
+    ignored."""
     runs, cur = [], None
     for line in trace_text.splitlines():
         m = _ZONE_EVENT.search(line)
@@ -245,11 +262,15 @@ def compaction_zones(trace_text):
                 cur = {"zone_start": int(start, 16), "zone_end": int(end, 16), "mode": mode,
                        "migrate_begin": int(migrate, 16), "free_begin": int(free, 16),
                        "migrate_scanned": 0, "migrate_taken": 0,
-                       "free_scanned": 0, "free_taken": 0}
+                       "free_scanned": 0, "free_taken": 0, "batches": []}
             elif cur is not None:
                 cur.update(migrate_end=int(migrate, 16), free_end=int(free, 16), status=status)
                 runs.append(cur)
                 cur = None
+            continue
+        m = _MIGRATE_EVENT.search(line)
+        if m and cur is not None:
+            cur["batches"].append(_migrate_batch(m.group(1)))
             continue
         m = _ISOLATE_EVENT.search(line)
         if m and cur is not None:

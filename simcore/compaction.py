@@ -534,6 +534,10 @@ def compact_zone(pgdat, cc, pool, migratepages, get_new_folio, put_new_folio, co
             zones[z, Z_COMPACT_CACHED_MIGRATE_SYNC] = start
         if cc[CC_MIGRATE_PFN] == start:
             cc[CC_WHOLE_ZONE] = 1
+    traced = stats.shape[0] > migrate.NR_MS
+    if traced:
+        migrate.trace_compaction(stats, migrate.TP_COMPACTION_BEGIN, start, cc[CC_MIGRATE_PFN],
+                                 cc[CC_FREE_PFN], end, sync, 0)
     target = (cc, pool)
     ret = COMPACT_CONTINUE
     last_migrated_pfn = -1
@@ -579,6 +583,9 @@ def compact_zone(pgdat, cc, pool, migratepages, get_new_folio, put_new_folio, co
     events[ev.COMPACT_ISOLATED] += cc[CC_NR_ISOLATED]
     stats[migrate.MS_TIME_NS] += costs[COST_SCAN_PFN] * (cc[CC_TOTAL_MIGRATE_SCANNED] +
                                                          cc[CC_TOTAL_FREE_SCANNED])
+    if traced:
+        migrate.trace_compaction(stats, migrate.TP_COMPACTION_END, start, cc[CC_MIGRATE_PFN],
+                                 cc[CC_FREE_PFN], end, sync, ret)
     return ret
 
 

@@ -34,6 +34,7 @@ from . import (
 )
 from . import gfp as _gfp
 from . import profiles as _profiles
+from . import tracepoints as _tracepoints
 from . import vm_event as ev
 from .costs import cost_array
 from .mmzone import (
@@ -737,6 +738,32 @@ class Machine:
         return int(migrate.entry_migrate_folios(self.pgdat, arr, mode_idx, reason_idx,
                                                 self.costs, self.migrate_stats))
 
+    def trace_events(self, enable=True, capacity=65536):
+        """Switch the simulator's tracepoints on or off (off when a machine is made):
+        compaction:mm_compaction_begin/end per compact_zone() and migrate:mm_migrate_pages per
+        migrate_pages(), read back with trace_records(). Up to `capacity` records are kept;
+        later ones are counted as lost. Switching on or off clears the log."""
+        counters = self.migrate_stats[:migrate.NR_MS]
+        if not enable:
+            self.migrate_stats = counters.copy()
+            return
+        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) \
+                or not 0 < capacity <= 1 << 24:
+            raise ValueError(f"capacity {capacity!r} must be a record count from 1 to {1 << 24}")
+        log = np.zeros(migrate.TR_BASE + int(capacity) * migrate.TR_WORDS, dtype=np.int64)
+        log[:migrate.NR_MS] = counters
+        self.migrate_stats = log
+
+    def trace_records(self):
+        """The tracepoint records since trace_events() switched them on, oldest first: a list
+        of dicts with the event ("compaction:mm_compaction_begin", ...) and the kernel's fields
+        (simcore.tracepoints). Empty when tracing is off."""
+        return _tracepoints.records(self.migrate_stats)
+
+    def trace_lost(self):
+        """Tracepoint records dropped because the log was full."""
+        return _tracepoints.lost(self.migrate_stats)
+
     def migration_stats(self):
         """Cumulative migrate_pages() statistics: base pages moved and failed, large folios
         moved whole and split, modelled time (ns)."""
@@ -1227,7 +1254,7 @@ class Machine:
         p = self.pgdat
         arrays = [getattr(p, name) for name, _, _ in PGDAT_ARRAYS]
         arrays += [self.knobs, self.costs, self._cc, self._pool, self._migratepages,
-                   self.migrate_stats] + self.lru.digest_arrays()
+                   self.migrate_stats[:migrate.NR_MS]] + self.lru.digest_arrays()
         dev = self.swap_device
         if dev is not None:
             arrays += [dev.swap_map, dev.cluster_count, dev.cluster_order]

@@ -72,6 +72,63 @@ MS_WRITEBACK_WAITS = 10
 MS_ATTEMPTS = 11
 NR_MS = 12
 
+# The simulator's tracepoints (simcore/tracepoints.py reads them). A stats array longer than
+# NR_MS carries a log after the counters: records written, records lost for want of room, then
+# TR_WORDS int64 per record (event id and the kernel's fields in TP_STRUCT__entry order). Off,
+# stats is NR_MS long and each traced site costs one length check.
+TR_LEN = NR_MS
+TR_LOST = NR_MS + 1
+TR_BASE = NR_MS + 2
+TR_WORDS = 10
+TP_COMPACTION_BEGIN = 0     # zone_start, migrate_pfn, free_pfn, zone_end, sync
+TP_COMPACTION_END = 1       # the same and status (enum compact_result)
+TP_MIGRATE_PAGES = 2        # succeeded, failed, thp_succeeded, thp_failed, thp_split,
+#                             large_folio_split, mode, reason
+
+
+@jit
+def trace_slot(stats):
+    """Where the next trace record goes in stats, or -1 when the log is full (counted lost)."""
+    n = stats[TR_LEN]
+    at = TR_BASE + n * TR_WORDS
+    if at + TR_WORDS > stats.shape[0]:
+        stats[TR_LOST] += 1
+        return -1
+    stats[TR_LEN] = n + 1
+    stats[at:at + TR_WORDS] = 0
+    return at
+
+
+@jit
+def trace_compaction(stats, event, zone_start, migrate_pfn, free_pfn, zone_end, sync, status):
+    """trace_mm_compaction_begin() / trace_mm_compaction_end()."""
+    at = trace_slot(stats)
+    if at >= 0:
+        stats[at] = event
+        stats[at + 1] = zone_start
+        stats[at + 2] = migrate_pfn
+        stats[at + 3] = free_pfn
+        stats[at + 4] = zone_end
+        stats[at + 5] = sync
+        stats[at + 6] = status
+
+
+@jit
+def trace_migrate_pages(stats, before, mode, reason):
+    """trace_mm_migrate_pages(): this call's struct migrate_pages_stats (the counters' growth
+    since `before`), mode and reason."""
+    at = trace_slot(stats)
+    if at >= 0:
+        stats[at] = TP_MIGRATE_PAGES
+        stats[at + 1] = stats[MS_SUCCEEDED] - before[MS_SUCCEEDED]
+        stats[at + 2] = stats[MS_FAILED_PAGES] - before[MS_FAILED_PAGES]
+        stats[at + 3] = stats[MS_THP_SUCCEEDED] - before[MS_THP_SUCCEEDED]
+        stats[at + 4] = stats[MS_THP_FAILED] - before[MS_THP_FAILED]
+        stats[at + 5] = stats[MS_THP_SPLIT] - before[MS_THP_SPLIT]
+        stats[at + 6] = stats[MS_NR_SPLIT] - before[MS_NR_SPLIT]
+        stats[at + 7] = mode
+        stats[at + 8] = reason
+
 
 @jit
 def folio_nr_pages(mem_map, pfn):
@@ -242,7 +299,7 @@ def migrate_pages(pgdat, folios, nr, mode, reason, get_new_folio, put_new_folio,
 
     Returns the number of folios not migrated, or ENOMEM when it gave up for want of targets."""
     mem_map = pgdat.mem_map
-    before = stats.copy()
+    before = stats[:NR_MS].copy()
     split = np.zeros(NR_MAX_BATCHED_MIGRATION * 64 + 1, dtype=np.int64)
     cap = split.shape[0]
     rc = 0
@@ -301,6 +358,8 @@ def migrate_pages(pgdat, folios, nr, mode, reason, get_new_folio, put_new_folio,
     events[ev.THP_MIGRATION_SUCCESS] += stats[MS_THP_SUCCEEDED] - before[MS_THP_SUCCEEDED]
     events[ev.THP_MIGRATION_FAIL] += stats[MS_THP_FAILED] - before[MS_THP_FAILED]
     events[ev.THP_MIGRATION_SPLIT] += stats[MS_THP_SPLIT] - before[MS_THP_SPLIT]
+    if stats.shape[0] > NR_MS:
+        trace_migrate_pages(stats, before, mode, reason)
     if rc == ENOMEM:
         return ENOMEM
     return nr_failed
