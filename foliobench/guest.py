@@ -301,10 +301,12 @@ def guest_script(argv, run_dir, disk=False, swap_disk=False):
     env = {"FOLIOBENCH_RESULTS": str(run_dir), "PYTHONPATH": str(REPO), "HOME": "/root",
            "FOLIOBENCH_GUEST": "1", "NUMBA_CACHE_DIR": str(NUMBA_CACHE),
            "MPLCONFIGDIR": str(GUEST_CACHE / "matplotlib")}
-    mount = ""
+    # the guest is disposable: load what Debian builds as modules and the probes may use
+    # (zram for `matrix --swap zram`); a module that is missing only leaves its probe untested
+    mount = "modprobe zram num_devices=0 2>/dev/null; "
     if disk:
         env["FOLIOBENCH_GUEST_DISK"] = GUEST_DISK
-        mount = (f"modprobe ext4 2>/dev/null; mount -t ext4 /dev/vda {GUEST_DISK} || "
+        mount += (f"modprobe ext4 2>/dev/null; mount -t ext4 /dev/vda {GUEST_DISK} || "
                  f"{{ echo 'foliobench: could not mount the scratch disk'; exit 97; }}; ")
     if swap_disk:         # virtio disks take /dev/vda, vdb... in the order they are given
         env["FOLIOBENCH_GUEST_SWAP"] = "/dev/vdb" if disk else "/dev/vda"

@@ -119,7 +119,8 @@ def _zram_area(journal, key):
     """A zram device of our own (zram-control/hot_add; never one the host already has), sized
     SWAP_BYTES, swapped on. Undo, newest first: swapoff, reset, hot_remove."""
     if not os.path.exists(f"{ZRAM_CONTROL}/hot_add"):
-        raise OSError(2, f"no {ZRAM_CONTROL}/hot_add (kernel without CONFIG_ZRAM)")
+        raise OSError(2, f"no {ZRAM_CONTROL}/hot_add (zram neither built in nor loaded: "
+                         f"`modprobe zram num_devices=0` loads it without a device)")
     if journal.dry_run:
         journal.run(["swapon", "-p", PRIORITY, "/dev/zramN"], ["swapoff", "/dev/zramN"])
         _AREAS[key] = None

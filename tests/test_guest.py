@@ -110,6 +110,8 @@ def test_guest_script_runs_this_checkout_with_its_results_dir():
     two = guest.guest_script(["live", "probe", "++", "list"], "/res/x")
     assert two.count(" -m foliobench ") == 2 and " -m foliobench live probe && env " in two
     assert "mount" not in two and "FOLIOBENCH_GUEST_SWAP" not in two
+    # zram is a module in Debian's kernels: loaded (with no device) before any command
+    assert two.index("modprobe zram num_devices=0") < two.index(" -m foliobench ")
     assert "FOLIOBENCH_GUEST_SWAP=/dev/vdb" in guest.guest_script(["list"], "/r", True, True)
     assert "FOLIOBENCH_GUEST_SWAP=/dev/vda" in guest.guest_script(["list"], "/r", False, True)
 
