@@ -45,12 +45,14 @@ MAX_CELLS = 1_000_000
 # counts): eight int64 per page in all. Measured peaks over the worker's own footprint at 16G
 # were 44-71 bytes per page (highalloc 174 MB, cma-reservations 285 MB; docs/sweeps.md).
 # CELL_BASE_BYTES is a worker process with numpy, numba's compiled simcore, pandas and
-# distributed loaded (340 MB measured after a 64M cell).
+# distributed loaded: 271 MB measured after a 64M cell with numba's cache warm (2026-12-02),
+# but a worker that finds a function not yet cached compiles it and peaks well above that
+# (the nanny restarted 400 MB workers in a fresh clone's test run), so the base leaves room.
 BYTES_PER_PAGE = PAGE_DTYPE.itemsize + 8 * 8
 # A twin cell also decodes its snapshot: kpageflags (uint64) and kpagecount (uint16) per PFN,
 # and the run-length decoding's int64 repeat counts
 SNAPSHOT_BYTES_PER_PAGE = 8 + 2 + 8
-CELL_BASE_BYTES = 400 << 20
+CELL_BASE_BYTES = 640 << 20
 PAGE_SIZE = 4096
 
 

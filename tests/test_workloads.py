@@ -142,9 +142,12 @@ def test_list_names_everything():
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_and_sigterm_keep_completed_rows(tmp_path, signum, code):
+    # a shell's background job starts with SIGINT ignored, and Python then keeps it ignored:
+    # give the child the default disposition, as a terminal's foreground job has
     proc = subprocess.Popen(FOLIOBENCH + ["run", "--all", "--quick", "--repeat", "100",
                                           "--progress", "lines", "--out", str(tmp_path)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # wait for the event itself (two runs done), not a fixed time: 1500 quick runs take minutes,
     # so the run is still going when the signal comes
     lines = []
