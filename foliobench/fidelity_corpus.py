@@ -13,6 +13,8 @@ import pathlib
 import platform
 import time
 
+from simcore import npzfile
+
 from . import results
 
 FORMAT = "foliobench-fidelity-corpus"
@@ -48,12 +50,8 @@ def load(directory, experiments=None):
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise CorpusError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CorpusError(f"{path} is not a fidelity corpus manifest (format "
-                          f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
-    if manifest.get("version") != VERSION:
-        raise CorpusError(f"{path}: corpus version {manifest.get('version')!r}, this foliobench "
-                          f"reads version {VERSION}")
+    npzfile.check_header(manifest, str(path), "fidelity corpus manifest", FORMAT, VERSION,
+                         error=CorpusError)
     for exp in manifest.get("experiments", []):
         for run in exp.get("runs", []):
             if not (d / run["snapshot"]).is_file():

@@ -17,10 +17,11 @@ import dataclasses
 import io
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from . import npzfile
 
 FORMAT = "foliobench-snapshot"
 VERSION = 1
@@ -66,16 +67,9 @@ def save(path, snap):
               "files": snap.files, "settings": snap.settings, "kernel": snap.kernel,
               "meta": snap.meta}
     blob = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".snapshot-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            np.savez_compressed(out, header=blob, kpf_values=kpf_values, kpf_lengths=kpf_lengths,
-                                kpc_values=kpc_values, kpc_lengths=kpc_lengths)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    npzfile.save_atomic(path, ".snapshot-", {
+        "header": blob, "kpf_values": kpf_values, "kpf_lengths": kpf_lengths,
+        "kpc_values": kpc_values, "kpc_lengths": kpc_lengths})
 
 
 def load(source):
@@ -98,12 +92,7 @@ def load(source):
         header = json.loads(arrays["header"].tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{what} has a corrupt snapshot header: {exc}") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"{what} is not a foliobench snapshot (format "
-                         f"{header.get('format') if isinstance(header, dict) else None!r})")
-    if header.get("version") != VERSION:
-        raise ValueError(f"{what} is snapshot version {header.get('version')!r}; this foliobench "
-                         f"reads version {VERSION}")
+    npzfile.check_header(header, what, "foliobench snapshot", FORMAT, VERSION)
     flags = run_length_decode(arrays["kpf_values"].astype(np.uint64), arrays["kpf_lengths"])
     counts = run_length_decode(arrays["kpc_values"].astype(np.uint16), arrays["kpc_lengths"])
     nr = header.get("nr_pfns")

@@ -18,10 +18,11 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from . import npzfile
 
 FORMAT = "foliobench-trace"
 VERSION = 1
@@ -63,15 +64,7 @@ def save(path, header, events, snapshot):
     for name, cols in events.items():
         for col, arr in cols.items():
             members[f"ev.{name}.{col}"] = np.ascontiguousarray(arr)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".trace-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            np.savez_compressed(out, **members)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    npzfile.save_atomic(path, ".trace-", members)
 
 
 def _read_members(source, what):
@@ -98,12 +91,7 @@ def load(source):
         header = json.loads(members.pop("header").tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{what} has a corrupt trace header: {exc}") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"{what} is not a foliobench trace (format "
-                         f"{header.get('format') if isinstance(header, dict) else None!r})")
-    if header.get("version") != VERSION:
-        raise ValueError(f"{what} is trace version {header.get('version')!r}; this foliobench "
-                         f"reads version {VERSION}")
+    npzfile.check_header(header, what, "foliobench trace", FORMAT, VERSION)
     snapshot = members.pop("snapshot", None)
     if snapshot is None or not len(snapshot):
         raise ValueError(f"{what} has no start snapshot; a trace replays only on the twin of "

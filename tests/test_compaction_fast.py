@@ -1,11 +1,12 @@
 """The compaction shortcuts of mm/compaction.c: fast_isolate_freepages(),
 fast_find_migrateblock() and compaction capture, each on a zone built by hand."""
 import numpy as np
+from buddy_only import pcp_disabled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import simcore
-from simcore import compaction, freescan, pcp
+from simcore import compaction, freescan
 from simcore.freescan import (
     CC_DIRECT,
     CC_FAST_SEARCH_FAIL,
@@ -23,21 +24,6 @@ from simcore.freescan import (
 )
 from simcore.mmzone import MIGRATE_MOVABLE, PAGE_BUDDY, PAGEBLOCK_NR_PAGES
 from simcore.pgdat import Z_COMPACT_CACHED_FREE, Z_END, Z_START
-
-
-def pcp_disabled(m):
-    """The per-CPU lists as zone_pcp_disable() leaves them (the boot pageset: high 0, batch
-    1): every allocation and free passes straight through to the buddy allocator, whose own
-    mechanics these tests pin down (simcore.pcp and tests/test_pcp.py cover the lists)."""
-    m.drain_all_pages()
-    p = m.pgdat.pcp
-    for cpu in range(m.cpus):
-        for z in range(pcp.NR_ZONES):
-            b = pcp.H_SIZE + (cpu * pcp.NR_ZONES + z) * pcp.P_SIZE
-            p[b + pcp.P_HIGH] = p[b + pcp.P_HIGH_MIN] = p[b + pcp.P_HIGH_MAX] = 0
-            p[b + pcp.P_BATCH] = 1
-    return m
-
 
 MIGRATE_ASYNC = 0
 

@@ -1,8 +1,9 @@
 """The buddy allocator's rules, one test each, on small machines built to show the rule."""
 import numpy as np
+from buddy_only import pcp_disabled
 
 import simcore
-from simcore import page_alloc, pcp
+from simcore import page_alloc
 from simcore.mmzone import (
     MIGRATE_CMA,
     MIGRATE_MOVABLE,
@@ -17,20 +18,6 @@ from simcore.pgdat import FA_HEAD, FA_TAIL
 
 def block_mt(m, pfn):
     return int(m.pgdat.pageblock_flags[pfn // PAGEBLOCK_NR_PAGES] & PB_MIGRATETYPE_MASK)
-
-
-def pcp_disabled(m):
-    """The per-CPU lists as zone_pcp_disable() leaves them (the boot pageset: high 0, batch
-    1): every allocation and free passes straight through to the buddy allocator, whose own
-    mechanics these tests pin down (simcore.pcp and tests/test_pcp.py cover the lists)."""
-    m.drain_all_pages()
-    p = m.pgdat.pcp
-    for cpu in range(m.cpus):
-        for z in range(pcp.NR_ZONES):
-            b = pcp.H_SIZE + (cpu * pcp.NR_ZONES + z) * pcp.P_SIZE
-            p[b + pcp.P_HIGH] = p[b + pcp.P_HIGH_MIN] = p[b + pcp.P_HIGH_MAX] = 0
-            p[b + pcp.P_BATCH] = 1
-    return m
 
 
 def small(**kw):

@@ -3,9 +3,9 @@ and checks the state the kernel would be in, and that misuse is refused before a
 changes."""
 import numpy as np
 import pytest
+from buddy_only import pcp_disabled
 
 import simcore
-from simcore import pcp
 from simcore.metrics import compaction_metrics
 from simcore.mmzone import (
     MIGRATE_CMA,
@@ -19,20 +19,6 @@ from simcore.pgdat import Z_COMPACT_CACHED_FREE, Z_COMPACT_DEFER_SHIFT, Z_MANAGE
 
 def pageblock_types(m):
     return (m.pgdat.pageblock_flags & PB_MIGRATETYPE_MASK).copy()
-
-
-def pcp_disabled(m):
-    """The per-CPU lists as zone_pcp_disable() leaves them (the boot pageset: high 0, batch
-    1): every allocation and free passes straight through to the buddy allocator, whose own
-    mechanics these tests pin down (simcore.pcp and tests/test_pcp.py cover the lists)."""
-    m.drain_all_pages()
-    p = m.pgdat.pcp
-    for cpu in range(m.cpus):
-        for z in range(pcp.NR_ZONES):
-            b = pcp.H_SIZE + (cpu * pcp.NR_ZONES + z) * pcp.P_SIZE
-            p[b + pcp.P_HIGH] = p[b + pcp.P_HIGH_MIN] = p[b + pcp.P_HIGH_MAX] = 0
-            p[b + pcp.P_BATCH] = 1
-    return m
 
 
 # --- 1. undo of a failed offline splits free blocks across migratetypes -------------------
