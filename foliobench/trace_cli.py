@@ -4,6 +4,8 @@ import math
 import pathlib
 import sys
 
+from .twin_cli import _Refused, output_file
+
 # counters shown next to what the live kernel did while the trace was recorded
 LIVE_COUNTERS = ("pgalloc_dma32", "pgalloc_normal", "pgfree", "compact_stall", "compact_success",
                  "compact_fail", "compact_migrate_scanned", "compact_free_scanned",
@@ -11,17 +13,9 @@ LIVE_COUNTERS = ("pgalloc_dma32", "pgalloc_normal", "pgfree", "compact_stall", "
                  "pgsteal_kswapd", "pgsteal_direct")
 
 
-class _Refused(ValueError):
-    """Reported by cli.main as one line, exit code 2."""
-
-
 def _live_record(args):
     from livekernel import record
-    output = pathlib.Path(args.output)
-    if output.is_dir():
-        raise _Refused(f"-o/--output {args.output!r} is a directory; give a file name")
-    if not output.parent.is_dir():
-        raise _Refused(f"-o/--output: directory {str(output.parent)!r} does not exist")
+    output = output_file(args.output)
     command = list(args.command or [])
     if command[:1] == ["--"]:
         command = command[1:]

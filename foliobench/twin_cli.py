@@ -6,13 +6,20 @@ class _Refused(ValueError):
     """Reported by cli.main as one line, exit code 2."""
 
 
-def _live_snapshot(args):
-    from livekernel import snapshot
-    output = pathlib.Path(args.output)
+def output_file(value):
+    """-o/--output of a live capture (snapshot, trace) as a path, refused before any reading
+    when it names a directory or a directory that does not exist."""
+    output = pathlib.Path(value)
     if output.is_dir():
-        raise _Refused(f"-o/--output {args.output!r} is a directory; give a file name")
+        raise _Refused(f"-o/--output {value!r} is a directory; give a file name")
     if not output.parent.is_dir():
         raise _Refused(f"-o/--output: directory {str(output.parent)!r} does not exist")
+    return output
+
+
+def _live_snapshot(args):
+    from livekernel import snapshot
+    output = output_file(args.output)
     try:
         snap, seconds, size = snapshot.write(str(output))
     except snapshot.SnapshotError as exc:
