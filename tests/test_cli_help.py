@@ -20,3 +20,13 @@ def test_every_command_help_renders():
         seen.append(" ".join(path))
     # the walk reaches nested commands (live snapshot, live record, sweep show, ...)
     assert "live record" in seen and "fidelity" in seen and len(seen) > 15
+
+
+def test_live_captures_refuse_a_bad_output_before_reading_anything(tmp_path, capsys):
+    from foliobench import cli
+    for verb in ("snapshot", "record"):
+        assert cli.main(["live", verb, "-o", str(tmp_path)]) == 2
+        assert "is a directory" in capsys.readouterr().err
+        assert cli.main(["live", verb, "-o", str(tmp_path / "no" / "f.npz")]) == 2
+        assert "does not exist" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
