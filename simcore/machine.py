@@ -108,6 +108,7 @@ from .units import format_size, parse_size
 REQUEST_MIGRATETYPES = {name.lower(): mt for mt, name in enumerate(MIGRATETYPE_NAMES)
                         if mt < MIGRATE_PCPTYPES}
 MIN_MEM = 16 << 20
+_ALLOC_WMARK_LOW = page_alloc.ALLOC_WMARK_LOW
 KCOMPACTD_INTERVAL_NS = 500_000_000   # HPAGE_FRAG_CHECK_INTERVAL_MSEC
 MIN_KERNEL_MEM = 4 << 20   # one MAX_PAGE_ORDER block outside ZONE_MOVABLE and CMA
 MAX_MEM = 1 << 40
@@ -362,11 +363,12 @@ class Machine:
     def _bind(self):
         """Cache the compiled entry points for the hot single-folio calls. Going through
         numba's dispatcher costs a type resolution per call; the entry point skips it."""
-        self._alloc_folio = _entry(page_alloc.entry_alloc_folio, self.pgdat, 0, 0, 0, 0, 0)
-        self._free_folio = _entry(page_alloc.entry_free_folio, self.pgdat, 0)
+        view = self.pgdat.view                  # these four take PgData.view, not PgData
+        self._alloc_folio = _entry(page_alloc.entry_alloc_folio, view, 0, 0, 0, 0, 0)
+        self._free_folio = _entry(page_alloc.entry_free_folio, view, 0)
         pfns = np.empty(0, dtype=np.int64)
-        self._alloc_folios = _entry(page_alloc.entry_alloc_folios, self.pgdat, pfns, 0, 0, 0, 0, 0)
-        self._free_folios = _entry(page_alloc.entry_free_folios, self.pgdat, pfns)
+        self._alloc_folios = _entry(page_alloc.entry_alloc_folios, view, pfns, 0, 0, 0, 0, 0)
+        self._free_folios = _entry(page_alloc.entry_free_folios, view, pfns)
         if self.strategy.compaction_alloc is None:      # a user's own is compiled on first use
             compaction_state = (self._cc, self._pool, self._migratepages, self.knobs, self.costs,
                                 self.migrate_stats)
@@ -415,10 +417,12 @@ class Machine:
             _gfp.get_gfp(gfp)
         if self.reclaim:                                          # reclaim hook (vmscan)
             return self._alloc_reclaim(order, mt, k, flags, compact, gfp)
-        pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
+        pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, _ALLOC_WMARK_LOW)
+        if pfn >= 0:
+            return pfn
         if pfn == -2:
             self._reserve_handles(1)
-            pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
+            pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, _ALLOC_WMARK_LOW)
         if pfn == -1 and order > 0 and compact:
             self._reserve_for_compaction(1)
             pfn = self._slowpath(self.pgdat, order, mt, k, flags, self._cc, self._pool,
@@ -457,24 +461,27 @@ class Machine:
                                     self.migrate_stats)
         else:
             self._reserve_handles(count)
-            n = self._alloc_folios(self.pgdat, out, order, mt, k, flags,
+            n = self._alloc_folios(self.pgdat.view, out, order, mt, k, flags,
                                    page_alloc.ALLOC_WMARK_LOW)
         return out[:n]
 
     def free(self, pfn, cpu=None):
         """Free the folio whose head is `pfn` (all of it), on `cpu` (as for alloc())."""
-        if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)):
-            raise ValueError(f"pfn {pfn!r} is not an integer")
+        if type(pfn) is not int:
+            if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)):
+                raise ValueError(f"pfn {pfn!r} is not an integer")
+            pfn = int(pfn)
         if cpu is not None:
             self._on_cpu(cpu)
-        inside = 0 <= pfn < self.nr_pages
-        handle = int(self.pgdat.mem_map["next"][pfn]) if inside else -1
-        pages = 1 << int(self.pgdat.mem_map["order"][pfn]) if inside else 0
-        err = self._free_folio(self.pgdat, int(pfn))
-        if not err and self.reclaim:                              # reclaim hook (vmscan)
-            self.lru.forget(np.array([handle], dtype=np.int64), np.array([pages]))
+        if self.reclaim:                                          # reclaim hook (vmscan)
+            inside = 0 <= pfn < self.nr_pages
+            handle = int(self.pgdat.mem_map["next"][pfn]) if inside else -1
+            pages = 1 << int(self.pgdat.mem_map["order"][pfn]) if inside else 0
+        err = self._free_folio(self.pgdat.view, pfn)
         if err:
             raise ValueError(f"pfn {pfn} {_ERRORS[err]}; free() takes a folio head PFN")
+        if self.reclaim:
+            self.lru.forget(np.array([handle], dtype=np.int64), np.array([pages]))
 
     def free_many(self, pfns, cpu=None):
         """Free many folios by head PFN, on `cpu` (as for alloc()). Nothing is freed if any
@@ -489,7 +496,7 @@ class Machine:
             inside = arr[(arr >= 0) & (arr < self.nr_pages)]
             handles = self.pgdat.mem_map["next"][inside].astype(np.int64)
             pages = np.int64(1) << self.pgdat.mem_map["order"][inside].astype(np.int64)
-        err, bad = self._free_folios(self.pgdat, arr)
+        err, bad = self._free_folios(self.pgdat.view, arr)
         if not err and self.reclaim:
             self.lru.forget(handles, pages)
         if err:
@@ -535,7 +542,7 @@ class Machine:
         g = self._gfp(gfp, compact)
         types_before = _boost.before_alloc(self)
         self._reserve_handles(1)
-        pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
+        pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
         if pfn < 0:
             pfn = self._alloc_slow(order, mt, k, flags, compact, g)
         if pfn >= 0:
@@ -556,7 +563,8 @@ class Machine:
 
         def attempt(with_compaction=compact):
             self._reserve_handles(1)
-            pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_MIN)
+            pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags,
+                                    page_alloc.ALLOC_WMARK_MIN)
             if pfn < 0 and with_compaction:
                 self._reserve_for_compaction(1)
                 pfn = self._slowpath(self.pgdat, order, mt, k, flags, self._cc, self._pool,
@@ -577,7 +585,7 @@ class Machine:
         LRU until it returns, so that its own reclaim never takes them back."""
         count = len(out)
         self._reserve_handles(count)
-        n = [self._alloc_folios(self.pgdat, out, order, mt, k, flags,
+        n = [self._alloc_folios(self.pgdat.view, out, order, mt, k, flags,
                                 page_alloc.ALLOC_WMARK_LOW)]
         if n[0] == count:
             return count
@@ -589,7 +597,7 @@ class Machine:
         def attempt():
             rest = out[n[0]:]
             self._reserve_handles(len(rest))
-            got = self._alloc_folios(self.pgdat, rest, order, mt, k, flags,
+            got = self._alloc_folios(self.pgdat.view, rest, order, mt, k, flags,
                                      page_alloc.ALLOC_WMARK_MIN)
             if got < len(rest) and compact:
                 self._reserve_for_compaction(len(rest) - got)

@@ -63,6 +63,7 @@ from .pgdat import (
     Z_LOWMEM_RESERVE,
     Z_START,
     Z_WMARK_MIN,
+    view_at,
 )
 
 jit = nb.njit(cache=True, nogil=True)
@@ -776,29 +777,31 @@ def free_area_init(pgdat):
 
 
 # ---- entry points: Python passes PgData, compiled code works on its PgView ---------------
+# The four allocation and free entry points take PgData.view (one int) instead: Machine calls
+# them once per alloc()/free(), and unboxing the StructRef would be most of such a call.
 
 @jit
-def entry_alloc_folio(node, order, mt, kind, flags, alloc_flags):
+def entry_alloc_folio(view, order, mt, kind, flags, alloc_flags):
     """alloc_folio(), or -2 when the handle table is full (the caller grows it and retries)."""
-    pgdat = node.arrays
+    pgdat = view_at(view)
     if pgdat.node[N_HANDLES_AVAIL] < 1:
         return -2
     return alloc_folio(pgdat, order, mt, kind, flags, alloc_flags)
 
 
 @jit
-def entry_alloc_folios(node, out, order, mt, kind, flags, alloc_flags):
-    return alloc_folios(node.arrays, out, order, mt, kind, flags, alloc_flags)
+def entry_alloc_folios(view, out, order, mt, kind, flags, alloc_flags):
+    return alloc_folios(view_at(view), out, order, mt, kind, flags, alloc_flags)
 
 
 @jit
-def entry_free_folio(node, pfn):
-    return free_folio(node.arrays, pfn)
+def entry_free_folio(view, pfn):
+    return free_folio(view_at(view), pfn)
 
 
 @jit
-def entry_free_folios(node, pfns):
-    return free_folios(node.arrays, pfns)
+def entry_free_folios(view, pfns):
+    return free_folios(view_at(view), pfns)
 
 
 @jit

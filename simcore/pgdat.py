@@ -112,6 +112,12 @@ class PgData(structref.StructRefProxy):
         lengths = (len(arrays[0]), len(arrays[1]), len(arrays[5]), len(arrays[11]))
         obj = structref.StructRefProxy.__new__(cls, addrs, lengths)
         obj.__dict__.update((name, arr) for (name, _, _), arr in zip(ARRAYS, arrays))
+        # the same addresses and lengths once more, in one int64 block whose address is
+        # `view`: the hot single-call entry points take that one integer (view_at() rebuilds
+        # the PgView), since unboxing an int costs a fraction of unboxing the StructRef
+        block = np.array(addrs + lengths, dtype=np.int64)
+        obj.__dict__["_view_block"] = block
+        obj.__dict__["view"] = block.ctypes.data
         return obj
 
     def replace(self, **arrays):
@@ -136,6 +142,18 @@ def _voidptr(typingctx, addr):
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(nbtypes.voidptr))
     return nbtypes.voidptr(nbtypes.int64), codegen
+
+
+VIEW_BLOCK_LEN = 16
+assert len(ARRAYS) + 4 == VIEW_BLOCK_LEN, "view_at() spells out every address and length"
+
+
+@numba.njit(cache=True, nogil=True)
+def view_at(addr):
+    """The PgView of the PgData whose `view` is `addr` (its block: 12 addresses, 4 lengths)."""
+    b = numba.carray(_voidptr(addr), VIEW_BLOCK_LEN, np.int64)
+    return PgView((b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11]),
+                  (b[12], b[13], b[14], b[15]))
 
 
 def _define_view(index, name, dtype, shape):
