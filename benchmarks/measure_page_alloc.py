@@ -6,8 +6,9 @@ per measurement, medians printed as a table (asv --quick takes a single sample).
 Measures, per mem size: the first Machine build in a fresh process ("cold": the process's
 memory comes fresh from the kernel) and the median of later builds ("warm"), RSS bytes/page of
 the first build, churn per-round time and ns/op (same rounds as AllocFreeChurn), and single
-alloc()/free() calls per second (SingleCalls). Not an asv benchmark module: asv imports it
-during discovery and finds nothing to run.
+alloc()/free() calls per second (SingleCalls, 1G and 16G; also per second of this process's
+CPU time, which a loaded machine disturbs less than wall time). Not an asv benchmark module:
+asv imports it during discovery and finds nothing to run.
 """
 import argparse
 import json
@@ -69,15 +70,20 @@ def _child(what, mem, rounds):
         out.update(round_s=t, ops=c.ops_per_round, ns_per_op=t / c.ops_per_round * 1e9,
                    mops=c.ops_per_round / t / 1e6, gather_scatter_s=statistics.median(gs))
     elif what == "single":
+        state, mem = mem.split(":")             # here `mem` is "state:mem", e.g. fresh:16G
         s = B.SingleCalls()
-        s.setup(mem)                            # here `mem` is the state: fresh / half-full
+        s.setup(state, mem)
         times = []
+        cpu = []
         for _ in range(rounds):
             t0 = time.perf_counter()
-            s.time_alloc_free_pair(mem)
+            c0 = time.process_time()
+            s.time_alloc_free_pair(state, mem)
+            cpu.append(time.process_time() - c0)
             times.append(time.perf_counter() - t0)
         t = statistics.median(times)
-        out.update(call_s=t, calls_per_s=2 * s.PAIRS / t)
+        out.update(call_s=t, calls_per_s=2 * s.PAIRS / t,
+                   cpu_calls_per_s=2 * s.PAIRS / statistics.median(cpu))
     print(json.dumps(out))
 
 
@@ -99,7 +105,8 @@ def main():
         return
     jobs = [("build", mem) for mem in ("1G", "16G", "64G")]
     jobs += [("churn", mem) for mem in ("1G", "16G", "64G")]
-    jobs += [("single", state) for state in ("fresh", "half-full")]
+    jobs += [("single", f"{state}:{mem}") for state in ("fresh", "half-full")
+             for mem in ("1G", "16G")]
     results = {}
     for _r in range(args.runs):          # interleave runs so drifting load hits every job alike
         for what, mem in jobs:

@@ -47,11 +47,11 @@ def main():
     gc.collect()
     for state in ("fresh", "half-full"):
         s = B.SingleCalls()
-        s.setup(state)
+        s.setup(state, "1G")
         ts = []
         for _ in range(15):
             t0 = time.perf_counter()
-            s.time_alloc_free_pair(state)
+            s.time_alloc_free_pair(state, "1G")
             ts.append(time.perf_counter() - t0)
         out[f"single_{state}_Mcalls"] = 2 * s.PAIRS / statistics.median(ts) / 1e6
     m = simcore.Machine(mem="16G", seed=0)
