@@ -228,3 +228,22 @@ def test_vmstat_names_are_the_kernels():
     # CMA counters exist only on CONFIG_CMA kernels, which the fixture's is not.
     missing = [name for name in ours if name not in real and "cma" not in name]
     assert missing == []
+
+
+def test_single_calls_follow_the_node_across_a_handle_table_growth():
+    """alloc()/free() pass PgData.view (one int) to compiled code: after the handle table
+    grows (a new PgData), single calls must work on the new arrays, and a numpy integer PFN
+    must free the same folio as an int."""
+    m = simcore.Machine(mem="64M", seed=0)
+    table = m.pgdat.folio_pfn
+    pfns = [m.alloc(0) for _ in range(3 * len(table))]
+    assert m.pgdat.folio_pfn is not table and None not in pfns
+    assert m.allocated_pages() == len(pfns)
+    m.check()
+    for i, pfn in enumerate(pfns):
+        m.free(np.int64(pfn) if i % 2 else pfn)
+    assert m.allocated_pages() == 0
+    assert m.free_pages() + m.pcp_pages() == m.managed_pages
+    m.check()
+    with pytest.raises(ValueError, match="is not the head of an allocated folio"):
+        m.free(pfns[0])
