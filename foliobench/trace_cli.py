@@ -85,7 +85,8 @@ def replay_trace(path, strategies, profile=None):
     from workloads.trace import load_trace, trace_workload
     trace = load_trace(path)
     cls = trace_workload(path)
-    profile = profile or matching_profile(trace.kernel, profiles.profiles())
+    profile = profile or trace.header.get("profile") \
+        or matching_profile(trace.kernel, profiles.profiles())
     rows, divergences = [], []
     for strategy in strategies:
         keep = {}

@@ -275,6 +275,7 @@ class Machine:
         self.knobs[_compaction.K_PROACTIVENESS] = compaction_proactiveness
         self._cc, self._pool, self._migratepages = freescan.new_compact_control()
         self.migrate_stats = np.zeros(migrate.NR_MS, dtype=np.int64)
+        self.page_event_log = None          # simcore.page_trace, on with trace_page_events()
         self.clock_ns = 0
         self._cma_allocations = {}          # start pfn -> nr_pages
         self._offline_blocks = set()
@@ -414,16 +415,23 @@ class Machine:
         if gfp is not None:
             _gfp.get_gfp(gfp)
         if self.reclaim:                                          # reclaim hook (vmscan)
-            return self._alloc_reclaim(order, mt, k, flags, compact, gfp)
-        pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
-        if pfn == -2:
-            self._reserve_handles(1)
+            got = self._alloc_reclaim(order, mt, k, flags, compact, gfp)
+        else:
             pfn = self._alloc_folio(self.pgdat, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
-        if pfn == -1 and order > 0 and compact:
-            self._reserve_for_compaction(1)
-            pfn = self._slowpath(self.pgdat, order, mt, k, flags, self._cc, self._pool,
-                                 self._migratepages, self.knobs, self.costs, self.migrate_stats)
-        return pfn if pfn >= 0 else None
+            if pfn == -2:
+                self._reserve_handles(1)
+                pfn = self._alloc_folio(self.pgdat, order, mt, k, flags,
+                                        page_alloc.ALLOC_WMARK_LOW)
+            if pfn == -1 and order > 0 and compact:
+                self._reserve_for_compaction(1)
+                pfn = self._slowpath(self.pgdat, order, mt, k, flags, self._cc, self._pool,
+                                     self._migratepages, self.knobs, self.costs,
+                                     self.migrate_stats)
+            got = pfn if pfn >= 0 else None
+        if self.page_event_log is not None:                       # mm_page_alloc
+            self.page_event_log.alloc(self.cpu, -1 if got is None else got, order, mt, k, flags,
+                                      compact)
+        return got
 
     def alloc_many(self, count, order, migratetype="movable", kind="anon", flags=0, compact=True,
                    cpu=None, gfp=None):
@@ -459,6 +467,10 @@ class Machine:
             self._reserve_handles(count)
             n = self._alloc_folios(self.pgdat, out, order, mt, k, flags,
                                    page_alloc.ALLOC_WMARK_LOW)
+        if self.page_event_log is not None:                       # mm_page_alloc
+            # the call stops at its first failure, which the kernel traces with pfn -1
+            got = out[:n] if n == count else np.append(out[:n], -1)
+            self.page_event_log.alloc(self.cpu, got, order, mt, k, flags, compact)
         return out[:n]
 
     def free(self, pfn, cpu=None):
@@ -473,6 +485,8 @@ class Machine:
         err = self._free_folio(self.pgdat, int(pfn))
         if not err and self.reclaim:                              # reclaim hook (vmscan)
             self.lru.forget(np.array([handle], dtype=np.int64), np.array([pages]))
+        if not err and self.page_event_log is not None:           # mm_page_free
+            self.page_event_log.free(self.cpu, int(pfn), pages.bit_length() - 1)
         if err:
             raise ValueError(f"pfn {pfn} {_ERRORS[err]}; free() takes a folio head PFN")
 
@@ -489,9 +503,13 @@ class Machine:
             inside = arr[(arr >= 0) & (arr < self.nr_pages)]
             handles = self.pgdat.mem_map["next"][inside].astype(np.int64)
             pages = np.int64(1) << self.pgdat.mem_map["order"][inside].astype(np.int64)
+        if self.page_event_log is not None:
+            orders = self.pgdat.mem_map["order"][np.clip(arr, 0, self.nr_pages - 1)].copy()
         err, bad = self._free_folios(self.pgdat, arr)
         if not err and self.reclaim:
             self.lru.forget(handles, pages)
+        if not err and self.page_event_log is not None:           # mm_page_free
+            self.page_event_log.free(self.cpu, arr, orders)
         if err:
             raise ValueError(f"pfn {int(arr[bad])} (entry {bad}) {_ERRORS[err]}; "
                              f"free_many() takes folio head PFNs; nothing was freed")
@@ -753,6 +771,15 @@ class Machine:
         log = np.zeros(migrate.TR_BASE + int(capacity) * migrate.TR_WORDS, dtype=np.int64)
         log[:migrate.NR_MS] = counters
         self.migrate_stats = log
+
+    def trace_page_events(self, enable=True):
+        """Log kmem:mm_page_alloc and mm_page_free for the allocations and frees callers make
+        (off when a machine is made; free when off: one attribute check per call). The log is
+        `page_event_log`; simcore.page_trace.save() writes it as a trace that `foliobench
+        replay` reproduces on the snapshot this machine was made from. Switching on or off
+        clears it."""
+        from . import page_trace
+        self.page_event_log = page_trace.PageEventLog() if enable else None
 
     def trace_records(self):
         """The tracepoint records since trace_events() switched them on, oldest first: a list
