@@ -261,11 +261,15 @@ class Machine:
         node = np.zeros(NR_NODE_FIELDS, dtype=np.int64)
         node[N_HANDLE_FREE] = -1
         folio_pfn = grown_handle_table(np.empty(0, dtype=np.int64), node, 1024)
+        # the migrate_pages() counters, and the tracepoint log after them when tracing is on
+        # (simcore.tracelog): pgdat.trace_log is the same array
+        self.migrate_stats = np.zeros(migrate.NR_MS, dtype=np.int64)
         self.pgdat = PgData(
             mem_map, pageblock_flags, free_area, zones, node, folio_pfn,
             np.zeros(ev.NR_VM_EVENTS, dtype=np.int64),
             np.zeros((NR_PAGE_ORDERS, ev.NR_MTHP_STATS), dtype=np.int64),
             FALLBACK_TABLE, KIND_IS_LRU, KIND_IS_MIGRATABLE, pcp.new_pcp_array(self.cpus),
+            self.migrate_stats,
         )
         self._setup_pagesets()
         page_alloc.entry_free_area_init(self.pgdat)
@@ -274,7 +278,6 @@ class Machine:
         self.knobs[_compaction.K_EXTFRAG_THRESHOLD] = extfrag_threshold
         self.knobs[_compaction.K_PROACTIVENESS] = compaction_proactiveness
         self._cc, self._pool, self._migratepages = freescan.new_compact_control()
-        self.migrate_stats = np.zeros(migrate.NR_MS, dtype=np.int64)
         self.page_event_log = None          # simcore.page_trace, on with trace_page_events()
         self.clock_ns = 0
         self._cma_allocations = {}          # start pfn -> nr_pages
@@ -758,12 +761,16 @@ class Machine:
 
     def trace_events(self, enable=True, capacity=65536):
         """Switch the simulator's tracepoints on or off (off when a machine is made):
-        compaction:mm_compaction_begin/end per compact_zone() and migrate:mm_migrate_pages per
-        migrate_pages(), read back with trace_records(). Up to `capacity` records are kept;
-        later ones are counted as lost. Switching on or off clears the log."""
+        compaction:mm_compaction_begin/end per compact_zone(), migrate:mm_migrate_pages per
+        migrate_pages(), kmem:mm_page_alloc_extfrag per fallback to another migratetype's
+        free page, and compaction:mm_compaction_isolate_migratepages/isolate_freepages per
+        block either scanner isolated from, read back with trace_records(). Up to `capacity`
+        records are kept; later ones are counted as lost. Switching on or off clears the
+        log."""
         counters = self.migrate_stats[:migrate.NR_MS]
         if not enable:
             self.migrate_stats = counters.copy()
+            self.pgdat = self.pgdat.replace(trace_log=self.migrate_stats)
             return
         if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) \
                 or not 0 < capacity <= 1 << 24:
@@ -771,6 +778,7 @@ class Machine:
         log = np.zeros(migrate.TR_BASE + int(capacity) * migrate.TR_WORDS, dtype=np.int64)
         log[:migrate.NR_MS] = counters
         self.migrate_stats = log
+        self.pgdat = self.pgdat.replace(trace_log=log)
 
     def trace_page_events(self, enable=True):
         """Log kmem:mm_page_alloc and mm_page_free for the allocations and frees callers make
@@ -1279,7 +1287,7 @@ class Machine:
         configuration (profile, strategy, sizes, min_free_kbytes)."""
         h = hashlib.sha256()
         p = self.pgdat
-        arrays = [getattr(p, name) for name, _, _ in PGDAT_ARRAYS]
+        arrays = [getattr(p, name) for name, _, _ in PGDAT_ARRAYS if name != "trace_log"]
         arrays += [self.knobs, self.costs, self._cc, self._pool, self._migratepages,
                    self.migrate_stats[:migrate.NR_MS]] + self.lru.digest_arrays()
         dev = self.swap_device

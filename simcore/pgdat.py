@@ -81,6 +81,7 @@ ARRAYS = (
     ("kind_is_lru", np.uint8, (NR_KINDS,)),
     ("kind_is_migratable", np.uint8, (NR_KINDS,)),
     ("pcp", np.int64, (VARIABLE,)),        # per-CPU page lists (layout in simcore.pcp)
+    ("trace_log", np.int64, (VARIABLE,)),  # tracepoint log (simcore.tracelog): migrate_stats
 )
 
 
@@ -109,7 +110,8 @@ class PgData(structref.StructRefProxy):
                 raise TypeError(f"pgdat.{name} must be a C-contiguous {np.dtype(dtype)} array "
                                 f"of shape {shape}, not {arr.dtype} {arr.shape}")
         addrs = tuple(arr.ctypes.data for arr in arrays)
-        lengths = (len(arrays[0]), len(arrays[1]), len(arrays[5]), len(arrays[11]))
+        lengths = (len(arrays[0]), len(arrays[1]), len(arrays[5]), len(arrays[11]),
+                   len(arrays[12]))
         obj = structref.StructRefProxy.__new__(cls, addrs, lengths)
         obj.__dict__.update((name, arr) for (name, _, _), arr in zip(ARRAYS, arrays))
         return obj
@@ -140,7 +142,7 @@ def _voidptr(typingctx, addr):
 
 def _define_view(index, name, dtype, shape):
     if shape[0] == VARIABLE:
-        which = {0: 0, 1: 1, 5: 2, 11: 3}[index]
+        which = {0: 0, 1: 1, 5: 2, 11: 3, 12: 4}[index]
 
         def view(pgdat):
             return numba.carray(_voidptr(pgdat.addrs[index]), pgdat.lengths[which], dtype)
