@@ -7,6 +7,8 @@ allocations and frees its callers make (alloc, alloc_many, free, free_many, and 
 through alloc_many), one record per folio, on the CPU the call ran on. save() writes them in
 the trace format of `foliobench live record` (simcore.trace_file) with the snapshot the machine
 was made from, so that `foliobench replay` drives them against a fresh twin of that snapshot.
+With Machine.trace_events() on as well, the compaction, migration and fallback tracepoints go
+into the file too, in the kernel's field types, as `live record` stores them.
 
 Simplified:
 - Only the callers' allocations and frees are logged. What the simulator does on its own
@@ -22,7 +24,7 @@ Simplified:
 """
 import numpy as np
 
-from . import snapshot_file, trace_file
+from . import snapshot_file, trace_file, tracepoints
 from .mmzone import KIND_NAMES, MIGRATETYPE_NAMES
 
 # include/linux/gfp_types.h bit positions (6.18) of the flags the replay reads
@@ -143,7 +145,16 @@ def save(path, machine, snapshot):
                    "mm_page_free": {"system": "kmem", "id": 1, "fields": FREE_FIELDS}},
         "migratetypes": list(MIGRATETYPE_NAMES[:3]),
     }
-    trace_file.save(path, header, log.events(), blob)
+    events = log.events()
+    recs = machine.trace_records()
+    if recs or machine.trace_lost():
+        # the compaction, migration and fallback tracepoints too (Machine.trace_events())
+        events.update(tracepoints.columns(recs))
+        header["lost_events"] = machine.trace_lost()
+        for i, (name, fields) in enumerate(tracepoints.FIELD_TYPES.items()):
+            system = tracepoints.system_of(name)
+            header["events"][name] = {"system": system, "id": 2 + i, "fields": fields}
+    trace_file.save(path, header, events, blob)
 
 
 def _snapshot_bytes(snap):

@@ -142,3 +142,39 @@ def test_gfp_round_trips_where_it_says_it_does(order, mt, kind, compact):
         assert back == (mt, kind, compact and order > 0)
     else:
         assert back[1] != kind
+
+
+def test_replay_trace_compares_the_tracepoints_event_by_event(snap_blob, tmp_path, capsys):
+    """A simulated trace carrying its own compaction, migration and fallback tracepoints: its
+    replay under the same strategy parts from them nowhere; under another one it does."""
+    m = simcore.Machine.from_snapshot(snap_blob, compaction="folio")
+    m.trace_page_events()
+    m.trace_events(True, capacity=1 << 20)
+    _run(m, seed=7)
+    recs = m.trace_records()
+    path = tmp_path / "traced.npz"
+    page_trace.save(path, m, snap_blob)
+    out = tmp_path / "rows.json"
+    assert main(["replay", str(path), "--strategy", "folio", "--strategy", "legacy", "--trace",
+                 "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "tracepoints, live kernel vs twin" in text and "first divergence: none" in text
+    same, other = json.loads(out.read_text())["rows"]
+    tp = same["tracepoints"]
+    assert tp["first_divergence"] is None and tp["live"] == tp["twin"]
+    counts = tp["live"]["counts"]
+    assert counts["mm_compaction_begin"] == counts["mm_compaction_end"] > 0
+    assert counts["mm_compaction_isolate_migratepages"] > 0
+    assert counts["mm_compaction_isolate_freepages"] > 0
+    assert counts["mm_migrate_pages"] == sum(r["event"] == "migrate:mm_migrate_pages"
+                                             for r in recs)
+    assert sum(tp["live"]["status"].values()) == counts["mm_compaction_end"]
+    assert tp["live_runs"] == tp["twin_runs"] and len(tp["live_runs"]) > 0
+    assert other["tracepoints"]["first_divergence"] is not None
+
+
+def test_a_recorded_trace_refuses_live_trace(snap_blob, tmp_path, capsys):
+    m, path = _recorded(snap_blob, tmp_path)
+    assert main(["replay", str(path), "--trace", "--live-trace", "x.trace"]) == 2
+    err = capsys.readouterr().err
+    assert "--live-trace applies to a snapshot" in err and err.count("\n") == 1

@@ -48,6 +48,7 @@ GFP_ZERO = 1 << 8
 GFP_COMP = 1 << 18
 NO_PFN = np.uint64((1 << 64) - 1)
 MIGRATETYPES = ("unmovable", "movable", "reclaimable")
+TRACE_CAPACITY = 1 << 21            # simulator tracepoint records kept during a traced replay
 TICK_NS = 100_000_000                 # kcompactd and time-based work every 100 ms of trace
 
 
@@ -244,18 +245,25 @@ class Replayer:
     def _split(self, head, where, have, order):
         """Split the simulated folio of a recorded one freed in pieces; map every piece."""
         m = self.m
-        to = order
-        try:
-            ok = m.split(where, to)
-        except ValueError:            # anonymous order 1 does not exist: go to order 0
-            to = 0
-            ok = m.split(where, 0)
-        if not ok:
-            return
-        self.figures["folios_split"] += 1
         mem_map = m.pgdat.mem_map
+        to = order
+        if int(mem_map["order"][where]) <= to:
+            # the simulator split it already (compaction under legacy or split): its pieces are
+            # the folios where the recorded pieces would be
+            to = int(mem_map["order"][where])
+        else:
+            try:
+                ok = m.split(where, to)
+            except ValueError:            # anonymous order 1 does not exist: go to order 0
+                to = 0
+                ok = m.split(where, 0)
+            if not ok:
+                return
+            self.figures["folios_split"] += 1
         for j in range(1 << (have - to)):
-            self.live[head + (j << to)] = (int(mem_map["next"][where + (j << to)]), to)
+            at = where + (j << to)
+            if at < len(mem_map) and mem_map["type"][at] == PAGE_HEAD:
+                self.live[head + (j << to)] = (int(mem_map["next"][at]), int(mem_map["order"][at]))
 
 
 def simulated(trace):
@@ -296,10 +304,13 @@ def replay(machine, trace, limit=None):
 class TwinSimBackend(SimBackend):
     """The simulator on the twin of a snapshot (bytes or path): a trace's own start state."""
 
-    def __init__(self, mem=None, seed=0, strategy=None, profile=None, *, snapshot, **machine_kw):
+    def __init__(self, mem=None, seed=0, strategy=None, profile=None, *, snapshot, trace=False,
+                 **machine_kw):
         import simcore
         self.machine = simcore.Machine.from_snapshot(snapshot, seed=seed, compaction=strategy,
                                                      profile=profile)
+        if trace:               # the simulator's tracepoints, for a comparison with the live ones
+            self.machine.trace_events(True, capacity=TRACE_CAPACITY)
         self.rng = self.machine.rng
         self.node1 = None
 
@@ -345,6 +356,9 @@ def trace_workload(path):
                 raise Unsupported("a trace replays on the simulator only")
             fig = replay(machine, trace)
             extra["first_divergence"] = fig.pop("first_divergence")
+            if machine.trace_lost() or machine.trace_records():
+                extra["trace_records"] = machine.trace_records()
+                extra["trace_lost"] = machine.trace_lost()
             fig["requested"] = fig["allocs"]
             fig["granted"] = fig["allocs_granted"]
             return fig
