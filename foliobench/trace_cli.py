@@ -4,6 +4,7 @@ import math
 import pathlib
 import sys
 
+from . import trace_fidelity
 from .twin_cli import _Refused, output_file
 
 # counters shown next to what the live kernel did while the trace was recorded
@@ -78,29 +79,38 @@ def is_snapshot(path):
     return "kpf_values.npy" in _members(path)
 
 
-def replay_trace(path, strategies, profile=None):
-    """Rows: the trace replayed on its twin under each strategy (workloads.trace)."""
+def replay_trace(path, strategies, profile=None, trace_events=False):
+    """Rows: the trace replayed on its twin under each strategy (workloads.trace). With
+    `trace_events`, each row's "tracepoints" compares the recorded compaction, migration and
+    fallback events with the twin's (foliobench.trace_fidelity)."""
     from simcore import profiles
     from workloads.base import run_one
     from workloads.trace import load_trace, trace_workload
     trace = load_trace(path)
     cls = trace_workload(path)
-    profile = profile or matching_profile(trace.kernel, profiles.profiles())
+    profile = profile or trace.header.get("profile") \
+        or matching_profile(trace.kernel, profiles.profiles())
     rows, divergences = [], []
+    live = trace_fidelity.live_records(trace) if trace_events else None
     for strategy in strategies:
         keep = {}
-        row = run_one(cls, strategy, keep=keep, backend_factory=_factory(trace, profile))
+        row = run_one(cls, strategy, keep=keep,
+                      backend_factory=_factory(trace, profile, trace_events))
         row["profile"] = profile
+        if trace_events:
+            row["tracepoints"] = trace_fidelity.compare(live, keep.get("trace_records", []))
+            row["trace_lost"] = keep.get("trace_lost", 0)
         rows.append(row)
         divergences.append(keep.get("first_divergence"))
     return trace, rows, divergences
 
 
-def _factory(trace, profile):
+def _factory(trace, profile, trace_events=False):
     import functools
 
     from workloads.trace import TwinSimBackend
-    return functools.partial(TwinSimBackend, snapshot=trace.snapshot, profile=profile)
+    return functools.partial(TwinSimBackend, snapshot=trace.snapshot, profile=profile,
+                             trace=trace_events)
 
 
 def matching_profile(kernel, names):
@@ -154,8 +164,9 @@ def _replay_trace(args):
     path = pathlib.Path(args.snapshot)
     if args.action:
         raise _Refused("--action applies to a snapshot; a trace replays its own requests")
-    if getattr(args, "trace", False) or getattr(args, "live_trace", None):
-        raise _Refused("--trace and --live-trace apply to a snapshot replayed with --action")
+    if getattr(args, "live_trace", None):
+        raise _Refused("--live-trace applies to a snapshot replayed with --action; a recorded "
+                       "trace holds its own live events (use --trace)")
     if args.deferred != "absent":
         raise _Refused("--deferred applies to a snapshot; a trace replays on its snapshot as "
                        "captured")
@@ -168,8 +179,15 @@ def _replay_trace(args):
     strategies = args.strategy or ["legacy", "split", "folio"]
     for s in strategies:
         get_strategy(s)
-    trace, rows, divergences = replay_trace(str(path), strategies, args.profile)
+    trace, rows, divergences = replay_trace(str(path), strategies, args.profile,
+                                            trace_events=getattr(args, "trace", False))
     print(format_replay(trace, rows, divergences))
+    for row in rows:
+        if "tracepoints" in row:
+            print("\n".join(trace_fidelity.format_comparison(row["strategy"],
+                                                             row["tracepoints"])))
+            if row["trace_lost"]:
+                print(f"  twin tracepoint records lost (log full): {row['trace_lost']}")
     if args.output:
         out = pathlib.Path(args.output)
         doc = {"rows": rows, "first_divergence": divergences,

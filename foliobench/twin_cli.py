@@ -98,7 +98,9 @@ def add_parsers(sub):
                      help="memory the kernel had not initialised yet: left out (default) or free")
     rep.add_argument("--trace", action="store_true",
                      help="print the twin's compaction runs from its tracepoints "
-                          "(mm_compaction_begin/end, mm_migrate_pages; snapshots only)")
+                          "(mm_compaction_begin/end, mm_migrate_pages); for a recorded trace, "
+                          "compare them, the scanners' isolate events and "
+                          "mm_page_alloc_extfrag with the recorded ones")
     rep.add_argument("--live-trace", metavar="FILE",
                      help="with --trace: a live trace's text (tools/trace_compact_memory.py "
                           "OUT.trace) to print beside the twin's, with the first divergence")

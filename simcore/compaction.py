@@ -104,6 +104,7 @@ from .pgdat import (
     Z_WMARK_LOW,
     Z_WMARK_MIN,
 )
+from .tracelog import TP_ISOLATE_MIGRATEPAGES, trace_isolate, tracing
 
 jit = nb.njit(cache=True, nogil=True)
 
@@ -155,6 +156,7 @@ def isolate_migratepages_block(pgdat, cc, migratepages, low_pfn, end_pfn):
     chunk = np.int64(1) << max(cc[CC_ORDER], 0)
     nr = 0
     scanned = 0
+    taken_before = cc[CC_NR_ISOLATED]
     pfn = low_pfn
     # Inside a free MAX_PAGE_ORDER block: nothing to isolate up to end_pfn. Any other tail
     # (of a buddy merged after the last batch migrated out) is stepped over page by page.
@@ -162,6 +164,9 @@ def isolate_migratepages_block(pgdat, cc, migratepages, low_pfn, end_pfn):
     if mem_map[pfn].type == PAGE_TAIL and pfn != top and mem_map[top].type == PAGE_BUDDY \
             and mem_map[top].order == MAX_PAGE_ORDER:
         cc[CC_TOTAL_MIGRATE_SCANNED] += end_pfn - low_pfn
+        if tracing(pgdat.trace_log):
+            trace_isolate(pgdat.trace_log, TP_ISOLATE_MIGRATEPAGES, low_pfn, end_pfn,
+                          end_pfn - low_pfn, 0)
         return end_pfn, 0
     while pfn < end_pfn:
         t = mem_map[pfn].type
@@ -222,6 +227,9 @@ def isolate_migratepages_block(pgdat, cc, migratepages, low_pfn, end_pfn):
         else:
             pfn += n
     cc[CC_TOTAL_MIGRATE_SCANNED] += scanned
+    if tracing(pgdat.trace_log):
+        trace_isolate(pgdat.trace_log, TP_ISOLATE_MIGRATEPAGES, low_pfn, pfn, scanned,
+                      cc[CC_NR_ISOLATED] - taken_before)
     return pfn, nr
 
 

@@ -32,6 +32,7 @@ from .pgdat import (
     Z_START,
     Z_WMARK_MIN,
 )
+from .tracelog import TP_ISOLATE_FREEPAGES, trace_isolate, tracing
 
 jit = nb.njit(cache=True, nogil=True)
 
@@ -198,6 +199,8 @@ def isolate_freepages_block(pgdat, cc, pool, start, end):
     if mem_map[pfn].type == PAGE_TAIL and pfn & ((1 << MAX_PAGE_ORDER) - 1):
         # second pageblock of an order-10 block: nothing to isolate here
         cc[CC_TOTAL_FREE_SCANNED] += end - start
+        if tracing(pgdat.trace_log):
+            trace_isolate(pgdat.trace_log, TP_ISOLATE_FREEPAGES, start, end, end - start, 0)
         return 0, end
     while pfn < end:
         t = mem_map[pfn].type
@@ -221,6 +224,8 @@ def isolate_freepages_block(pgdat, cc, pool, start, end):
             break
     cc[CC_TOTAL_FREE_SCANNED] += scanned
     cc[CC_NR_ISOLATED] += isolated
+    if tracing(pgdat.trace_log):
+        trace_isolate(pgdat.trace_log, TP_ISOLATE_FREEPAGES, start, pfn, scanned, isolated)
     return isolated, pfn
 
 

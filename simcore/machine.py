@@ -262,11 +262,15 @@ class Machine:
         node = np.zeros(NR_NODE_FIELDS, dtype=np.int64)
         node[N_HANDLE_FREE] = -1
         folio_pfn = grown_handle_table(np.empty(0, dtype=np.int64), node, 1024)
+        # the migrate_pages() counters, and the tracepoint log after them when tracing is on
+        # (simcore.tracelog): pgdat.trace_log is the same array
+        self.migrate_stats = np.zeros(migrate.NR_MS, dtype=np.int64)
         self.pgdat = PgData(
             mem_map, pageblock_flags, free_area, zones, node, folio_pfn,
             np.zeros(ev.NR_VM_EVENTS, dtype=np.int64),
             np.zeros((NR_PAGE_ORDERS, ev.NR_MTHP_STATS), dtype=np.int64),
             FALLBACK_TABLE, KIND_IS_LRU, KIND_IS_MIGRATABLE, pcp.new_pcp_array(self.cpus),
+            self.migrate_stats,
         )
         self._setup_pagesets()
         page_alloc.entry_free_area_init(self.pgdat)
@@ -275,7 +279,7 @@ class Machine:
         self.knobs[_compaction.K_EXTFRAG_THRESHOLD] = extfrag_threshold
         self.knobs[_compaction.K_PROACTIVENESS] = compaction_proactiveness
         self._cc, self._pool, self._migratepages = freescan.new_compact_control()
-        self.migrate_stats = np.zeros(migrate.NR_MS, dtype=np.int64)
+        self.page_event_log = None          # simcore.page_trace, on with trace_page_events()
         self.clock_ns = 0
         self._cma_allocations = {}          # start pfn -> nr_pages
         self._offline_blocks = set()
@@ -416,18 +420,24 @@ class Machine:
         if gfp is not None:
             _gfp.get_gfp(gfp)
         if self.reclaim:                                          # reclaim hook (vmscan)
-            return self._alloc_reclaim(order, mt, k, flags, compact, gfp)
-        pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, _ALLOC_WMARK_LOW)
-        if pfn >= 0:
-            return pfn
-        if pfn == -2:
-            self._reserve_handles(1)
+            got = self._alloc_reclaim(order, mt, k, flags, compact, gfp)
+        else:
             pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, _ALLOC_WMARK_LOW)
-        if pfn == -1 and order > 0 and compact:
-            self._reserve_for_compaction(1)
-            pfn = self._slowpath(self.pgdat, order, mt, k, flags, self._cc, self._pool,
-                                 self._migratepages, self.knobs, self.costs, self.migrate_stats)
-        return pfn if pfn >= 0 else None
+            if pfn >= 0 and self.page_event_log is None:
+                return pfn
+            if pfn == -2:
+                self._reserve_handles(1)
+                pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, _ALLOC_WMARK_LOW)
+            if pfn == -1 and order > 0 and compact:
+                self._reserve_for_compaction(1)
+                pfn = self._slowpath(self.pgdat, order, mt, k, flags, self._cc, self._pool,
+                                     self._migratepages, self.knobs, self.costs,
+                                     self.migrate_stats)
+            got = pfn if pfn >= 0 else None
+        if self.page_event_log is not None:                       # mm_page_alloc
+            self.page_event_log.alloc(self.cpu, -1 if got is None else got, order, mt, k, flags,
+                                      compact)
+        return got
 
     def alloc_many(self, count, order, migratetype="movable", kind="anon", flags=0, compact=True,
                    cpu=None, gfp=None):
@@ -463,6 +473,10 @@ class Machine:
             self._reserve_handles(count)
             n = self._alloc_folios(self.pgdat.view, out, order, mt, k, flags,
                                    page_alloc.ALLOC_WMARK_LOW)
+        if self.page_event_log is not None:                       # mm_page_alloc
+            # the call stops at its first failure, which the kernel traces with pfn -1
+            got = out[:n] if n == count else np.append(out[:n], -1)
+            self.page_event_log.alloc(self.cpu, got, order, mt, k, flags, compact)
         return out[:n]
 
     def free(self, pfn, cpu=None):
@@ -473,11 +487,15 @@ class Machine:
             pfn = int(pfn)
         if cpu is not None:
             self._on_cpu(cpu)
-        if self.reclaim:                                          # reclaim hook (vmscan)
+        # the folio's size and handle only where reclaim or the page trace needs them: two
+        # views of mem_map per call are most of a plain free's cost
+        if self.reclaim or self.page_event_log is not None:
             inside = 0 <= pfn < self.nr_pages
             handle = int(self.pgdat.mem_map["next"][pfn]) if inside else -1
             pages = 1 << int(self.pgdat.mem_map["order"][pfn]) if inside else 0
         err = self._free_folio(self.pgdat.view, pfn)
+        if not err and self.page_event_log is not None:           # mm_page_free
+            self.page_event_log.free(self.cpu, pfn, pages.bit_length() - 1)
         if err:
             raise ValueError(f"pfn {pfn} {_ERRORS[err]}; free() takes a folio head PFN")
         if self.reclaim:
@@ -496,9 +514,13 @@ class Machine:
             inside = arr[(arr >= 0) & (arr < self.nr_pages)]
             handles = self.pgdat.mem_map["next"][inside].astype(np.int64)
             pages = np.int64(1) << self.pgdat.mem_map["order"][inside].astype(np.int64)
+        if self.page_event_log is not None:
+            orders = self.pgdat.mem_map["order"][np.clip(arr, 0, self.nr_pages - 1)].copy()
         err, bad = self._free_folios(self.pgdat.view, arr)
         if not err and self.reclaim:
             self.lru.forget(handles, pages)
+        if not err and self.page_event_log is not None:           # mm_page_free
+            self.page_event_log.free(self.cpu, arr, orders)
         if err:
             raise ValueError(f"pfn {int(arr[bad])} (entry {bad}) {_ERRORS[err]}; "
                              f"free_many() takes folio head PFNs; nothing was freed")
@@ -748,12 +770,16 @@ class Machine:
 
     def trace_events(self, enable=True, capacity=65536):
         """Switch the simulator's tracepoints on or off (off when a machine is made):
-        compaction:mm_compaction_begin/end per compact_zone() and migrate:mm_migrate_pages per
-        migrate_pages(), read back with trace_records(). Up to `capacity` records are kept;
-        later ones are counted as lost. Switching on or off clears the log."""
+        compaction:mm_compaction_begin/end per compact_zone(), migrate:mm_migrate_pages per
+        migrate_pages(), kmem:mm_page_alloc_extfrag per fallback to another migratetype's
+        free page, and compaction:mm_compaction_isolate_migratepages/isolate_freepages per
+        block either scanner isolated from, read back with trace_records(). Up to `capacity`
+        records are kept; later ones are counted as lost. Switching on or off clears the
+        log."""
         counters = self.migrate_stats[:migrate.NR_MS]
         if not enable:
             self.migrate_stats = counters.copy()
+            self.pgdat = self.pgdat.replace(trace_log=self.migrate_stats)
             return
         if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) \
                 or not 0 < capacity <= 1 << 24:
@@ -761,6 +787,16 @@ class Machine:
         log = np.zeros(migrate.TR_BASE + int(capacity) * migrate.TR_WORDS, dtype=np.int64)
         log[:migrate.NR_MS] = counters
         self.migrate_stats = log
+        self.pgdat = self.pgdat.replace(trace_log=log)
+
+    def trace_page_events(self, enable=True):
+        """Log kmem:mm_page_alloc and mm_page_free for the allocations and frees callers make
+        (off when a machine is made; free when off: one attribute check per call). The log is
+        `page_event_log`; simcore.page_trace.save() writes it as a trace that `foliobench
+        replay` reproduces on the snapshot this machine was made from. Switching on or off
+        clears it."""
+        from . import page_trace
+        self.page_event_log = page_trace.PageEventLog() if enable else None
 
     def trace_records(self):
         """The tracepoint records since trace_events() switched them on, oldest first: a list
@@ -1260,7 +1296,7 @@ class Machine:
         configuration (profile, strategy, sizes, min_free_kbytes)."""
         h = hashlib.sha256()
         p = self.pgdat
-        arrays = [getattr(p, name) for name, _, _ in PGDAT_ARRAYS]
+        arrays = [getattr(p, name) for name, _, _ in PGDAT_ARRAYS if name != "trace_log"]
         arrays += [self.knobs, self.costs, self._cc, self._pool, self._migratepages,
                    self.migrate_stats[:migrate.NR_MS]] + self.lru.digest_arrays()
         dev = self.swap_device

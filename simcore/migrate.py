@@ -30,6 +30,20 @@ from .mmzone import (
     PG_PINNED,
     PG_WRITEBACK,
 )
+from .tracelog import (  # noqa: F401  (the log's layout, re-exported for simcore.tracepoints)
+    NR_COUNTERS,
+    TP_COMPACTION_BEGIN,
+    TP_COMPACTION_END,
+    TP_ISOLATE_FREEPAGES,
+    TP_ISOLATE_MIGRATEPAGES,
+    TP_MIGRATE_PAGES,
+    TP_PAGE_ALLOC_EXTFRAG,
+    TR_BASE,
+    TR_LEN,
+    TR_LOST,
+    TR_WORDS,
+    trace_slot,
+)
 
 jit = nb.njit(cache=True, nogil=True)
 
@@ -76,27 +90,9 @@ NR_MS = 12
 # NR_MS carries a log after the counters: records written, records lost for want of room, then
 # TR_WORDS int64 per record (event id and the kernel's fields in TP_STRUCT__entry order). Off,
 # stats is NR_MS long and each traced site costs one length check.
-TR_LEN = NR_MS
-TR_LOST = NR_MS + 1
-TR_BASE = NR_MS + 2
-TR_WORDS = 10
-TP_COMPACTION_BEGIN = 0     # zone_start, migrate_pfn, free_pfn, zone_end, sync
-TP_COMPACTION_END = 1       # the same and status (enum compact_result)
-TP_MIGRATE_PAGES = 2        # succeeded, failed, thp_succeeded, thp_failed, thp_split,
-#                             large_folio_split, mode, reason
-
-
-@jit
-def trace_slot(stats):
-    """Where the next trace record goes in stats, or -1 when the log is full (counted lost)."""
-    n = stats[TR_LEN]
-    at = TR_BASE + n * TR_WORDS
-    if at + TR_WORDS > stats.shape[0]:
-        stats[TR_LOST] += 1
-        return -1
-    stats[TR_LEN] = n + 1
-    stats[at:at + TR_WORDS] = 0
-    return at
+# simcore.tracelog holds the layout; pgdat.trace_log is the same array, so that the allocator
+# and the scanners log into the same record stream.
+assert NR_MS == NR_COUNTERS
 
 
 @jit

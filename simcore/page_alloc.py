@@ -65,6 +65,7 @@ from .pgdat import (
     Z_WMARK_MIN,
     view_at,
 )
+from .tracelog import trace_extfrag, tracing
 
 jit = nb.njit(cache=True, nogil=True)
 
@@ -389,6 +390,9 @@ def rmqueue_claim(pgdat, z, order, start_mt, alloc_flags):
         pfn = pgdat.free_area[z, current_order, fallback_mt, FA_HEAD]
         pfn = try_to_claim_block(pgdat, z, pfn, current_order, order, start_mt, fallback_mt)
         if pfn >= 0:
+            if tracing(pgdat.trace_log):
+                trace_extfrag(pgdat.trace_log, pfn, order, current_order, start_mt, fallback_mt,
+                              get_pageblock_migratetype(pgdat, pfn))
             return pfn
     return -1
 
@@ -402,6 +406,9 @@ def rmqueue_steal(pgdat, z, order, start_mt):
             continue
         pfn = pgdat.free_area[z, current_order, fallback_mt, FA_HEAD]
         page_del_and_expand(pgdat, z, pfn, order, current_order, fallback_mt)
+        if tracing(pgdat.trace_log):
+            trace_extfrag(pgdat.trace_log, pfn, order, current_order, start_mt, fallback_mt,
+                          get_pageblock_migratetype(pgdat, pfn))
         return pfn
     return -1
 

@@ -81,6 +81,7 @@ ARRAYS = (
     ("kind_is_lru", np.uint8, (NR_KINDS,)),
     ("kind_is_migratable", np.uint8, (NR_KINDS,)),
     ("pcp", np.int64, (VARIABLE,)),        # per-CPU page lists (layout in simcore.pcp)
+    ("trace_log", np.int64, (VARIABLE,)),  # tracepoint log (simcore.tracelog): migrate_stats
 )
 
 
@@ -109,7 +110,8 @@ class PgData(structref.StructRefProxy):
                 raise TypeError(f"pgdat.{name} must be a C-contiguous {np.dtype(dtype)} array "
                                 f"of shape {shape}, not {arr.dtype} {arr.shape}")
         addrs = tuple(arr.ctypes.data for arr in arrays)
-        lengths = (len(arrays[0]), len(arrays[1]), len(arrays[5]), len(arrays[11]))
+        lengths = (len(arrays[0]), len(arrays[1]), len(arrays[5]), len(arrays[11]),
+                   len(arrays[12]))
         obj = structref.StructRefProxy.__new__(cls, addrs, lengths)
         obj.__dict__.update((name, arr) for (name, _, _), arr in zip(ARRAYS, arrays))
         # the same addresses and lengths once more, in one int64 block whose address is
@@ -144,21 +146,21 @@ def _voidptr(typingctx, addr):
     return nbtypes.voidptr(nbtypes.int64), codegen
 
 
-VIEW_BLOCK_LEN = 16
-assert len(ARRAYS) + 4 == VIEW_BLOCK_LEN, "view_at() spells out every address and length"
+VIEW_BLOCK_LEN = 18
+assert len(ARRAYS) + 5 == VIEW_BLOCK_LEN, "view_at() spells out every address and length"
 
 
 @numba.njit(cache=True, nogil=True)
 def view_at(addr):
-    """The PgView of the PgData whose `view` is `addr` (its block: 12 addresses, 4 lengths)."""
+    """The PgView of the PgData whose `view` is `addr` (its block: 13 addresses, 5 lengths)."""
     b = numba.carray(_voidptr(addr), VIEW_BLOCK_LEN, np.int64)
-    return PgView((b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11]),
-                  (b[12], b[13], b[14], b[15]))
+    return PgView((b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+                   b[12]), (b[13], b[14], b[15], b[16], b[17]))
 
 
 def _define_view(index, name, dtype, shape):
     if shape[0] == VARIABLE:
-        which = {0: 0, 1: 1, 5: 2, 11: 3}[index]
+        which = {0: 0, 1: 1, 5: 2, 11: 3, 12: 4}[index]
 
         def view(pgdat):
             return numba.carray(_voidptr(pgdat.addrs[index]), pgdat.lengths[which], dtype)

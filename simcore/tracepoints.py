@@ -7,8 +7,14 @@ status at the end) and migrate_pages() logs migrate:mm_migrate_pages
 large_folio_split, mode, reason) into the log after the migration counters (simcore.migrate,
 TR_*), when Machine.trace_events() switched it on. This module turns that log into records.
 
+Also kmem:mm_page_alloc_extfrag (include/trace/events/kmem.h: pfn, alloc_order,
+fallback_order, alloc_migratetype, fallback_migratetype, change_ownership) from
+__rmqueue_claim() and __rmqueue_steal(), and compaction:mm_compaction_isolate_migratepages and
+mm_compaction_isolate_freepages (start_pfn, end_pfn, nr_scanned, nr_taken) at the end of
+isolate_migratepages_block() and isolate_freepages_block().
+
 Simplified: no timestamps or CPU (records are in the order they happened), and no
-mm_compaction_isolate_*, suitable, deferred or finished events.
+mm_compaction_fast_isolate_freepages, suitable, deferred or finished events.
 """
 import json
 import os
@@ -21,6 +27,10 @@ from . import migrate
 COMPACTION_BEGIN = "compaction:mm_compaction_begin"
 COMPACTION_END = "compaction:mm_compaction_end"
 MIGRATE_PAGES = "migrate:mm_migrate_pages"
+PAGE_ALLOC_EXTFRAG = "kmem:mm_page_alloc_extfrag"
+ISOLATE_MIGRATEPAGES = "compaction:mm_compaction_isolate_migratepages"
+ISOLATE_FREEPAGES = "compaction:mm_compaction_isolate_freepages"
+_ISOLATE_FIELDS = ("start_pfn", "end_pfn", "nr_scanned", "nr_taken")
 _ZONE_FIELDS = ("zone_start", "migrate_pfn", "free_pfn", "zone_end", "sync")
 EVENTS = {
     migrate.TP_COMPACTION_BEGIN: (COMPACTION_BEGIN, _ZONE_FIELDS),
@@ -28,12 +38,39 @@ EVENTS = {
     migrate.TP_MIGRATE_PAGES: (MIGRATE_PAGES, ("succeeded", "failed", "thp_succeeded",
                                                "thp_failed", "thp_split", "large_folio_split",
                                                "mode", "reason")),
+    migrate.TP_PAGE_ALLOC_EXTFRAG: (PAGE_ALLOC_EXTFRAG, ("pfn", "alloc_order", "fallback_order",
+                                                         "alloc_migratetype",
+                                                         "fallback_migratetype",
+                                                         "change_ownership")),
+    migrate.TP_ISOLATE_MIGRATEPAGES: (ISOLATE_MIGRATEPAGES, _ISOLATE_FIELDS),
+    migrate.TP_ISOLATE_FREEPAGES: (ISOLATE_FREEPAGES, _ISOLATE_FIELDS),
 }
 # The kernel's names: enum compact_result as compaction_status_string prints it, enum
 # migrate_mode and enum migrate_reason as mm_migrate_pages prints them.
 STATUS_NAMES = ("not_suitable_zone", "skipped", "deferred", "no_suitable_page", "continue",
                 "complete", "partial_skipped", "contended", "success")
 MODE_NAMES = ("MIGRATE_ASYNC", "MIGRATE_SYNC_LIGHT", "MIGRATE_SYNC")
+# enum migrate_reason (include/linux/migrate_mode.h) in order, as mm_migrate_pages prints it
+KERNEL_REASONS = ("compaction", "memory_failure", "memory_hotplug", "syscall_or_cpuset",
+                  "mempolicy_mbind", "numa_misplaced", "contig_range", "longterm_pin",
+                  "demotion", "damon")
+# the kernel's field types (this project's 6.18 format files), for records written as a trace
+FIELD_TYPES = {
+    "mm_compaction_begin": {"zone_start": "<u8", "migrate_pfn": "<u8", "free_pfn": "<u8",
+                            "zone_end": "<u8", "sync": "<u1"},
+    "mm_compaction_end": {"zone_start": "<u8", "migrate_pfn": "<u8", "free_pfn": "<u8",
+                          "zone_end": "<u8", "sync": "<u1", "status": "<i4"},
+    "mm_migrate_pages": {"succeeded": "<u8", "failed": "<u8", "thp_succeeded": "<u8",
+                         "thp_failed": "<u8", "thp_split": "<u8", "large_folio_split": "<u8",
+                         "mode": "<u4", "reason": "<i4"},
+    "mm_page_alloc_extfrag": {"pfn": "<u8", "alloc_order": "<i4", "fallback_order": "<i4",
+                              "alloc_migratetype": "<i4", "fallback_migratetype": "<i4",
+                              "change_ownership": "<i4"},
+    "mm_compaction_isolate_migratepages": {"start_pfn": "<u8", "end_pfn": "<u8",
+                                           "nr_scanned": "<u8", "nr_taken": "<u8"},
+    "mm_compaction_isolate_freepages": {"start_pfn": "<u8", "end_pfn": "<u8",
+                                        "nr_scanned": "<u8", "nr_taken": "<u8"},
+}
 REASON_NAMES = {"compaction": "compaction", "memory_failure": "memory_failure",
                 "hotunplug": "memory_hotplug", "syscall": "syscall_or_cpuset",
                 "numa": "numa_misplaced", "cma": "contig_range"}
@@ -107,3 +144,35 @@ def write_json(path, recs, lost_records=0):
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _code(rec, field):
+    v = rec[field]
+    if field == "status":
+        return STATUS_NAMES.index(v)
+    if field == "mode":
+        return MODE_NAMES.index(v)
+    if field == "reason":
+        return KERNEL_REASONS.index(v)
+    return int(v)
+
+
+def system_of(name):
+    """The tracefs system of an event emitted here."""
+    return "migrate" if name == "mm_migrate_pages" else \
+        "kmem" if name == "mm_page_alloc_extfrag" else "compaction"
+
+
+def columns(recs):
+    """Records as a trace file's typed columns, {event: {column: array}}, with the kernel's
+    field types and enum values; ts is the record's position (records have no time)."""
+    out = {}
+    for name, fields in FIELD_TYPES.items():
+        event = f"{system_of(name)}:{name}"
+        picked = [(i, r) for i, r in enumerate(recs) if r["event"] == event]
+        cols = {"ts": np.array([i for i, _ in picked], dtype=np.uint64),
+                "cpu": np.zeros(len(picked), dtype=np.uint16)}
+        for field, dtype in fields.items():
+            cols[field] = np.array([_code(r, field) for _, r in picked], dtype=dtype)
+        out[name] = cols
+    return out

@@ -264,7 +264,36 @@ def test_replay_refuses_bad_traces(tmp_path, make, message):
     assert not out.exists()
 
 
-def test_replay_refuses_a_machine_too_large(tmp_path, monkeypatch):
+@pytest.mark.parametrize("make, message", [
+    ("cut", "truncated or foreign"),
+    ("nosnap", "no start snapshot"),
+    ("format", "does not know that format"),
+    ("large", "to simulate"),
+])
+def test_a_bad_trace_as_a_workload_is_refused(tmp_path, monkeypatch, capsys, make, message):
+    """`run trace:FILE`: the same refusals as `replay`, one line, exit 2, no results."""
+    from foliobench.cli import main
+    if make == "large":
+        if not TRACE.exists():
+            pytest.skip("the committed trace is missing")
+        from simcore import snapshot as snap_mod
+        monkeypatch.setattr(snap_mod, "estimate_bytes", lambda *a, **k: 1 << 60)
+        path = TRACE
+    else:
+        path = _tiny(tmp_path, snapshot=b"" if make == "nosnap" else b"snap",
+                     **({"events": {"mm_page_alloc": {"fields": {"pfn": "<u4"}}}}
+                        if make == "format" else {}))
+        if make == "cut":
+            data = path.read_bytes()
+            path.write_bytes(data[:len(data) - 200])
+    out = tmp_path / "results"
+    assert main(["run", f"trace:{path}", "--strategy", "folio", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+
+
+def test_replay_refuses_a_machine_too_large(tmp_path, monkeypatch, capsys):
     from simcore import snapshot as snap_mod
     from workloads import trace as trace_mod
     trace = trace_mod.load_trace(str(TRACE)) if TRACE.exists() else None
@@ -274,6 +303,8 @@ def test_replay_refuses_a_machine_too_large(tmp_path, monkeypatch):
     from foliobench.cli import main
     out = tmp_path / "rows.json"
     assert main(["replay", str(TRACE), "--strategy", "folio", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "to simulate" in err, err
     assert not out.exists()
 
 

@@ -13,6 +13,9 @@ from simcore import Machine, migrate, tracepoints
 
 BEGIN, END, MIGRATE = (tracepoints.COMPACTION_BEGIN, tracepoints.COMPACTION_END,
                        tracepoints.MIGRATE_PAGES)
+EXTFRAG, ISO_MIGRATE, ISO_FREE = (tracepoints.PAGE_ALLOC_EXTFRAG,
+                                  tracepoints.ISOLATE_MIGRATEPAGES,
+                                  tracepoints.ISOLATE_FREEPAGES)
 
 
 def _traced_compact(seed=3, capacity=65536):
@@ -84,7 +87,7 @@ def test_direct_compaction_pairs_and_migrate_syscall():
     assert len(m.alloc_many(8, 9, "movable", "anon")) == 8
     after = m.vmstat()
     recs = m.trace_records()
-    kinds = [r["event"] for r in recs if r["event"] != MIGRATE]
+    kinds = [r["event"] for r in recs if r["event"] in (BEGIN, END)]
     assert kinds == [BEGIN, END] * (after["compact_stall"] - before["compact_stall"]) != []
     assert len(tracepoints.compaction_zones(recs)) == len(kinds) // 2
     assert sum(r["succeeded"] for r in recs if r["event"] == MIGRATE) == \
@@ -95,6 +98,57 @@ def test_direct_compaction_pairs_and_migrate_syscall():
     (rec,) = m.trace_records()
     assert (rec["event"], rec["mode"], rec["reason"]) == \
         (MIGRATE, "MIGRATE_SYNC", "syscall_or_cpuset")
+
+
+def test_isolate_records_are_the_scanners_blocks():
+    m, _, delta = _traced_compact()
+    recs = m.trace_records()
+    runs, cur = [], None
+    for r in recs:
+        if r["event"] == BEGIN:
+            cur = (r, [], [])
+        elif r["event"] == END:
+            runs.append(cur)
+            cur = None
+        elif r["event"] == ISO_MIGRATE:
+            cur[1].append(r)
+        elif r["event"] == ISO_FREE:
+            cur[2].append(r)
+    assert any(mig for _, mig, _ in runs) and any(free for _, _, free in runs)
+    for begin, mig, free in runs:
+        lo, hi = begin["zone_start"], begin["zone_end"]
+        for r in mig + free:
+            assert lo <= r["start_pfn"] <= r["end_pfn"] <= hi
+            assert 0 <= r["nr_taken"] <= r["nr_scanned"]
+            # one pageblock, or past its end over a folio or buddy of up to MAX_PAGE_ORDER
+            assert r["end_pfn"] - r["start_pfn"] <= 1 << 10
+        # the migrate scanner walks up from zone_start, the linear free scanner down
+        starts = [r["start_pfn"] for r in mig]
+        assert starts == sorted(starts) and (not mig or starts[0] >= begin["migrate_pfn"])
+        assert all(r["start_pfn"] % 512 == 0 for r in free)
+    taken = sum(r["nr_taken"] for r in recs if r["event"] in (ISO_MIGRATE, ISO_FREE))
+    scanned = sum(r["nr_scanned"] for r in recs if r["event"] == ISO_MIGRATE)
+    # the fast scanners (fast_find_migrateblock, fast_isolate_freepages) are not traced
+    assert 0 < taken <= delta["compact_isolated"]
+    assert 0 < scanned <= delta["compact_migrate_scanned"]
+
+
+def test_extfrag_records_each_fallback():
+    m = Machine("64M", seed=2)
+    m.alloc_many(13000, 0, "movable", "anon", compact=False)    # movable blocks everywhere
+    m.trace_events(True)
+    seen = 0
+    for _ in range(400):
+        assert m.alloc(0, "unmovable", "kernel", compact=False) is not None
+        recs = [r for r in m.trace_records() if r["event"] == EXTFRAG]
+        types = m.pageblock_map()[0]
+        for r in recs[seen:]:
+            assert (r["alloc_migratetype"], r["fallback_migratetype"]) in ((0, 1), (0, 2))
+            assert r["fallback_order"] >= r["alloc_order"] == 0
+            # whether the block is the requester's now (MIGRATE_UNMOVABLE is 0)
+            assert r["change_ownership"] == (types[r["pfn"] // 512] == 0), r
+        seen = len(recs)
+    assert seen > 0 and any(r["change_ownership"] for r in recs)
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5, 1 << 30])

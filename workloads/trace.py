@@ -35,7 +35,8 @@ import os
 
 import numpy as np
 
-from simcore import trace_file
+from simcore import page_trace, trace_file
+from simcore.mmzone import PAGE_HEAD
 
 from .backend import SimBackend, Unsupported
 from .base import Workload
@@ -47,6 +48,7 @@ GFP_ZERO = 1 << 8
 GFP_COMP = 1 << 18
 NO_PFN = np.uint64((1 << 64) - 1)
 MIGRATETYPES = ("unmovable", "movable", "reclaimable")
+TRACE_CAPACITY = 1 << 21            # simulator tracepoint records kept during a traced replay
 TICK_NS = 100_000_000                 # kcompactd and time-based work every 100 ms of trace
 
 
@@ -79,10 +81,15 @@ class Stream:
     failed_recorded: int
 
 
-def stream_of(trace):
+def stream_of(trace, keep_failed=False):
+    """The allocations and frees merged by timestamp; failed allocations (pfn -1) are left out
+    unless `keep_failed`."""
     a = trace.events["mm_page_alloc"]
     f = trace.events["mm_page_free"]
     ok = a["pfn"] != NO_PFN
+    failed = int((~ok).sum())
+    if keep_failed:
+        ok = np.ones(len(ok), dtype=bool)
     n_a, n_f = int(ok.sum()), len(f["ts"])
     ts = np.concatenate([a["ts"][ok], f["ts"]])
     order = np.argsort(ts, kind="stable")
@@ -92,16 +99,24 @@ def stream_of(trace):
                   cat(a["pfn"][ok], f["pfn"], np.int64), cat(a["order"][ok], f["order"], np.int64),
                   cat(a["migratetype"][ok], zeros, np.int64),
                   cat(a["gfp_flags"][ok], zeros, np.int64), cat(a["cpu"][ok], f["cpu"], np.int64),
-                  int((~ok).sum()))
+                  failed)
 
 
 class Replayer:
-    """The state of one replay on one simcore Machine: recorded pfn -> (handle, order)."""
+    """The state of one replay on one simcore Machine: recorded pfn -> (handle, order).
 
-    def __init__(self, machine):
+    positional: the trace was written by the simulator (simcore.page_trace), whose placement
+    a replay on the same snapshot, profile and strategy repeats, so a free names the simulated
+    folio by where it is now (compaction may have moved it since its allocation): the folio
+    headed at the recorded pfn is freed."""
+
+    def __init__(self, machine, positional=False):
         self.m = machine
-        # per-CPU page lists (a simcore with CPUs takes alloc(..., cpu=N)): the recorded CPU
+        self.positional = positional
+        # per-CPU page lists (a simcore with CPUs takes alloc(..., cpu=N)): the recorded CPU,
+        # folded onto the twin's CPUs
         self.per_cpu = "cpu" in inspect.signature(machine.alloc).parameters
+        self.nr_cpus = int(getattr(machine, "cpus", 1))
         folios = machine.folios()
         self.start_heads = folios["pfn"]
         self.start_orders = folios["order"]
@@ -119,15 +134,18 @@ class Replayer:
         fig["allocs"] += 1
         fig["large_allocs"] += order > 0
         mtn, kind, compact = request_of(order, mt, gfp)
-        self._supersede(pfn, order)
+        if not self.positional:
+            self._supersede(pfn, order)
         if self.per_cpu:
-            got = m.alloc(order, mtn, kind, compact=compact, cpu=cpu)
+            got = m.alloc(order, mtn, kind, compact=compact, cpu=cpu % self.nr_cpus)
         else:
             got = m.alloc(order, mtn, kind, compact=compact)
         self.used_start.add(pfn)
         if got is None:
             fig["allocs_failed"] += 1
             self.live.pop(pfn, None)
+            if pfn < 0:                     # failed when recorded too (a simulator's trace)
+                return
             if self.first_divergence is None:
                 self.first_divergence = {"index": index, "ts": ts, "recorded_pfn": pfn,
                                          "order": order, "simulated_pfn": None}
@@ -156,8 +174,9 @@ class Replayer:
             self.used_start.add(head)
             table = self.m.pgdat.folio_pfn
             handle = int(self.start_handles[i])
-            if handle < len(table) and table[handle] >= 0:
-                self.m.free(int(table[handle]))
+            # only where it still is: a folio the twin's compaction moved away is not in the way
+            if handle < len(table) and table[handle] == head:
+                self.m.free(head)
                 self.figures["start_state_superseded"] += 1
 
     def _owner(self, pfn):
@@ -177,9 +196,29 @@ class Replayer:
                 return head, int(self.start_handles[i]), order
         return None
 
-    def free(self, pfn, order):
+    def _free_on(self, where, cpu):
+        if self.per_cpu:
+            self.m.free(where, cpu=cpu % self.nr_cpus)
+        else:
+            self.m.free(where)
+
+    def _free_positional(self, pfn, order, cpu):
+        fig = self.figures
+        mem_map = self.m.pgdat.mem_map
+        if not 0 <= pfn < len(mem_map) or mem_map["type"][pfn] != PAGE_HEAD \
+                or int(mem_map["order"][pfn]) != order:
+            fig["frees_unmatched"] += 1
+            return
+        self._free_on(pfn, cpu)
+        fig["frees_matched"] += 1
+        fig["pages_freed"] += 1 << order
+
+    def free(self, pfn, order, cpu=0):
         fig = self.figures
         fig["frees"] += 1
+        if self.positional:
+            self._free_positional(pfn, order, cpu)
+            return
         owner = self._owner(pfn)
         if owner is None:
             fig["frees_unmatched"] += 1
@@ -199,37 +238,52 @@ class Replayer:
                 fig["frees_unmatched"] += 1
                 return
             where = int(m.pgdat.folio_pfn[got[0]])
-        m.free(where)
+        self._free_on(where, cpu)
         fig["frees_matched"] += 1
         fig["pages_freed"] += 1 << order
 
     def _split(self, head, where, have, order):
         """Split the simulated folio of a recorded one freed in pieces; map every piece."""
         m = self.m
-        to = order
-        try:
-            ok = m.split(where, to)
-        except ValueError:            # anonymous order 1 does not exist: go to order 0
-            to = 0
-            ok = m.split(where, 0)
-        if not ok:
-            return
-        self.figures["folios_split"] += 1
         mem_map = m.pgdat.mem_map
+        to = order
+        if int(mem_map["order"][where]) <= to:
+            # the simulator split it already (compaction under legacy or split): its pieces are
+            # the folios where the recorded pieces would be
+            to = int(mem_map["order"][where])
+        else:
+            try:
+                ok = m.split(where, to)
+            except ValueError:            # anonymous order 1 does not exist: go to order 0
+                to = 0
+                ok = m.split(where, 0)
+            if not ok:
+                return
+            self.figures["folios_split"] += 1
         for j in range(1 << (have - to)):
-            self.live[head + (j << to)] = (int(mem_map["next"][where + (j << to)]), to)
+            at = where + (j << to)
+            if at < len(mem_map) and mem_map["type"][at] == PAGE_HEAD:
+                self.live[head + (j << to)] = (int(mem_map["next"][at]), int(mem_map["order"][at]))
+
+
+def simulated(trace):
+    """True for a trace the simulator wrote (simcore.page_trace)."""
+    return trace.header.get("source") == page_trace.SOURCE
 
 
 def replay(machine, trace, limit=None):
     """Drive `trace` (a simcore.trace_file.Trace) against `machine`: the Replayer's figures plus
-    the share of allocations placed at the recorded pfn and the first divergence."""
-    s = stream_of(trace)
-    r = Replayer(machine)
+    the share of allocations placed at the recorded pfn and the first divergence. A trace the
+    simulator wrote replays its failed allocations too (they compacted when they were made),
+    frees by position (Replayer) and runs no tick(): its ts are sequence numbers."""
+    sim = simulated(trace)
+    s = stream_of(trace, keep_failed=sim)
+    r = Replayer(machine, positional=sim)
     n = len(s.ts) if limit is None else min(limit, len(s.ts))
     ts, is_alloc, pfn, order = (s.ts[:n].tolist(), s.is_alloc[:n].tolist(), s.pfn[:n].tolist(),
                                 s.order[:n].tolist())
     mt, gfp, cpu = s.migratetype[:n].tolist(), s.gfp[:n].tolist(), s.cpu[:n].tolist()
-    next_tick = ts[0] + TICK_NS if n else 0
+    next_tick = ts[0] + TICK_NS if n and not sim else float("inf")
     for i in range(n):
         if ts[i] >= next_tick:
             machine.tick((ts[i] - next_tick) // 1_000_000 + TICK_NS // 1_000_000)
@@ -237,7 +291,7 @@ def replay(machine, trace, limit=None):
         if is_alloc[i]:
             r.alloc(i, pfn[i], order[i], mt[i], gfp[i], ts[i], cpu[i])
         else:
-            r.free(pfn[i], order[i])
+            r.free(pfn[i], order[i], cpu[i])
     fig = dict(r.figures)
     fig["allocs_failed_recorded"] = s.failed_recorded
     fig["same_pfn_share"] = fig["same_pfn"] / fig["allocs"] if fig["allocs"] else float("nan")
@@ -250,10 +304,13 @@ def replay(machine, trace, limit=None):
 class TwinSimBackend(SimBackend):
     """The simulator on the twin of a snapshot (bytes or path): a trace's own start state."""
 
-    def __init__(self, mem=None, seed=0, strategy=None, profile=None, *, snapshot, **machine_kw):
+    def __init__(self, mem=None, seed=0, strategy=None, profile=None, *, snapshot, trace=False,
+                 **machine_kw):
         import simcore
         self.machine = simcore.Machine.from_snapshot(snapshot, seed=seed, compaction=strategy,
                                                      profile=profile)
+        if trace:               # the simulator's tracepoints, for a comparison with the live ones
+            self.machine.trace_events(True, capacity=TRACE_CAPACITY)
         self.rng = self.machine.rng
         self.node1 = None
 
@@ -299,6 +356,9 @@ def trace_workload(path):
                 raise Unsupported("a trace replays on the simulator only")
             fig = replay(machine, trace)
             extra["first_divergence"] = fig.pop("first_divergence")
+            if machine.trace_lost() or machine.trace_records():
+                extra["trace_records"] = machine.trace_records()
+                extra["trace_lost"] = machine.trace_lost()
             fig["requested"] = fig["allocs"]
             fig["granted"] = fig["allocs_granted"]
             return fig
