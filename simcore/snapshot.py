@@ -460,8 +460,12 @@ def _captured_tables(files, spans):
     return buddy, blocks, pti
 
 
-def reconstruct(snap):
-    """A Reconstruction of `snap` (a simcore.snapshot_file.Snapshot)."""
+def reconstruct(snap, release=False):
+    """A Reconstruction of `snap` (a simcore.snapshot_file.Snapshot).
+
+    release: take the snapshot's per-PFN arrays out of it (kpageflags and kpagecount become
+    None), so that they are freed as soon as they are read rather than kept next to the twin
+    being built; for a snapshot loaded only to build this twin."""
     zoneinfo = procfs.parse_zoneinfo(snap.files["zoneinfo"])
     spans, fields = twin_zones(zoneinfo)
     end = max(e for _, e in spans.values())
@@ -470,11 +474,15 @@ def reconstruct(snap):
                          f"truncated per-PFN data")
     nr_pages = -(-end // PAGEBLOCK_NR_PAGES) * PAGEBLOCK_NR_PAGES
     flags, counts = snap.kpageflags, snap.kpagecount
+    if release:
+        snap.kpageflags = snap.kpagecount = None
     if len(flags) != nr_pages:          # pad or cut to whole pageblocks (a copy only then)
+        captured_flags, captured_counts = flags, counts
         flags = np.zeros(nr_pages, dtype=np.uint64)
         counts = np.zeros(nr_pages, dtype=np.uint16)
-        flags[:end] = snap.kpageflags[:end]
-        counts[:end] = snap.kpagecount[:end]
+        flags[:end] = captured_flags[:end]
+        counts[:end] = captured_counts[:end]
+        del captured_flags, captured_counts
     page_class, absent = classify(flags, counts, spans, fields)
     del counts
     folio_pfn, folio_order, folio_kind, folio_flags, broken = find_folios(flags, page_class)
@@ -584,7 +592,8 @@ def twin(source, *, profile=None, compaction=None, seed=0, deferred="absent",
          available=None):
     """A Machine whose memory is the snapshot's (see Machine.from_snapshot)."""
     from .machine import MAX_MEM, Machine
-    snap = source if isinstance(source, snapshot_file.Snapshot) else snapshot_file.load(source)
+    loaded = not isinstance(source, snapshot_file.Snapshot)
+    snap = snapshot_file.load(source) if loaded else source
     if deferred not in DEFERRED_MODES:
         raise ValueError(f"deferred {deferred!r} is unknown; allowed: {', '.join(DEFERRED_MODES)}")
     need = estimate_bytes(snap.nr_pfns)
@@ -593,7 +602,7 @@ def twin(source, *, profile=None, compaction=None, seed=0, deferred="absent",
         raise ValueError(f"snapshot of {format_size(snap.nr_pfns * PAGE_SIZE)} needs about "
                          f"{format_size(need)} to simulate; this host has "
                          f"{format_size(available)} free")
-    rec = reconstruct(snap)
+    rec = reconstruct(snap, release=loaded)     # the per-PFN arrays go before mem_map comes
     min_free = snap.settings.get("vm/min_free_kbytes")
     machine = Machine(mem=rec.nr_pages * PAGE_SIZE, seed=seed, profile=profile,
                       compaction=compaction,
