@@ -528,7 +528,8 @@ class Machine:
     def split(self, pfn, new_order=0):
         """split_folio_to_order(): split the folio at `pfn` into folios of `new_order`.
 
-        Returns True, or False where the kernel's split fails (a pinned folio: -EAGAIN)."""
+        Returns True, or False where the kernel's split fails (a pinned folio: -EAGAIN; under
+        writeback or a dirty page-cache folio: -EBUSY; see page_alloc.folio_split())."""
         new_order = _order(new_order, "new_order")
         if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)):
             raise ValueError(f"pfn {pfn!r} is not an integer")
@@ -537,7 +538,7 @@ class Machine:
         if 0 <= pfn < self.nr_pages and p.mem_map[pfn]["type"] == PAGE_HEAD:
             self._reserve_handles(1 << max(0, int(p.mem_map[pfn]["order"]) - new_order))
         err = page_alloc.entry_split_folio(self.pgdat, pfn, new_order)
-        if err == page_alloc.E_PINNED:
+        if err == page_alloc.E_PINNED or err == page_alloc.E_BUSY:
             return False
         if err == page_alloc.E_ORDER:
             order = int(p.mem_map[pfn]["order"])

@@ -208,10 +208,14 @@ def migrate_pages_batch(pgdat, folios, nr, split, split_cap, mode, reason, get_n
                         put_new_folio, target, costs, stats, nr_pass):
     """migrate_pages_batch(): up to nr_pass passes over folios[:nr], retrying EAGAIN.
 
-    A large folio that finds no target is split to order 0 (not for NUMA balancing, never for
-    hugetlb or pinned folios) and its pieces appended to `split` (split[0] counts them, room for
-    split_cap - 1; split_cap < 0 forbids splitting); it counts as one failed folio but its pages
-    are not failed pages. ENOMEM for a folio that cannot split ends the batch.
+    A large folio that finds no target is split to order 0 (try_split_folio(); not for NUMA
+    balancing) and its pieces appended to `split` (split[0] counts them, room for split_cap - 1;
+    split_cap < 0 forbids splitting); it counts as one failed folio but its pages are not failed
+    pages. Where the split fails as the kernel's does (page_alloc.folio_split(): hugetlb,
+    writeback, a dirty page-cache folio, pins), the folio's ENOMEM ends the batch: its pages
+    and those queued for retry are failed pages, the untried folios go back as they are, and
+    migrate_pages() returns ENOMEM (compact_zone() then ends the zone COMPACT_CONTENDED unless
+    the scanners met).
 
     Returns (left, nr_failed, rc): folios[:left] are the ones not migrated (still isolated),
     nr_failed the failed folios, rc ENOMEM on abort else 0."""

@@ -22,6 +22,7 @@ from .mmzone import (
     FOLIO_ON_LRU,
     HPAGE_PMD_ORDER,
     KIND_ANON,
+    KIND_FILE,
     KIND_HUGETLB,
     MAX_PAGE_ORDER,
     MIGRATE_CMA,
@@ -39,8 +40,10 @@ from .mmzone import (
     PAGEBLOCK_NR_PAGES,
     PAGEBLOCK_ORDER,
     PB_MIGRATETYPE_MASK,
+    PG_DIRTY,
     PG_HWPOISON,
     PG_PINNED,
+    PG_WRITEBACK,
     WATERMARK_SCALE_FACTOR,
     ZONE_DMA32,
     ZONE_MOVABLE,
@@ -89,6 +92,7 @@ E_ANON_ORDER1 = 6    # anonymous folios cannot be order 1
 E_PINNED = 7         # extra references: split_folio fails with -EAGAIN
 E_ISOLATED = 8       # isolated for migration: owned by a migration in flight
 E_HWPOISON = 9       # hardware-poisoned by memory_failure(): never back to the allocator
+E_BUSY = 10          # under writeback, or a dirty page-cache folio: __folio_split() -EBUSY
 
 
 # ---- sizing (plain Python: run once per machine) -----------------------------------------
@@ -730,10 +734,22 @@ def split_folio(pgdat, pfn, new_order):
 @jit
 def folio_split(pgdat, pfn, new_order):
     """__folio_split() to a uniform new_order: the head keeps its handle, every other piece
-    becomes a folio of its own with the same kind, flags and isolation state. Fails like the
-    kernel for hugetlb, order-1 anon and pinned folios (can_split_folio()). Returns an error code.
+    becomes a folio of its own with the same kind, flags and isolation state. Returns an error
+    code. The caller guarantees enough free handles (one per new folio).
 
-    The caller guarantees enough free handles (one per new folio)."""
+    Refused without counting, as the kernel's checks before it starts: hugetlb, order-1 anon.
+    Failed and counted (split_failed of the folio's order, thp_split_page_failed at PMD order),
+    as the kernel's __folio_split() fails:
+    - under writeback: -EBUSY;
+    - a dirty page-cache (KIND_FILE) folio: filemap_release_folio() must drop the folio's
+      private data first, and a buffer-head filesystem's release (try_to_free_buffers(), via
+      ext4's jbd2_journal_try_to_free_buffers()) refuses dirty buffers: -EBUSY. Shmem has no
+      private data and anon none to release, so their dirty folios split;
+    - pinned (references beyond mapcount + page cache + the caller's): can_split_folio() says
+      no, -EAGAIN.
+    Simplification: the kernel also fails on references and folio locks held for a moment by
+    others (a read() copying from the folio, a fault holding its lock); no snapshot or model
+    state shows those, so they are not modelled."""
     mem_map = pgdat.mem_map
     order = np.int64(mem_map[pfn].order)
     kind = mem_map[pfn].kind
@@ -743,12 +759,19 @@ def folio_split(pgdat, pfn, new_order):
         return E_HUGETLB
     if kind == KIND_ANON and new_order == 1:
         return E_ANON_ORDER1
-    if mem_map[pfn].flags & PG_PINNED:
+    flags = mem_map[pfn].flags
+    err = E_OK
+    if flags & PG_WRITEBACK:
+        err = E_BUSY
+    elif kind == KIND_FILE and (flags & PG_DIRTY):
+        err = E_BUSY
+    elif flags & PG_PINNED:
+        err = E_PINNED
+    if err != E_OK:
         pgdat.mthp_stats[order, ev.MTHP_STAT_SPLIT_FAILED] += 1
         if order == HPAGE_PMD_ORDER:
             pgdat.events[ev.THP_SPLIT_PAGE_FAILED] += 1
-        return E_PINNED
-    flags = mem_map[pfn].flags
+        return err
     lru = mem_map[pfn].prev
     mem_map[pfn].order = new_order
     step = 1 << new_order

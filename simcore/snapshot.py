@@ -20,6 +20,14 @@ Simplifications, said once:
   spanned - present, the rest struct pages the kernel has not initialised yet (deferred/lazy
   memmap init). deferred="absent" (default) keeps them out of the zone as at capture time;
   deferred="free" hands them to the buddy allocator as the kernel does when it grows the zone.
+- A zone whose tail is uninitialised (CONFIG_DEFERRED_STRUCT_PAGE_INIT; this project's VM
+  boots with deferred_init=lazy and leaves 5.4 M pages to deferred_grow_zone()) ends, under
+  deferred="absent", at that tail's first PFN (pgdat->first_deferred_pfn, see
+  first_deferred_pfn()). That is the zone compaction sees: the kernel's mm_compaction_begin
+  reports zone_end=0x5b8000 for a Normal zone that zoneinfo says spans to 0x640000, and neither
+  scanner touches the uninitialised struct pages. Simplification: the twin shortens the zone
+  span itself, so everything that reads the span (the fragmentation score's zone weights,
+  reports) sees the initialised part only; zoneinfo's spanned and present still count it.
 - PG_reserved pages are not managed: absent in the twin, like holes.
 - Pageblock migratetypes are not exported by the kernel; infer_migratetypes() picks them from
   the contents so that per-zone counts equal pagetypeinfo's "Number of blocks type".
@@ -179,6 +187,23 @@ def twin_zones(zoneinfo):
 
 # ---- per-PFN classification ------------------------------------------------------------------
 
+def first_deferred_pfn(pfn, zone_start):
+    """pgdat->first_deferred_pfn for a zone whose tail from `pfn` on is uninitialised (None: no
+    such tail), rounded up to a pageblock: deferred init hands memory over in whole sections
+    (deferred_grow_zone()), so a run starting inside a block only begins with free pages of
+    the initialised part that the classification could not tell apart."""
+    if pfn is None:
+        return None
+    return max(int(-(-pfn // PAGEBLOCK_NR_PAGES) * PAGEBLOCK_NR_PAGES), int(zone_start))
+
+
+def initialised_end(rec, t, end):
+    """Where zone `t` (ending at `end`) ends for the twin with deferred="absent": at its
+    first deferred PFN when its tail is uninitialised, else at `end`."""
+    first = rec.report.get("zones", {}).get(ZONE_NAMES[t], {}).get("first_deferred_pfn")
+    return end if first is None else min(int(first), end)
+
+
 def _runs(mask):
     """(starts, ends) of the runs of True in a bool array."""
     edges = np.flatnonzero(np.diff(np.concatenate(([False], mask, [False])).view(np.int8)))
@@ -202,6 +227,7 @@ def classify(flags, counts, spans, fields):
         lengths = ends - starts
         budget = fields[t]["spanned"] - fields[t]["present"]
         holes = deferred = pcp = 0
+        first_deferred = None
         for s, e, length in zip(starts, ends, lengths, strict=True):
             if length < LONG_RUN:
                 cls[s:e] = C_PCP
@@ -212,8 +238,11 @@ def classify(flags, counts, spans, fields):
             else:
                 cls[s:e] = C_DEFERRED
                 deferred += length
+                if e == end - start:        # runs to the zone's end: the deferred tail
+                    first_deferred = start + s
         report[ZONE_NAMES[t]] = {"holes": int((cls == C_HOLE).sum()),
                                  "deferred": int(deferred), "pcp": int(pcp),
+                                 "first_deferred_pfn": first_deferred_pfn(first_deferred, start),
                                  "pcp_zoneinfo": int(fields[t]["pcp_count"]),
                                  "reserved": int((cls == C_RESERVED).sum())}
     return page_class, report
@@ -431,8 +460,12 @@ def _captured_tables(files, spans):
     return buddy, blocks, pti
 
 
-def reconstruct(snap):
-    """A Reconstruction of `snap` (a simcore.snapshot_file.Snapshot)."""
+def reconstruct(snap, release=False):
+    """A Reconstruction of `snap` (a simcore.snapshot_file.Snapshot).
+
+    release: take the snapshot's per-PFN arrays out of it (kpageflags and kpagecount become
+    None), so that they are freed as soon as they are read rather than kept next to the twin
+    being built; for a snapshot loaded only to build this twin."""
     zoneinfo = procfs.parse_zoneinfo(snap.files["zoneinfo"])
     spans, fields = twin_zones(zoneinfo)
     end = max(e for _, e in spans.values())
@@ -441,11 +474,15 @@ def reconstruct(snap):
                          f"truncated per-PFN data")
     nr_pages = -(-end // PAGEBLOCK_NR_PAGES) * PAGEBLOCK_NR_PAGES
     flags, counts = snap.kpageflags, snap.kpagecount
+    if release:
+        snap.kpageflags = snap.kpagecount = None
     if len(flags) != nr_pages:          # pad or cut to whole pageblocks (a copy only then)
+        captured_flags, captured_counts = flags, counts
         flags = np.zeros(nr_pages, dtype=np.uint64)
         counts = np.zeros(nr_pages, dtype=np.uint16)
-        flags[:end] = snap.kpageflags[:end]
-        counts[:end] = snap.kpagecount[:end]
+        flags[:end] = captured_flags[:end]
+        counts[:end] = captured_counts[:end]
+        del captured_flags, captured_counts
     page_class, absent = classify(flags, counts, spans, fields)
     del counts
     folio_pfn, folio_order, folio_kind, folio_flags, broken = find_folios(flags, page_class)
@@ -467,7 +504,12 @@ def reconstruct(snap):
 
 def build(machine, rec, deferred="absent"):
     """Write `rec` into `machine` (built with the snapshot's size): zones, pageblocks, folios and
-    free lists; then machine.check(). Returns the machine."""
+    free lists; then machine.check(). Returns the machine.
+
+    deferred="absent": a zone with an uninitialised tail ends at its first deferred PFN (the
+    span compaction_zone() scans in the kernel: memmap_init_zone() stopped at
+    pgdat->first_deferred_pfn); the tail stays offline memory outside every zone.
+    deferred="free": the whole span, the tail handed to the buddy allocator."""
     if deferred not in DEFERRED_MODES:
         raise ValueError(f"deferred {deferred!r} is unknown; allowed: {', '.join(DEFERRED_MODES)}")
     from .pgdat import grown_handle_table
@@ -488,6 +530,8 @@ def build(machine, rec, deferred="absent"):
         absent_classes[C_DEFERRED] = True
     for t, start, end in rec.zones:
         f = rec.zone_fields[t]
+        if deferred == "absent":
+            end = initialised_end(rec, t, end)
         cls = rec.page_class[start:end]
         zones[t, Z_START], zones[t, Z_END] = start, end
         zones[t, Z_MANAGED] = int((~absent_classes[cls]).sum())
@@ -548,7 +592,8 @@ def twin(source, *, profile=None, compaction=None, seed=0, deferred="absent",
          available=None):
     """A Machine whose memory is the snapshot's (see Machine.from_snapshot)."""
     from .machine import MAX_MEM, Machine
-    snap = source if isinstance(source, snapshot_file.Snapshot) else snapshot_file.load(source)
+    loaded = not isinstance(source, snapshot_file.Snapshot)
+    snap = snapshot_file.load(source) if loaded else source
     if deferred not in DEFERRED_MODES:
         raise ValueError(f"deferred {deferred!r} is unknown; allowed: {', '.join(DEFERRED_MODES)}")
     need = estimate_bytes(snap.nr_pfns)
@@ -557,7 +602,7 @@ def twin(source, *, profile=None, compaction=None, seed=0, deferred="absent",
         raise ValueError(f"snapshot of {format_size(snap.nr_pfns * PAGE_SIZE)} needs about "
                          f"{format_size(need)} to simulate; this host has "
                          f"{format_size(available)} free")
-    rec = reconstruct(snap)
+    rec = reconstruct(snap, release=loaded)     # the per-PFN arrays go before mem_map comes
     min_free = snap.settings.get("vm/min_free_kbytes")
     machine = Machine(mem=rec.nr_pages * PAGE_SIZE, seed=seed, profile=profile,
                       compaction=compaction,

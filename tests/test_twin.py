@@ -175,3 +175,16 @@ def test_kpf_bit_reads_every_bit():
     words = np.array([1 << b for b in range(64)], dtype=np.uint64)
     for name, bit in snapshot.KPF.items():
         assert np.flatnonzero(snapshot._bit(words, name)).tolist() == [bit]
+
+
+def test_reconstruct_can_release_the_per_pfn_arrays_it_reads():
+    """A snapshot loaded only for one twin gives its per-PFN arrays up to reconstruct(), so they
+    are freed before the twin's mem_map is allocated; the reconstruction is the same."""
+    snap = snapshot_export.export(fragmented("64M", seed=2))
+    kept = snapshot.reconstruct(snap)
+    assert snap.kpageflags is not None
+    released = snapshot.reconstruct(snap, release=True)
+    assert snap.kpageflags is None and snap.kpagecount is None
+    assert np.array_equal(kept.page_class, released.page_class)
+    assert np.array_equal(kept.folio_pfn, released.folio_pfn)
+    assert np.array_equal(kept.block_mt, released.block_mt)
