@@ -60,7 +60,7 @@ WEIGHTS = (
     ("zswap_enable", 1), ("ksm_merge", 2), ("memory_failure", 2), ("collapse", 2),
     ("numa_migrate", 2), ("set_flags", 3), ("fault_anon", 3), ("misuse", 3),
     ("on_cpu", 4), ("drain", 1),
-    ("touch", 3), ("reclaim_pages", 2),
+    ("touch", 3), ("reclaim_pages", 2), ("atomic", 3),
 )
 OP_NAMES = tuple(name for name, _ in WEIGHTS)
 MISUSE = ("free_any_pfn", "free_poisoned", "ksm_same", "split_up", "memory_failure_any_pfn",
@@ -178,6 +178,8 @@ def draw_op(rng, name):  # noqa: C901  (one branch per operation kind)
         return (name, _picks(rng, 8))
     if name == "reclaim_pages":
         return (name, int(rng.choice((1, 32, 512, 4096))))
+    if name == "atomic":
+        return (name, int(rng.integers(1, 200)), int(rng.choice((0, 1, 2, 3, 3, 4, 9))))
     if name == "split":
         return (name, _pick(rng), int(rng.choice((0, 0, 1, 2, 4, 9))))
     if name == "compact":
@@ -322,6 +324,10 @@ class Runner:
             kind = KINDS_BY_MT[mt][kind_i % len(KINDS_BY_MT[mt])]
             return (f"m.alloc_many({count}, {order}, {mt!r}, {kind!r})",
                     lambda: m.alloc_many(count, order, mt, kind))
+        if name == "atomic":            # GFP_ATOMIC: may use and create highatomic reserves
+            _, count, order = op
+            return (f"m.alloc_many({count}, {order}, 'unmovable', 'kernel', gfp='atomic')",
+                    lambda: m.alloc_many(count, order, "unmovable", "kernel", gfp="atomic"))
         if name == "free":
             pfn = self._one(heads, op[1])
             return None if pfn is None else (f"m.free({pfn})", lambda: m.free(pfn))

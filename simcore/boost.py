@@ -24,6 +24,7 @@ import numpy as np
 
 from .mmzone import (
     MIGRATE_CMA,
+    MIGRATE_HIGHATOMIC,
     MIGRATE_MOVABLE,
     PAGE_HEAD,
     PAGEBLOCK_NR_PAGES,
@@ -73,8 +74,12 @@ def fallback_blocks(m, pfns, order, mt, types_before):
     types_now = m.pgdat.pageblock_flags & PB_MIGRATETYPE_MASK
     claimed = np.flatnonzero((types_now != types_before) & (types_now == mt))
     pfns = np.asarray(pfns, dtype=np.int64)
-    in_types = types_now[pfns >> PAGEBLOCK_ORDER]
-    foreign = in_types != mt
+    # a block this call reserved for highatomic use counts with the type it had before
+    # (reserve_highatomic_pageblock() runs after the fallback, if any); one that was
+    # highatomic already is the request's own reserve, no fallback
+    types_seen = np.where(types_now == MIGRATE_HIGHATOMIC, types_before, types_now)
+    in_types = types_seen[pfns >> PAGEBLOCK_ORDER]
+    foreign = (in_types != mt) & (in_types != MIGRATE_HIGHATOMIC)
     if mt == MIGRATE_MOVABLE:
         foreign &= in_types != MIGRATE_CMA
     stolen = np.unique(pfns[foreign] >> PAGEBLOCK_ORDER) if foreign.any() else pfns[:0]

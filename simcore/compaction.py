@@ -49,6 +49,7 @@ from .freescan import (
     CC_TARGET_POLICY,
     CC_TOTAL_FREE_SCANNED,
     CC_TOTAL_MIGRATE_SCANNED,
+    CC_UNEVICTABLE,
     CC_WHOLE_ZONE,
     CC_ZONE,
     COMPACT_CLUSTER_MAX,
@@ -81,7 +82,9 @@ from .mmzone import (
     PB_MIGRATE_SKIP,
     PB_MIGRATETYPE_MASK,
     PG_DIRTY,
+    PG_MLOCKED,
     PG_PINNED,
+    PG_UNEVICTABLE,
     PG_WRITEBACK,
 )
 from .pgdat import (
@@ -193,6 +196,9 @@ def isolate_migratepages_block(pgdat, cc, migratepages, low_pfn, end_pfn):
             ok = False
         if kind == KIND_ANON and (flags & PG_PINNED):
             ok = False                # references beyond its mappings: never isolated
+        if (flags & (PG_MLOCKED | PG_UNEVICTABLE)) and not cc[CC_UNEVICTABLE] \
+                and not cc[CC_ALLOC_CONTIG]:
+            ok = False                # on the unevictable LRU: only with ISOLATE_UNEVICTABLE
         if async_mode and ((flags & PG_WRITEBACK) or
                            ((flags & PG_DIRTY) and (flags & AS_NO_MIGRATE_FOLIO))):
             ok = False
@@ -610,7 +616,8 @@ K_SPLIT_FREE = 1
 K_TARGET_POLICY = 2
 K_EXTFRAG_THRESHOLD = 3
 K_PROACTIVENESS = 4
-NR_KNOBS = 5
+K_UNEVICTABLE_ALLOWED = 5   # vm.compact_unevictable_allowed (1 unless PREEMPT_RT)
+NR_KNOBS = 6
 
 
 @jit
@@ -624,6 +631,7 @@ def prepare_cc(cc, pool, knobs, z, order, mode):
     cc[CC_ISOLATE_LARGE] = knobs[K_ISOLATE_LARGE]
     cc[CC_SPLIT_FREE] = knobs[K_SPLIT_FREE]
     cc[CC_TARGET_POLICY] = knobs[K_TARGET_POLICY]
+    cc[CC_UNEVICTABLE] = knobs[K_UNEVICTABLE_ALLOWED]
     cc[CC_SEARCH_ORDER] = order
 
 

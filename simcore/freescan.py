@@ -72,7 +72,8 @@ CC_ISOLATED_LARGE = 23     # large folios isolated by the migrate scanner
 CC_SEARCH_ORDER = 24       # fast_isolate_freepages(): the order to search first next time
 CC_FAST_SEARCH_FAIL = 25   # fast searches that failed in a row (shrinks freelist_scan_limit)
 CC_FAST_START_PFN = 26     # lowest block the fast migrate search found; -1: used (ULONG_MAX)
-NR_CC = 27
+CC_UNEVICTABLE = 27        # ISOLATE_UNEVICTABLE: vm.compact_unevictable_allowed
+NR_CC = 28
 
 POOL_CAP = 1 << 15
 POOL_HEAD = 0

@@ -20,6 +20,15 @@ A Gfp is the handful of bits the slow path looks at; GFP_NAMES gives the callers
   kcompactd, never stall.
 - "light": GFP_TRANSHUGE_LIGHT (defrag=never, or madvise outside MADV_HUGEPAGE): no reclaim at all.
 - "nowait": GFP_NOWAIT: wake kswapd, no direct reclaim or compaction.
+- "atomic": GFP_ATOMIC (interrupt context: network receive buffers, page_frag refills):
+  __GFP_HIGH without __GFP_DIRECT_RECLAIM. Wakes kswapd, never stalls, dips below the min
+  watermark (ALLOC_MIN_RESERVE | ALLOC_NON_BLOCK) and, above order 0, uses and creates
+  highatomic reserves (ALLOC_HIGHATOMIC, simcore.highatomic).
+
+Since 6.3 the kernel gives ALLOC_NON_BLOCK and, above order 0, ALLOC_HIGHATOMIC to every request
+that cannot sleep and lacks __GFP_NOMEMALLOC (GFP_NOWAIT too); here only "atomic" has them:
+the simulator's "nowait", "kswapd_only" and "light" stand for THP-style requests, which carry
+__GFP_NOMEMALLOC.
 """
 import dataclasses
 
@@ -33,6 +42,7 @@ class Gfp:
     noretry: bool = False     # __GFP_NORETRY
     retry_mayfail: bool = False   # __GFP_RETRY_MAYFAIL
     oom: bool = False         # the OOM killer may run (GFP_KERNEL and friends)
+    high: bool = False        # __GFP_HIGH (GFP_ATOMIC): may use part of the min reserve
 
 
 GFP_NAMES = {
@@ -45,7 +55,21 @@ GFP_NAMES = {
     "kswapd_only": Gfp(False, True),
     "light": Gfp(False, False),
     "nowait": Gfp(False, True),
+    "atomic": Gfp(False, True, high=True),
 }
+
+def gfp_to_alloc_flags(gfp, order):
+    """The reserve-related alloc_flags gfp_to_alloc_flags() adds in the slow path, as
+    simcore.page_alloc bits: ALLOC_MIN_RESERVE for __GFP_HIGH and, for a request that cannot
+    sleep, ALLOC_NON_BLOCK and (order > 0) ALLOC_HIGHATOMIC."""
+    from .page_alloc import ALLOC_HIGHATOMIC, ALLOC_MIN_RESERVE, ALLOC_NON_BLOCK
+    if not gfp.high:
+        return 0
+    flags = ALLOC_MIN_RESERVE
+    if not gfp.direct_reclaim:
+        flags |= ALLOC_NON_BLOCK | (ALLOC_HIGHATOMIC if order > 0 else 0)
+    return flags
+
 
 # /sys/kernel/mm/transparent_hugepage/defrag
 DEFRAG_MODES = ("always", "defer", "defer+madvise", "madvise", "never")

@@ -19,6 +19,7 @@ from . import compaction as _compaction
 from . import (
     debug_vm,
     freescan,
+    highatomic,
     khugepaged,
     ksm,
     memory_failure,
@@ -53,6 +54,7 @@ from .mmzone import (
     LOWMEM_RESERVE_RATIO,
     MAX_PAGE_ORDER,
     MIGRATE_CMA,
+    MIGRATE_HIGHATOMIC,
     MIGRATE_MOVABLE,
     MIGRATE_PCPTYPES,
     MIGRATE_TYPES,
@@ -81,6 +83,7 @@ from .pgdat import (
     FA_COUNT,
     N_HANDLE_FREE,
     N_HANDLES_AVAIL,
+    N_HIGHATOMIC_POLICY,
     N_KIND_PAGES,
     N_NR_FOLIOS,
     NR_NODE_FIELDS,
@@ -90,8 +93,10 @@ from .pgdat import (
     Z_END,
     Z_FREE,
     Z_FREE_CMA,
+    Z_FREE_HIGHATOMIC,
     Z_LOWMEM_RESERVE,
     Z_MANAGED,
+    Z_NR_RESERVED_HIGHATOMIC,
     Z_START,
     Z_WMARK_HIGH,
     Z_WMARK_LOW,
@@ -110,6 +115,12 @@ REQUEST_MIGRATETYPES = {name.lower(): mt for mt, name in enumerate(MIGRATETYPE_N
 MIN_MEM = 16 << 20
 _ALLOC_WMARK_LOW = page_alloc.ALLOC_WMARK_LOW
 KCOMPACTD_INTERVAL_NS = 500_000_000   # HPAGE_FRAG_CHECK_INTERVAL_MSEC
+VMSTAT_INTERVAL_NS = 1_000_000_000    # sysctl_stat_interval (HZ): vmstat_update() per CPU
+# decay_pcp_high() takes an eighth of the way to high_min a round: after 64 rounds high is at
+# high_min whatever it was, so a long tick runs at most that many
+MAX_DECAY_ROUNDS = 64
+# compact_zone() results after which kcompactd_do_work() drains the zone's per-CPU lists
+KCOMPACTD_DRAIN_RESULTS = ("complete", "partial_skipped")
 MIN_KERNEL_MEM = 4 << 20   # one MAX_PAGE_ORDER block outside ZONE_MOVABLE and CMA
 MAX_MEM = 1 << 40
 # vm.min_free_kbytes is an int sysctl (proc_dointvec_minmax, minimum 0)
@@ -188,12 +199,16 @@ class Machine:
         handle_generation().
     watermark_boost_factor: vm.watermark_boost_factor (default 15000; 0 turns boosting off),
         with reclaim on (simcore.boost).
+    compact_unevictable_allowed: vm.compact_unevictable_allowed (1, the default: compaction
+        migrates mlocked and unevictable folios; 0: isolate_migratepages_block() skips them,
+        as on PREEMPT_RT kernels; alloc_contig_range() takes them either way).
     """
 
     def __init__(self, mem="4G", seed=0, *, movable=0, cma=0, min_free_kbytes=None, thp=True,
                  compaction=None, profile=None, extfrag_threshold=500, compaction_proactiveness=20,
                  costs=None, memory_block="128M", cpus=2,
-                 percpu_pagelist_high_fraction=0, reclaim=False, watermark_boost_factor=15000):
+                 percpu_pagelist_high_fraction=0, reclaim=False, watermark_boost_factor=15000,
+                 compact_unevictable_allowed=1):
         total = parse_size(mem, "mem")
         movable = parse_size(movable, "movable")
         cma = parse_size(cma, "cma")
@@ -212,7 +227,8 @@ class Machine:
         self.profile = _profiles.newest() if profile is None else _profiles.get_profile(profile)
         self.strategy = get_strategy(self.profile.compaction if compaction is None else compaction)
         for what, value, high in (("extfrag_threshold", extfrag_threshold, 1000),
-                                  ("compaction_proactiveness", compaction_proactiveness, 100)):
+                                  ("compaction_proactiveness", compaction_proactiveness, 100),
+                                  ("compact_unevictable_allowed", compact_unevictable_allowed, 1)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
                     or not 0 <= value <= high:
                 raise ValueError(f"{what} {value!r} must be an integer from 0 to {high}")
@@ -261,6 +277,7 @@ class Machine:
         free_area[..., FA_COUNT] = 0
         node = np.zeros(NR_NODE_FIELDS, dtype=np.int64)
         node[N_HANDLE_FREE] = -1
+        node[N_HIGHATOMIC_POLICY] = highatomic.HIGHATOMIC_POLICIES[self.profile.highatomic]
         folio_pfn = grown_handle_table(np.empty(0, dtype=np.int64), node, 1024)
         # the migrate_pages() counters, and the tracepoint log after them when tracing is on
         # (simcore.tracelog): pgdat.trace_log is the same array
@@ -278,12 +295,14 @@ class Machine:
         self.knobs[:3] = self.strategy.knobs()
         self.knobs[_compaction.K_EXTFRAG_THRESHOLD] = extfrag_threshold
         self.knobs[_compaction.K_PROACTIVENESS] = compaction_proactiveness
+        self.knobs[_compaction.K_UNEVICTABLE_ALLOWED] = compact_unevictable_allowed
         self._cc, self._pool, self._migratepages = freescan.new_compact_control()
         self.page_event_log = None          # simcore.page_trace, on with trace_page_events()
         self.clock_ns = 0
         self._cma_allocations = {}          # start pfn -> nr_pages
         self._offline_blocks = set()
         self._kcompactd_next_ns = KCOMPACTD_INTERVAL_NS
+        self._vmstat_next_ns = VMSTAT_INTERVAL_NS
         self.swap_device = None
         self.zswap = zswap.Zswap(self.profile.zswap_store)
         self.ksm = ksm.KsmState()
@@ -428,7 +447,11 @@ class Machine:
             if pfn == -2:
                 self._reserve_handles(1)
                 pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, _ALLOC_WMARK_LOW)
-            if pfn == -1 and order > 0 and compact:
+            reserves = _gfp.gfp_to_alloc_flags(_gfp.get_gfp(gfp), order) if gfp is not None else 0
+            if pfn == -1 and reserves:                            # GFP_ATOMIC: no compaction
+                pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags,
+                                        page_alloc.ALLOC_WMARK_MIN | reserves)
+            elif pfn == -1 and order > 0 and compact:
                 self._reserve_for_compaction(1)
                 pfn = self._slowpath(self.pgdat, order, mt, k, flags, self._cc, self._pool,
                                      self._migratepages, self.knobs, self.costs,
@@ -461,10 +484,10 @@ class Machine:
             types_before = _boost.before_alloc(self)
             n = self._alloc_many_slow(out, order, mt, k, flags, compact, g)
             _boost.observe(self, out[:n], order, mt, types_before, g.kswapd_reclaim)
+            out[:n] = self._kswapd_keeping(out[:n])
             if KIND_IS_LRU[k]:
                 self.lru.add_new(self, out[:n])
-            self._kswapd()
-        elif order > 0 and compact:
+        elif order > 0 and compact and not (gfp and _gfp.get_gfp(gfp).high):
             self._reserve_for_compaction(count)
             n = self._slowpath_many(self.pgdat, out, order, mt, k, flags, self._cc, self._pool,
                                     self._migratepages, self.knobs, self.costs,
@@ -473,6 +496,10 @@ class Machine:
             self._reserve_handles(count)
             n = self._alloc_folios(self.pgdat.view, out, order, mt, k, flags,
                                    page_alloc.ALLOC_WMARK_LOW)
+            reserves = _gfp.gfp_to_alloc_flags(_gfp.get_gfp(gfp), order) if gfp else 0
+            if n < count and reserves:                            # GFP_ATOMIC's slow path
+                n += self._alloc_folios(self.pgdat.view, out[n:], order, mt, k, flags,
+                                        page_alloc.ALLOC_WMARK_MIN | reserves)
         if self.page_event_log is not None:                       # mm_page_alloc
             # the call stops at its first failure, which the kernel traces with pfn -1
             got = out[:n] if n == count else np.append(out[:n], -1)
@@ -568,12 +595,14 @@ class Machine:
         pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
         if pfn < 0:
             pfn = self._alloc_slow(order, mt, k, flags, compact, g)
-        if pfn >= 0:
-            _boost.observe(self, [pfn], order, mt, types_before, g.kswapd_reclaim)
-            if KIND_IS_LRU[k]:
-                self.lru.add_new(self, [pfn])
-        self._kswapd()
-        return pfn if pfn >= 0 else None
+        if pfn < 0:
+            self._kswapd()
+            return None
+        _boost.observe(self, [pfn], order, mt, types_before, g.kswapd_reclaim)
+        pfn = int(self._kswapd_keeping(np.array([pfn], dtype=np.int64))[0])
+        if KIND_IS_LRU[k]:
+            self.lru.add_new(self, [pfn])
+        return pfn
 
     def _alloc_slow(self, order, mt, k, flags, compact, g):
         """__alloc_pages_slowpath() for one folio: wake kswapd, the free lists at the min
@@ -582,12 +611,12 @@ class Machine:
         if g.kswapd_reclaim:
             vmscan.wakeup_kswapd(self, order, highest)
         compact = compact and g.direct_reclaim and order > 0
+        alloc_flags = page_alloc.ALLOC_WMARK_MIN | _gfp.gfp_to_alloc_flags(g, order)
         got = [-1]
 
         def attempt(with_compaction=compact):
             self._reserve_handles(1)
-            pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags,
-                                    page_alloc.ALLOC_WMARK_MIN)
+            pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, alloc_flags)
             if pfn < 0 and with_compaction:
                 self._reserve_for_compaction(1)
                 pfn = self._slowpath(self.pgdat, order, mt, k, flags, self._cc, self._pool,
@@ -599,7 +628,7 @@ class Machine:
         if attempt() or not g.direct_reclaim:
             return got[0]
         vmscan.slowpath_reclaim(self, order, g, highest, attempt,
-                                lambda: 0 if got[0] >= 0 else 1 << order)
+                                lambda: 0 if got[0] >= 0 else 1 << order, migratetype=mt)
         return got[0]
 
     def _alloc_many_slow(self, out, order, mt, k, flags, compact, g):
@@ -616,12 +645,12 @@ class Machine:
         if g.kswapd_reclaim:
             vmscan.wakeup_kswapd(self, order, highest)
         compact = compact and g.direct_reclaim and order > 0
+        alloc_flags = page_alloc.ALLOC_WMARK_MIN | _gfp.gfp_to_alloc_flags(g, order)
 
         def attempt():
             rest = out[n[0]:]
             self._reserve_handles(len(rest))
-            got = self._alloc_folios(self.pgdat.view, rest, order, mt, k, flags,
-                                     page_alloc.ALLOC_WMARK_MIN)
+            got = self._alloc_folios(self.pgdat.view, rest, order, mt, k, flags, alloc_flags)
             if got < len(rest) and compact:
                 self._reserve_for_compaction(len(rest) - got)
                 got += self._slowpath_many(self.pgdat, rest[got:], order, mt, k, flags,
@@ -637,8 +666,23 @@ class Machine:
             # reclaims for one folio at a time, as each allocation's own slow path does
             vmscan.slowpath_reclaim(self, order, g, highest, attempt,
                                     lambda: (count - n[0]) << order if order == 0
-                                    else (1 << order) * (n[0] < count), exclude)
+                                    else (1 << order) * (n[0] < count), exclude,
+                                    migratetype=mt)
         return n[0]
+
+    def _kswapd_keeping(self, pfns):
+        """_kswapd() after an allocation; returns where the folios at `pfns`, just allocated,
+        are afterwards. The kcompactd that kswapd wakes may migrate them before the caller
+        sees them (the kernel's caller holds virtual addresses, which migration keeps; ours
+        holds PFNs, so they follow the folios' handles). They join the LRU only after it, so
+        that this kswapd run never reclaims what the caller has not yet received: in the
+        kernel they would be the youngest folios of the inactive lists."""
+        if self.lru.kswapd_order < 0 or not len(pfns):
+            self._kswapd()
+            return pfns
+        handles = self.pgdat.mem_map["next"][pfns].astype(np.int64)
+        self._kswapd()
+        return self.pgdat.folio_pfn[handles]
 
     def _kswapd(self):
         """kswapd runs once woken, before the caller's next step (it works while the
@@ -652,8 +696,17 @@ class Machine:
         compact_node() has no per-order stop)."""
         self.pgdat.events[ev.COMPACT_DAEMON_WAKE] += 1
         proactiveness = int(self.knobs[_compaction.K_PROACTIVENESS]) or 20
-        self._run_compact_node(migrate.MIGRATE_SYNC_LIGHT,
-                               vmstat.fragmentation_score_wmark(proactiveness, low=True))
+        results = self._run_compact_node(migrate.MIGRATE_SYNC_LIGHT,
+                                         vmstat.fragmentation_score_wmark(proactiveness, low=True))
+        for z, name in self.zones:
+            # kcompactd_do_work(): a zone whose compaction ended without a free block of the
+            # order (COMPACT_COMPLETE, COMPACT_PARTIAL_SKIPPED; here also a proactive run that
+            # reached its score but not the order) has its per-CPU lists drained: free pages
+            # stranded there could merge up to it (drain_all_pages(zone))
+            if results[name] in KCOMPACTD_DRAIN_RESULTS or (
+                    results[name] == "success" and not vmscan.zone_watermark_ok(
+                        self, z, order, len(ZONE_NAMES) - 1, Z_WMARK_MIN)):
+                pcp.entry_drain_all_pages(self.pgdat, z)
 
     def _free_reclaimed(self, pfns):
         self.free_many(pfns)
@@ -735,13 +788,20 @@ class Machine:
         """Advance simulated time by `ms` milliseconds, running kcompactd's proactive
         compaction every 500 ms as kcompactd_do_work()/proactive_compact_node() would: when the
         node's fragmentation score is above the high watermark, compact each zone until its
-        score is at the low one; when that made no progress, wait 64 times longer."""
+        score is at the low one; when that made no progress, wait 64 times longer. Every
+        simulated second the vmstat worker runs decay_pcp_high() on every CPU (auto_high
+        profiles): pcp high decays towards high_min and what is above it is drained."""
         if isinstance(ms, bool) or not isinstance(ms, (int, float, np.integer, np.floating)) \
                 or not 0 <= ms < 1e12:
             raise ValueError(f"ms {ms!r} must be a non-negative number of milliseconds")
         self.clock_ns += int(ms * 1_000_000)
         if self.reclaim:                                          # reclaim hook (vmscan)
             self._kswapd()
+        if self._vmstat_next_ns <= self.clock_ns:                 # the vmstat worker
+            rounds = (self.clock_ns - self._vmstat_next_ns) // VMSTAT_INTERVAL_NS + 1
+            for _ in range(min(rounds, MAX_DECAY_ROUNDS)):
+                pcp.entry_decay_pcp_high(self.pgdat)
+            self._vmstat_next_ns += rounds * VMSTAT_INTERVAL_NS
         proactiveness = int(self.knobs[_compaction.K_PROACTIVENESS])
         while self._kcompactd_next_ns <= self.clock_ns:
             interval = KCOMPACTD_INTERVAL_NS
@@ -918,6 +978,10 @@ class Machine:
         if err:
             return False, "EBUSY: pages could not be migrated"
         self.pgdat.zones[z, Z_MANAGED] -= end - start
+        # offlined highatomic blocks leave the reserve (the kernel leaves the count alone and
+        # so overstates the reserve after a hot-remove; we keep it what its blocks say)
+        self.pgdat.zones[z, Z_NR_RESERVED_HIGHATOMIC] -= \
+            int((saved == MIGRATE_HIGHATOMIC).sum()) * PAGEBLOCK_NR_PAGES
         self._offline_blocks.add(block["index"])
         self._setup_watermarks(self.pgdat.zones, self.min_free_kbytes, False)
         self._setup_pagesets()
@@ -1144,6 +1208,8 @@ class Machine:
             "min": int(z[i, Z_WMARK_MIN]), "low": int(z[i, Z_WMARK_LOW]),
             "high": int(z[i, Z_WMARK_HIGH]), "promo": int(z[i, Z_WMARK_PROMO]),
             "boost": int(self.boost.boost[i]),
+            "nr_reserved_highatomic": int(z[i, Z_NR_RESERVED_HIGHATOMIC]),
+            "nr_free_highatomic": int(z[i, Z_FREE_HIGHATOMIC]),
             "protection": tuple(int(v) for v in z[i, Z_LOWMEM_RESERVE:Z_LOWMEM_RESERVE + 3]),
             "pagesets": pcp.pagesets(self.pgdat.pcp, i),
         } for i, name in self.zones}
@@ -1274,7 +1340,7 @@ class Machine:
             problem = self.swap_device.check()
             if problem:
                 raise InvariantError(problem)
-        problem = vmscan.check_lru(self)
+        problem = vmscan.check_lru(self) or highatomic.check(self.pgdat)
         if problem:
             raise InvariantError(problem)
         mem_map = self.pgdat.mem_map
@@ -1311,7 +1377,7 @@ class Machine:
             self.profile.name, sorted(self.profile.policies().items()),
             self.strategy.name, type(self.strategy).__qualname__,
             self.mem, self.seed, self.nr_pages, self.memory_block_pages, self.min_free_kbytes,
-            self.cma_range, self.clock_ns, self._kcompactd_next_ns,
+            self.cma_range, self.clock_ns, self._kcompactd_next_ns, self._vmstat_next_ns,
             sorted(self._cma_allocations.items()), sorted(self._offline_blocks),
             sorted(self.hwpoisoned), sorted(self.model_ns.items()),
             self.rng.bit_generator.state,

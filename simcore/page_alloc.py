@@ -6,8 +6,8 @@ sit on doubly linked lists per (zone, order, migratetype) threaded through mem_m
 Per-CPU page lists live in pcp.py; the hooks into them here are marked "pcp hook".
 
 Simplifications against the kernel, everywhere in this module:
-- No highatomic reserves, watermark boosting, reclaim or OOM: an allocation that the free lists
-  and watermarks cannot satisfy fails (compaction, in compaction.py, is the only retry).
+- Highatomic reserves live in highatomic.py (hooks here marked "highatomic hook"); watermark
+  boosting, reclaim and OOM in boost.py and vmscan.py, driven from Python (Machine).
 - No free-page shuffling and no guard pages.
 """
 import math
@@ -15,7 +15,10 @@ import math
 import numba as nb
 import numpy as np
 
-from . import pcp  # noqa: F401  (pcp hooks; pcp imports this module back)
+from . import (
+    highatomic,  # noqa: F401  (highatomic hooks; it imports this module back)
+    pcp,  # noqa: F401  (pcp hooks; pcp imports this module back)
+)
 from . import vm_event as ev
 from .mmzone import (
     FOLIO_ISOLATED,
@@ -26,6 +29,7 @@ from .mmzone import (
     KIND_HUGETLB,
     MAX_PAGE_ORDER,
     MIGRATE_CMA,
+    MIGRATE_HIGHATOMIC,
     MIGRATE_ISOLATE,
     MIGRATE_MOVABLE,
     MIGRATE_PCPTYPES,
@@ -58,11 +62,13 @@ from .pgdat import (
     N_CAPTURE_WHERE,
     N_HANDLE_FREE,
     N_HANDLES_AVAIL,
+    N_HIGHATOMIC_POLICY,
     N_KIND_PAGES,
     N_NR_FOLIOS,
     Z_END,
     Z_FREE,
     Z_FREE_CMA,
+    Z_FREE_HIGHATOMIC,
     Z_LOWMEM_RESERVE,
     Z_START,
     Z_WMARK_MIN,
@@ -78,8 +84,13 @@ ALLOC_WMARK_LOW = 1
 ALLOC_WMARK_HIGH = 2
 ALLOC_WMARK_MASK = 3
 ALLOC_NO_WATERMARKS = 0x04
+ALLOC_OOM = 0x08
+ALLOC_NON_BLOCK = 0x10       # may not sleep (GFP_ATOMIC): a deeper dip into the min reserve
+ALLOC_MIN_RESERVE = 0x20     # __GFP_HIGH: half the min reserve
 ALLOC_CMA = 0x80
 ALLOC_NOFRAGMENT = 0x100
+ALLOC_HIGHATOMIC = 0x200     # a high-order atomic request: may use and create highatomic blocks
+ALLOC_RESERVES = ALLOC_NON_BLOCK | ALLOC_MIN_RESERVE | ALLOC_HIGHATOMIC | ALLOC_OOM
 
 # Error codes returned by the checked entry points (the Python layer turns them into ValueError).
 E_OK = 0
@@ -181,12 +192,15 @@ def page_zone(pgdat, pfn):
 
 @jit
 def account_freepages(pgdat, z, nr_pages, mt):
-    """account_freepages(): isolated free pages do not count as free."""
+    """account_freepages(): isolated free pages do not count as free; CMA and HIGHATOMIC ones
+    are counted apart as well (NR_FREE_CMA_PAGES, nr_free_highatomic)."""
     if mt == MIGRATE_ISOLATE:
         return
     pgdat.zones[z, Z_FREE] += nr_pages
     if mt == MIGRATE_CMA:
         pgdat.zones[z, Z_FREE_CMA] += nr_pages
+    elif mt == MIGRATE_HIGHATOMIC:
+        pgdat.zones[z, Z_FREE_HIGHATOMIC] += nr_pages
 
 
 @jit
@@ -441,19 +455,45 @@ def rmqueue(pgdat, z, order, mt, alloc_flags):
     return -1
 
 
+@jit
+def rmqueue_buddy(pgdat, z, order, mt, alloc_flags):
+    """rmqueue_buddy(): __rmqueue() from the buddy lists; an ALLOC_HIGHATOMIC request tries the
+    HIGHATOMIC lists first, and (from 6.3) a request that cannot sleep or is the OOM path's
+    tries them last, as failing now is worse than failing a future atomic allocation."""
+    pfn = -1
+    if alloc_flags & ALLOC_HIGHATOMIC:
+        pfn = rmqueue_smallest(pgdat, z, order, MIGRATE_HIGHATOMIC)
+    if pfn < 0:
+        pfn = rmqueue(pgdat, z, order, mt, alloc_flags)
+    if pfn < 0 and (alloc_flags & (ALLOC_OOM | ALLOC_NON_BLOCK)) \
+            and pgdat.node[N_HIGHATOMIC_POLICY] != highatomic.POLICY_RESERVED_PLUS_BLOCK:
+        pfn = rmqueue_smallest(pgdat, z, order, MIGRATE_HIGHATOMIC)
+    return pfn
+
+
 # ---- watermarks and the zonelist walk ------------------------------------------------------
 
 @jit
 def zone_watermark_ok(pgdat, z, order, highest_zoneidx, alloc_flags):
     """__zone_watermark_ok(): free pages above the mark plus lowmem_reserve, and for order > 0
-    a free block of at least `order` on a list this request may use."""
+    a free block of at least `order` on a list this request may use. Without ALLOC_RESERVES the
+    highatomic reserve is not free (__zone_watermark_unusable_free()); __GFP_HIGH may use half
+    the min mark, a request that cannot sleep a quarter of the rest as well."""
     if alloc_flags & ALLOC_NO_WATERMARKS:
         return True
     zone = pgdat.zones[z]
     free_pages = zone[Z_FREE] - ((1 << order) - 1)
+    if not (alloc_flags & ALLOC_RESERVES):
+        free_pages -= highatomic.unusable_free(pgdat, z)       # highatomic hook
     if not (alloc_flags & ALLOC_CMA):
         free_pages -= zone[Z_FREE_CMA]
     mark = zone[Z_WMARK_MIN + (alloc_flags & ALLOC_WMARK_MASK)]
+    if alloc_flags & ALLOC_MIN_RESERVE:
+        mark -= mark // 2
+        if alloc_flags & ALLOC_NON_BLOCK:
+            mark -= mark // 4
+    if alloc_flags & ALLOC_OOM:
+        mark -= mark // 2
     if free_pages <= mark + zone[Z_LOWMEM_RESERVE + highest_zoneidx]:
         return False
     if order == 0:
@@ -463,6 +503,9 @@ def zone_watermark_ok(pgdat, z, order, highest_zoneidx, alloc_flags):
             if pgdat.free_area[z, o, mt, FA_COUNT] > 0:
                 return True
         if (alloc_flags & ALLOC_CMA) and pgdat.free_area[z, o, MIGRATE_CMA, FA_COUNT] > 0:
+            return True
+        if (alloc_flags & (ALLOC_HIGHATOMIC | ALLOC_OOM)) \
+                and pgdat.free_area[z, o, MIGRATE_HIGHATOMIC, FA_COUNT] > 0:
             return True
     return False
 
@@ -501,6 +544,8 @@ def get_page_from_freelist(pgdat, order, mt, alloc_flags, highest_zoneidx):
                 continue
             pfn = pcp.rmqueue(pgdat, z, order, mt, flags)
             if pfn >= 0:
+                if flags & ALLOC_HIGHATOMIC:                   # highatomic hook
+                    highatomic.reserve_highatomic_pageblock(pgdat, z, pfn, order)
                 return pfn, z
         if flags & ALLOC_NOFRAGMENT:
             flags &= ~ALLOC_NOFRAGMENT

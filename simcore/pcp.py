@@ -50,6 +50,7 @@ from .mmzone import (
     ZONE_MOVABLE,
     ZONE_NAMES,
 )
+from .pgdat import Z_END, Z_START
 
 jit = nb.njit(cache=True, nogil=True)
 
@@ -312,6 +313,42 @@ def drain_all_pages(pgdat, z):
                 drain_pages_zone(pgdat, cpu, zz)
 
 
+@jit
+def decay_pcp_high(pgdat, z, b):
+    """decay_pcp_high() (auto_high, from the vmstat worker's refresh_cpu_vm_stats() once a
+    second): high drops by an eighth towards high_min (not below count - (batch <<
+    PCP_BATCH_SCALE_MAX)), and pages above the new high go back to the buddy allocator.
+    Returns how many pages it freed."""
+    pcp = pgdat.pcp
+    high_min = pcp[b + P_HIGH_MIN]
+    high = pcp[b + P_HIGH]
+    if high > high_min:
+        high = max(pcp[b + P_COUNT] - (pcp[b + P_BATCH] << PCP_BATCH_SCALE_MAX),
+                   high - (high >> 3), high_min)
+        pcp[b + P_HIGH] = high
+    to_drain = pcp[b + P_COUNT] - high
+    if to_drain > 0:
+        free_pcppages_bulk(pgdat, z, b, to_drain, 0)
+        return to_drain
+    return np.int64(0)
+
+
+@jit
+def entry_decay_pcp_high(node):
+    """One vmstat_update() round on every CPU: decay_pcp_high() of each zone's lists (auto_high
+    profiles only; fixed_high kernels have no decay). Returns the pages freed."""
+    pgdat = node.arrays
+    pcp = pgdat.pcp
+    if pcp[H_POLICY] != POLICY_AUTO_HIGH:
+        return np.int64(0)
+    freed = np.int64(0)
+    for cpu in range(pcp[H_NR_CPUS]):
+        for z in range(NR_ZONES):
+            if pgdat.zones[z, Z_END] > pgdat.zones[z, Z_START]:
+                freed += decay_pcp_high(pgdat, z, pcp_base(cpu, z))
+    return freed
+
+
 # ---- allocation ----------------------------------------------------------------------------
 
 @jit
@@ -383,13 +420,13 @@ def rmqueue_pcplist(pgdat, z, order, mt, alloc_flags, policy):
 @jit
 def rmqueue(pgdat, z, order, mt, alloc_flags):
     """rmqueue(): the per-CPU lists for the orders they hold, else the buddy allocator
-    (rmqueue_buddy(), here page_alloc.rmqueue())."""
+    (page_alloc.rmqueue_buddy())."""
     policy = pgdat.pcp[H_POLICY]
     if policy and pcp_allowed_order(order):
         pfn = rmqueue_pcplist(pgdat, z, order, mt, alloc_flags, policy)
         if pfn >= 0:
             return pfn
-    return page_alloc.rmqueue(pgdat, z, order, mt, alloc_flags)
+    return page_alloc.rmqueue_buddy(pgdat, z, order, mt, alloc_flags)
 
 
 @jit

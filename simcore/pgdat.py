@@ -38,7 +38,9 @@ Z_COMPACT_DEFER_SHIFT = 17
 Z_COMPACT_ORDER_FAILED = 18
 Z_COMPACT_BLOCKSKIP_FLUSH = 19
 Z_NR_ISOLATE_PAGEBLOCK = 20
-NR_ZONE_FIELDS = 21
+Z_NR_RESERVED_HIGHATOMIC = 21   # nr_reserved_highatomic: pages in MIGRATE_HIGHATOMIC blocks
+Z_FREE_HIGHATOMIC = 22          # nr_free_highatomic: free pages on the HIGHATOMIC lists
+NR_ZONE_FIELDS = 23
 
 # free_area[] last axis
 FA_HEAD = 0
@@ -57,7 +59,8 @@ N_CAPTURE_ORDER = 6     # cc->order + 1 while a direct compaction may capture
 N_CAPTURE_PFN = 7       # capc->page: the captured block's PFN + 1, 0 while none
 N_CAPTURE_WHERE = 15    # cc->zone * MIGRATE_TYPES + cc->migratetype
 N_KIND_PAGES = 8        # + folio kind: pages held by folios of that kind
-NR_NODE_FIELDS = 16
+N_HIGHATOMIC_POLICY = 16    # the profile's highatomic policy (simcore.highatomic)
+NR_NODE_FIELDS = 17
 
 from numba import types as nbtypes
 from numba.extending import intrinsic, overload_attribute

@@ -16,6 +16,9 @@ mechanism module that implements it (the allowed names live there):
 - hotunplug, cma: how offline_pages() and alloc_contig_range() migrate large folios
   (simcore.page_isolation.RANGE_MIGRATION_POLICIES)
 - pcp: the per-CPU page lists' layout and how their high limit is set (simcore.pcp.PCP_POLICIES)
+- watermark_boost: which fallbacks boost the watermarks (simcore.boost.BOOST_POLICIES)
+- highatomic: the highatomic reserve's size and watermark accounting
+  (simcore.highatomic.HIGHATOMIC_POLICIES)
 
     simcore.profiles.profiles()                 -> ["linux-6.1", ..., "linux-6.18"]
     simcore.Machine(mem="4G", profile="linux-6.1")
@@ -26,7 +29,8 @@ Versions come from merge windows; where the notes mark a version (~) it was infe
 import dataclasses
 
 POLICY_FIELDS = ("compaction", "swap_alloc", "swapin", "zswap_store", "ksm", "memory_failure",
-                 "khugepaged", "numa_balancing", "hotunplug", "cma", "pcp", "watermark_boost")
+                 "khugepaged", "numa_balancing", "hotunplug", "cma", "pcp", "watermark_boost",
+                 "highatomic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +50,7 @@ class KernelProfile:
     cma: str
     pcp: str
     watermark_boost: str = "every_fallback"     # simcore.boost.BOOST_POLICIES
+    highatomic: str = "reserved_plus_block"     # simcore.highatomic.HIGHATOMIC_POLICIES
     sources: tuple = ()          # ((policy field, "what changed, series, release"), ...)
 
     def policies(self):
@@ -91,6 +96,10 @@ BASELINE_SOURCES = (
     ("watermark_boost", "Mel Gorman, \"mm: reclaim small amounts of memory when an external "
                         "fragmentation event occurs\" (5.0): steal_suitable_fallback() calls "
                         "boost_watermark() for every fallback short of a whole free pageblock"),
+    ("highatomic", "Mel Gorman, \"mm, page_alloc: reserve pageblocks for high-order atomic "
+                   "allocations on demand\" (4.4): a successful high-order ALLOC_HARDER "
+                   "(GFP_ATOMIC) allocation reserves its pageblock, up to managed / 100 + one "
+                   "pageblock per zone; watermark checks subtract nr_reserved_highatomic"),
 )
 
 _REGISTRY = {}
@@ -101,7 +110,18 @@ def register_profile(profile):
     against its mechanism's table."""
     if not isinstance(profile, KernelProfile):
         raise ValueError(f"profile {profile!r} must be a KernelProfile")
-    from . import boost, khugepaged, ksm, memory_failure, numa, page_isolation, pcp, swap, zswap
+    from . import (
+        boost,
+        highatomic,
+        khugepaged,
+        ksm,
+        memory_failure,
+        numa,
+        page_isolation,
+        pcp,
+        swap,
+        zswap,
+    )
     from .strategies import get_strategy
     tables = {
         "swap_alloc": swap.SWAP_ALLOC_POLICIES, "swapin": swap.SWAPIN_POLICIES,
@@ -112,6 +132,7 @@ def register_profile(profile):
         "cma": page_isolation.RANGE_MIGRATION_POLICIES,
         "pcp": pcp.PCP_POLICIES,
         "watermark_boost": boost.BOOST_POLICIES,
+        "highatomic": highatomic.HIGHATOMIC_POLICIES,
     }
     get_strategy(profile.compaction)
     for field, table in tables.items():
@@ -155,8 +176,14 @@ _V61 = KernelProfile(
 _V69 = dataclasses.replace(
     _V61, name="linux-6.9", version="6.9",
     description="6.9: anonymous mTHP (6.8) and folio compaction; swap still splits mTHP",
-    compaction="folio", pcp="auto_high",
+    compaction="folio", pcp="auto_high", highatomic="aligned_reserved",
     sources=_V61.sources + (
+        ("highatomic", "Charan Teja Kalla, \"mm: page_alloc: fixes for high atomic reserve "
+                       "calculations\" (6.8): no reserve when 1% of the zone is below a "
+                       "pageblock, at most ALIGN(managed / 100, pageblock_nr_pages); Mel "
+                       "Gorman, \"mm/page_alloc: explicitly define how __GFP_HIGH non-blocking "
+                       "allocations accesses reserves\" (6.3 ~): non-blocking requests fall "
+                       "back to the reserve when all else fails"),
         ("compaction", "Zi Yan, \"enable >0 order folio memory compaction\" (6.9): large "
                        "folios below cc->order isolated, per-order free lists, "
                        "compaction_alloc() splits free pages buddy-style"),
@@ -182,8 +209,11 @@ _V612 = dataclasses.replace(
     _V610, name="linux-6.12", version="6.12",
     description="6.12: per-order non-full swap clusters, large swap-in from synchronous "
                 "devices",
-    swap_alloc="nonfull_cluster", swapin="sync_io_large",
+    swap_alloc="nonfull_cluster", swapin="sync_io_large", highatomic="aligned_free",
     sources=_V610.sources + (
+        ("highatomic", "Yu Zhao, \"mm/page_alloc: keep track of free highatomic\" (6.12 ~): "
+                       "watermark checks subtract nr_free_highatomic, the reserve's free "
+                       "pages, instead of all of nr_reserved_highatomic"),
         ("swap_alloc", "Chris Li and Kairui Song, \"mTHP swap allocator base on swap cluster "
                        "order\" (6.12): non-full clusters kept per order and reused before a "
                        "free cluster is taken"),

@@ -51,6 +51,7 @@ from .mmzone import (
     KIND_SHMEM,
     KIND_SLAB,
     MAX_PAGE_ORDER,
+    MIGRATE_HIGHATOMIC,
     MIGRATE_MOVABLE,
     MIGRATE_RECLAIMABLE,
     MIGRATE_TYPES,
@@ -75,11 +76,13 @@ from .mmzone import (
 from .pgdat import (
     N_HANDLE_FREE,
     N_HANDLES_AVAIL,
+    N_HIGHATOMIC_POLICY,
     N_KIND_PAGES,
     N_NR_FOLIOS,
     Z_END,
     Z_LOWMEM_RESERVE,
     Z_MANAGED,
+    Z_NR_RESERVED_HIGHATOMIC,
     Z_START,
     Z_WMARK_HIGH,
     Z_WMARK_LOW,
@@ -541,9 +544,16 @@ def build(machine, rec, deferred="absent"):
         prot = list(f["protection"][1:1 + len(ZONE_NAMES)])
         zones[t, Z_LOWMEM_RESERVE:Z_LOWMEM_RESERVE + len(prot)] = prot
     p.pageblock_flags[:] = rec.block_mt
+    for t, start, end in rec.zones:
+        # the captured HighAtomic blocks are the zone's reserve (nr_reserved_highatomic)
+        blocks = rec.block_mt[start >> PAGEBLOCK_ORDER:end >> PAGEBLOCK_ORDER]
+        zones[t, Z_NR_RESERVED_HIGHATOMIC] = \
+            int((blocks == MIGRATE_HIGHATOMIC).sum()) * PAGEBLOCK_NR_PAGES
     node = p.node
+    policy = node[N_HIGHATOMIC_POLICY]
     node[:] = 0
     node[N_HANDLE_FREE] = -1
+    node[N_HIGHATOMIC_POLICY] = policy
     table = grown_handle_table(np.empty(0, dtype=np.int64), node, len(rec.folio_pfn) + 1024)
     machine.pgdat = p.replace(folio_pfn=table)
     snapshot_build.place(machine.pgdat, rec.page_class, free_classes, absent_classes, rec.folio_pfn,

@@ -5,7 +5,16 @@ import numpy as np
 
 from . import page_alloc
 from .mmzone import PAGE_OFFLINE, PAGE_TAIL, PAGEBLOCK_ORDER
-from .pgdat import FA_COUNT, FA_HEAD, FA_TAIL, Z_END, Z_FREE, Z_FREE_CMA, Z_START
+from .pgdat import (
+    FA_COUNT,
+    FA_HEAD,
+    FA_TAIL,
+    Z_END,
+    Z_FREE,
+    Z_FREE_CMA,
+    Z_FREE_HIGHATOMIC,
+    Z_START,
+)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -34,6 +43,7 @@ def reset(pgdat):
                 fa[z, o, mt, FA_COUNT] = 0
         pgdat.zones[z, Z_FREE] = 0
         pgdat.zones[z, Z_FREE_CMA] = 0
+        pgdat.zones[z, Z_FREE_HIGHATOMIC] = 0
 
 
 @nb.njit(cache=True, nogil=True)

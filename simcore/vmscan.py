@@ -30,6 +30,7 @@ moves on, so a backend can tell a stale handle from a reused one.
 """
 import numpy as np
 
+from . import highatomic
 from .costs import COST_INDEX
 from .gfp import PAGE_ALLOC_COSTLY_ORDER
 from .mmzone import (
@@ -37,6 +38,7 @@ from .mmzone import (
     KIND_IS_LRU,
     KIND_SHMEM,
     MIGRATE_CMA,
+    MIGRATE_MOVABLE,
     MIGRATE_PCPTYPES,
     NR_PAGE_ORDERS,
     PAGE_HEAD,
@@ -535,11 +537,17 @@ def reclaim_target(m, order, want_pages, highest_zoneidx):
     return max(SWAP_CLUSTER_MAX, deficit + want_pages + gap)
 
 
-def slowpath_reclaim(m, order, gfp, highest_zoneidx, attempt, want_pages, exclude=None):
+def slowpath_reclaim(m, order, gfp, highest_zoneidx, attempt, want_pages, exclude=None,
+                     migratetype=MIGRATE_MOVABLE):
     """The reclaim part of __alloc_pages_slowpath(): direct reclaim, then the caller retries
     the free lists and compaction. `attempt(no_progress)` allocates and returns how many folios
     it got (0 for none). Returns the folios got in total, or raises OutOfMemory where the
-    kernel's OOM killer would run (a GFP_KERNEL order up to PAGE_ALLOC_COSTLY_ORDER)."""
+    kernel's OOM killer would run (a GFP_KERNEL order up to PAGE_ALLOC_COSTLY_ORDER).
+
+    Highatomic reserves: a retry that still fails after reclaim gives one reserved block
+    (all but the zone's last) to `migratetype` before draining the per-CPU lists
+    (__alloc_pages_direct_reclaim()); when should_reclaim_retry() would give up, a forced
+    unreserve that moves a block buys another round ("exhaust highatomic_reserve")."""
     costly = order > PAGE_ALLOC_COSTLY_ORDER
     no_progress = compact_retries = failed_rounds = 0
     total = 0
@@ -551,7 +559,10 @@ def slowpath_reclaim(m, order, gfp, highest_zoneidx, attempt, want_pages, exclud
         got = attempt()
         if not got and not drained:
             # __alloc_pages_direct_reclaim(): a failed retry drains every CPU's lists once
-            # (drain_all_pages(NULL)) and tries again: reclaimed pages may sit on them
+            # (drain_all_pages(NULL)) and tries again: reclaimed pages may sit on them; a
+            # highatomic block beyond the zone's first is given to the requester first
+            highatomic.entry_unreserve_highatomic_pageblock(m.pgdat, highest_zoneidx,
+                                                            migratetype, False)
             m.drain_all_pages()
             drained = True
             got = attempt()
@@ -569,6 +580,10 @@ def slowpath_reclaim(m, order, gfp, highest_zoneidx, attempt, want_pages, exclud
         no_progress = 0 if reclaimed else no_progress + 1
         failed_rounds += 1
         if no_progress > MAX_RECLAIM_RETRIES or failed_rounds > MAX_RECLAIM_RETRIES:
+            # should_reclaim_retry(): before the OOM killer, exhaust the highatomic reserve
+            if highatomic.entry_unreserve_highatomic_pageblock(m.pgdat, highest_zoneidx,
+                                                               migratetype, True):
+                continue
             break
         if costly:
             # should_compact_retry(): compaction failed with enough free memory
@@ -588,7 +603,7 @@ def zone_watermark_ok(m, z, order, highest_zoneidx, mark):
     """__zone_watermark_ok() with the CMA pages usable (a movable request), for the mark
     column `mark` (Z_WMARK_LOW, Z_WMARK_HIGH)."""
     zone = m.pgdat.zones[z]
-    free = int(zone[Z_FREE]) - ((1 << order) - 1)
+    free = int(zone[Z_FREE]) - ((1 << order) - 1) - highatomic.zone_unusable_free(m.pgdat, z)
     if free <= int(zone[mark]) + int(zone[Z_LOWMEM_RESERVE + highest_zoneidx]):
         return False
     if order == 0:

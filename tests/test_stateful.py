@@ -50,6 +50,10 @@ class MachineOperations(RuleBasedStateMachine):
     def alloc_many(self, count, o, mt, kind):
         self._do("alloc_many", count, o, mt, kind)
 
+    @rule(count=st.integers(1, 200), o=st.sampled_from((0, 1, 2, 3, 3, 4, 9)))
+    def atomic(self, count, o):     # GFP_ATOMIC: highatomic reserves made and used
+        self._do("atomic", count, o)
+
     @rule(p=pick)
     def free(self, p):
         self._do("free", p)

@@ -30,6 +30,10 @@ class PagecacheChurn(Workload):
                            low=0.0, high=1.0),
         "highorder": Param(0.15, "order-9 requests after the churn, as a share of memory",
                            low=0.0, high=0.9),
+        # network-like receive buffers: GFP_ATOMIC order-3 allocations, which use and create
+        # highatomic reserves (simcore.highatomic); 0 keeps the workload as it was
+        "atomic": Param(0.0, "order-3 GFP_ATOMIC buffers per page read, in pages, held for a "
+                        "round", low=0.0, high=0.5),
     }
 
     def run(self, backend, p, extra):
@@ -42,8 +46,11 @@ class PagecacheChurn(Workload):
         writeback = np.empty(0, dtype=np.int64)
         slab_debt = 0.0
         hot = []                         # files that stay cached, re-read every round
+        atomic_debt = 0.0
+        atomic = {"atomic_requested": 0, "atomic_granted": 0}
         for _ in range(p["rounds"]):
             backend.set_flags(writeback, "writeback", on=False)    # last round's I/O completed
+            buffers = []                 # this round's receive buffers
             if hot:
                 backend.touch(np.concatenate(hot))       # re-reads: reclaim keeps them
             new = []
@@ -64,6 +71,13 @@ class PagecacheChurn(Workload):
                 if slab_debt >= 1:
                     backend.alloc(int(slab_debt), 0, "slab", "unmovable", compact=False)
                     slab_debt -= int(slab_debt)
+                atomic_debt += SLICE_PAGES * p["atomic"] / 8
+                if atomic_debt >= 1:
+                    n = int(atomic_debt)
+                    buffers.append(backend.alloc(n, 3, "kernel", "unmovable", gfp="atomic"))
+                    atomic["atomic_requested"] += n
+                    atomic["atomic_granted"] += len(buffers[-1])
+                    atomic_debt -= n
             new = np.concatenate(new)
             backend.set_flags(new[rng.random(len(new)) < p["dirty"]], "dirty")
             writeback = new[rng.random(len(new)) < p["writeback"]]
@@ -75,6 +89,8 @@ class PagecacheChurn(Workload):
                 lru.extendleft(reversed(oldest))
                 backend.free(handles)
                 cached -= pages
+            if buffers:
+                backend.free(np.concatenate(buffers))    # the round's packets consumed
             backend.tick(100)
         want = int(total * p["highorder"]) >> 9
         # Reclaim makes room first, as kswapd would before the requests: old slices dropped.
@@ -88,5 +104,8 @@ class PagecacheChurn(Workload):
             reclaim -= pages
         extra["map_before"] = backend.pageblock_map()
         got = backend.alloc(want, 9)
-        return {"requested": want, "granted": len(got),
-                "cache_pages_end": cached, "writeback_pages_end": len(writeback)}
+        figures = {"requested": want, "granted": len(got),
+                   "cache_pages_end": cached, "writeback_pages_end": len(writeback)}
+        if p["atomic"]:
+            figures.update(atomic)
+        return figures

@@ -1,0 +1,179 @@
+"""Highatomic reserves (simcore.highatomic), kcompactd's drain after a failed compaction and
+vm.compact_unevictable_allowed: the issue-15 paths of mm/page_alloc.c and mm/compaction.c."""
+import numpy as np
+import pytest
+
+import simcore
+from simcore.mmzone import MIGRATE_HIGHATOMIC, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
+
+
+def _reserved(m):
+    return sum(v["nr_reserved_highatomic"] for v in m.zoneinfo().values())
+
+
+def _highatomic_blocks(m):
+    return int((m.pgdat.pageblock_flags & 0x7 == MIGRATE_HIGHATOMIC).sum())
+
+
+def _below_min(m, kind="file"):
+    """Fill memory with order-0 folios until the fast path (min watermark) refuses."""
+    while len(m.alloc_many(4096, 0, "movable", kind, compact=False)) == 4096:
+        pass
+
+
+def _atomic_machine(profile="linux-6.18", **kw):
+    m = simcore.Machine(mem="256M", profile=profile, **kw)
+    _below_min(m)
+    return m
+
+
+def test_atomic_high_order_allocation_reserves_its_pageblock():
+    m = _atomic_machine()
+    assert _reserved(m) == 0
+    pfn = m.alloc(3, "unmovable", "kernel", gfp="atomic")
+    assert pfn is not None, "GFP_ATOMIC may dip below the min watermark"
+    assert m.pgdat.pageblock_flags[pfn >> PAGEBLOCK_ORDER] & 0x7 == MIGRATE_HIGHATOMIC
+    assert _reserved(m) == PAGEBLOCK_NR_PAGES
+    assert _highatomic_blocks(m) == 1
+    m.check()
+
+
+def test_order0_and_sleeping_requests_do_not_reserve():
+    m = _atomic_machine()
+    assert m.alloc(0, "unmovable", "kernel", gfp="atomic") is not None
+    m.alloc(3, "unmovable", "kernel", compact=False)
+    assert _reserved(m) == 0
+
+
+def test_reserve_serves_atomic_requests_only():
+    """Order 4 skips the per-CPU lists (an order-3 request would refill its list from the
+    ordinary free lists first, as rmqueue_pcplist() does), so rmqueue_buddy() shows."""
+    m = _atomic_machine()
+    pfn = m.alloc(4, "unmovable", "kernel", gfp="atomic")
+    m.free(pfn)                          # back to the HIGHATOMIC lists (its block's type)
+    free_ha = m.zoneinfo()["DMA32"]["nr_free_highatomic"]
+    assert free_ha == PAGEBLOCK_NR_PAGES
+    m.alloc_many(2048, 0, "unmovable", "kernel", compact=False)
+    m.alloc_many(64, 4, "unmovable", "kernel", compact=False)
+    assert m.zoneinfo()["DMA32"]["nr_free_highatomic"] == free_ha
+    assert m.alloc(4, "unmovable", "kernel", gfp="atomic") is not None
+    assert m.zoneinfo()["DMA32"]["nr_free_highatomic"] == free_ha - 16
+    m.check()
+
+
+def test_reserve_is_capped_at_about_one_percent_of_the_zone():
+    m = _atomic_machine()
+    cap = 2 * PAGEBLOCK_NR_PAGES          # ALIGN(65536 / 100, 512) for the 256M DMA32 zone
+    for _ in range(200):
+        got = m.alloc(3, "unmovable", "kernel", gfp="atomic")
+        if got is None:
+            break
+    assert 0 < _reserved(m) <= cap
+    m.check()
+
+
+@pytest.mark.parametrize("profile, blocks", [("linux-6.1", 1), ("linux-6.18", 0)])
+def test_small_zone_reserve_by_profile(profile, blocks):
+    """6.8 stopped reserving when 1% of the zone is below a pageblock (a 32M zone)."""
+    m = simcore.Machine(mem="32M", profile=profile)
+    _below_min(m)
+    assert m.alloc(2, "unmovable", "kernel", gfp="atomic") is not None
+    assert _highatomic_blocks(m) == blocks
+    m.check()
+
+
+def test_failed_direct_reclaim_gives_the_reserve_back_before_oom():
+    """should_reclaim_retry() exhausts the reserve (force) before the OOM killer runs."""
+    m = simcore.Machine(mem="256M", reclaim=True)
+    _below_min(m, "anon")                # no swap: nothing reclaim can take
+    assert m.alloc(3, "unmovable", "kernel", gfp="atomic") is not None
+    assert _reserved(m) == PAGEBLOCK_NR_PAGES
+    with pytest.raises(simcore.OutOfMemory):
+        m.alloc_many(1 << 16, 0, "unmovable", "kernel", gfp="kernel")
+    assert _reserved(m) == 0 and _highatomic_blocks(m) == 0
+    m.check()
+
+
+def test_kcompactd_drains_the_per_cpu_lists_after_a_failed_compaction():
+    """Unmovable memory everywhere: no order-9 block can be made, so kcompactd drains."""
+    m = simcore.Machine(mem="64M", reclaim=True)
+    pfns = m.alloc_many(1 << 14, 0, "unmovable", "slab", compact=False)
+    m.free_many(pfns[::2])              # the last frees stay on this CPU's lists
+    assert m.pcp_pages() > 0
+    m._wakeup_kcompactd(PAGEBLOCK_ORDER)    # as kswapd_try_to_sleep() wakes it
+    assert m.pcp_pages() == 0
+    m.check()
+
+
+def test_kcompactd_keeps_the_lists_when_the_order_is_there():
+    """A zone that has its order-9 block after kcompactd is not drained."""
+    m = simcore.Machine(mem="64M", reclaim=True)
+    pfns = m.alloc_many(3000, 0, "unmovable", "slab", compact=False)
+    m.free_many(pfns[::2])
+    on_lists = m.pcp_pages()
+    m._wakeup_kcompactd(PAGEBLOCK_ORDER)
+    assert m.pcp_pages() == on_lists
+
+
+@pytest.mark.parametrize("allowed", [1, 0])
+def test_compact_unevictable_allowed(allowed):
+    m = simcore.Machine(mem="64M", compact_unevictable_allowed=allowed)
+    pfns = m.alloc_many(12000, 0, "movable", "anon", flags="mlocked", compact=False)
+    m.free_many(pfns[::2])
+    m.drain_all_pages()
+    kept = pfns[1::2]
+    m.compact()
+    moved = int(m.vmstat()["pgmigrate_success"])
+    if allowed:
+        assert moved > 0
+    else:
+        assert moved == 0
+        assert np.array_equal(m.handle_pfn(m.handles_of(kept)), kept)
+    m.check()
+
+
+def test_compact_unevictable_allowed_must_be_0_or_1():
+    with pytest.raises(ValueError, match="compact_unevictable_allowed"):
+        simcore.Machine(mem="32M", compact_unevictable_allowed=2)
+
+
+def test_gfp_to_alloc_flags():
+    from simcore import gfp, page_alloc
+    atomic = gfp.get_gfp("atomic")
+    assert gfp.gfp_to_alloc_flags(atomic, 3) & page_alloc.ALLOC_HIGHATOMIC
+    assert not gfp.gfp_to_alloc_flags(atomic, 0) & page_alloc.ALLOC_HIGHATOMIC
+    assert gfp.gfp_to_alloc_flags(gfp.get_gfp("nowait"), 3) == 0
+
+
+def _pageset(m, zone="DMA32", cpu=0):
+    return m.zoneinfo()[zone]["pagesets"][cpu]
+
+
+def test_vmstat_worker_decays_pcp_high():
+    """decay_pcp_high(): once a simulated second, high drops an eighth towards high_min and
+    the pages above it are drained (auto_high profiles)."""
+    m = simcore.Machine(mem="256M", profile="linux-6.18", cpus=1)
+    pfns = m.alloc_many(20000, 0, "movable", "anon", compact=False)
+    m.free_many(pfns)                    # consecutive frees raise high above high_min
+    before = _pageset(m)
+    assert before["high"] > before["high_min"]
+    m.tick(999)
+    assert _pageset(m)["high"] == before["high"]           # the worker has not run yet
+    m.tick(1)
+    after = _pageset(m)
+    assert after["high"] == max(before["high"] - (before["high"] >> 3), before["high_min"],
+                                before["count"] - (after["batch"] << 5))
+    assert after["count"] <= after["high"]
+    m.tick(100_000)
+    settled = _pageset(m)
+    assert settled["high"] == settled["high_min"] and settled["count"] <= settled["high_min"]
+    m.check()
+
+
+def test_no_pcp_decay_on_fixed_high_kernels():
+    m = simcore.Machine(mem="256M", profile="linux-6.1", cpus=1)
+    pfns = m.alloc_many(20000, 0, "movable", "anon", compact=False)
+    m.free_many(pfns[:100])
+    before = _pageset(m)
+    m.tick(10_000)
+    assert _pageset(m) == before
