@@ -1,7 +1,7 @@
 """tools/history: asv over the last commits, the published site and its regressions feed, and
 the site opened in a real headless browser (Debian's chromium through selenium).
 
-The history is built from a clone of this repository: its last 5 commits plus one synthetic
+The history is built from a clone of this repository: its last 2 commits plus one synthetic
 commit that makes the folio strategy split large folios (as the 6.9 interim step did), so the
 feed must show exactly that step. Only the cheap CompactionOutcome benchmarks run: about 10 s a
 commit, plus about a minute for each simcore version among the commits on a fresh clone (numba
@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-REAL_COMMITS = 5
+REAL_COMMITS = 2    # each simcore version among them is a numba compile on a fresh clone
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 SPLIT_RATE = "bench_compaction.CompactionOutcome.track_large_folio_split_rate"
