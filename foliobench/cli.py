@@ -204,7 +204,7 @@ def _backends(args, backends, costs):
     live = None
     if "live" in backends:
         from livekernel.session import LiveSession
-        live = LiveSession(mem=args.mem, mem_cap=args.mem_cap or "50%", dry_run=args.dry_run,
+        live = LiveSession(mem=args.mem, mem_cap=args.mem_cap, dry_run=args.dry_run,
                            allow_offline=args.allow_offline, workdir=args.live_dir,
                            out=sys.stdout if args.dry_run else None)
         if args.dry_run:
@@ -603,8 +603,8 @@ def build_parser():
     run.add_argument("--allow-offline", action="store_true",
                      help="live: let workloads offline removable memory blocks")
     run.add_argument("--mem-cap", metavar="PCT%%|SIZE",
-                     help="live: memory the run may use (default 50%% of MemAvailable); --mem "
-                          "(the live arena) must fit under it")
+                     help="live: memory the run may use (default 50%% of MemAvailable, 90%% in a "
+                          "disposable guest); --mem (the live arena) must fit under it")
     run.add_argument("--live-dir", default="/var/tmp",
                      help="live: where the page-cache files go (a disk filesystem)")
     run.add_argument("--sim-mem", help="with --backend live: simulated machine size (default: "
