@@ -317,7 +317,7 @@ def guest_script(argv, run_dir, disk=False, swap_disk=False):
     """The shell command the guest runs: the ready mark, the scratch disk mounted at /mnt (a
     disk filesystem for swap files and page-cache files: the guest's /var/tmp is tmpfs), then
     foliobench from this checkout (several commands split at ++, each after the previous one
-    succeeded)."""
+    succeeded, all in one Python process)."""
     env = {"FOLIOBENCH_RESULTS": str(run_dir), "PYTHONPATH": str(REPO), "HOME": "/root",
            "FOLIOBENCH_GUEST": "1", "NUMBA_CACHE_DIR": str(NUMBA_CACHE),
            "MPLCONFIGDIR": str(GUEST_CACHE / "matplotlib")}
@@ -331,10 +331,11 @@ def guest_script(argv, run_dir, disk=False, swap_disk=False):
     if swap_disk:         # virtio disks take /dev/vda, vdb... in the order they are given
         env["FOLIOBENCH_GUEST_SWAP"] = "/dev/vdb" if disk else "/dev/vda"
     assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    run = f"env {assigns} {shlex.quote(sys.executable)} -m foliobench"
-    commands = " && ".join(f"{run} " + " ".join(shlex.quote(a) for a in part)
-                           for part in split_commands(argv))
-    return f"echo {READY}; {mount}cd {shlex.quote(str(REPO))} && {commands}"
+    split_commands(argv)
+    # one Python process for every command (foliobench.guest_inside): the imports are paid once
+    run = f"env {assigns} {shlex.quote(sys.executable)} -m foliobench.guest_inside"
+    return (f"echo {READY}; {mount}cd {shlex.quote(str(REPO))} && {run} "
+            + " ".join(shlex.quote(a) for a in argv))
 
 
 def split_commands(argv):

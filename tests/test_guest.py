@@ -118,14 +118,34 @@ def test_guest_script_runs_this_checkout_with_its_results_dir():
     assert script.startswith(f"echo {guest.READY}; ")
     assert "mount -t ext4 /dev/vda /mnt" in script
     assert f"FOLIOBENCH_RESULTS=/res/x PYTHONPATH={REPO}" in script
-    assert script.endswith(f"{sys.executable} -m foliobench run highalloc --param 'a=b c'")
+    assert script.endswith(f"{sys.executable} -m foliobench.guest_inside run highalloc "
+                           f"--param 'a=b c'")
+    # several commands: one process (the imports, minutes under TCG, are paid once)
     two = guest.guest_script(["live", "probe", "++", "list"], "/res/x")
-    assert two.count(" -m foliobench ") == 2 and " -m foliobench live probe && env " in two
+    assert two.count(" -m foliobench") == 1
+    assert two.endswith(" -m foliobench.guest_inside live probe ++ list")
     assert "mount" not in two and "FOLIOBENCH_GUEST_SWAP" not in two
     # zram is a module in Debian's kernels: loaded (with no device) before any command
-    assert two.index("modprobe zram num_devices=0") < two.index(" -m foliobench ")
+    assert two.index("modprobe zram num_devices=0") < two.index(" -m foliobench")
     assert "FOLIOBENCH_GUEST_SWAP=/dev/vdb" in guest.guest_script(["list"], "/r", True, True)
     assert "FOLIOBENCH_GUEST_SWAP=/dev/vda" in guest.guest_script(["list"], "/r", False, True)
+
+
+def test_the_commands_of_a_boot_run_in_one_process_until_one_fails(monkeypatch, capsys):
+    from foliobench import guest_inside
+    ran = []
+
+    def fake_main(argv):
+        ran.append(argv)
+        return 3 if argv[0] == "fail" else 0
+    monkeypatch.setattr(guest_inside.cli, "main", fake_main)
+    assert guest_inside.main(["live", "probe", "++", "list"]) == 0
+    assert ran == [["live", "probe"], ["list"]]
+    ran.clear()
+    assert guest_inside.main(["list", "++", "fail", "x", "++", "list"]) == 3
+    assert ran == [["list"], ["fail", "x"]]         # nothing after the failure
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("foliobench guest: `fail x` exit 3 in ")
 
 
 @pytest.mark.parametrize("argv,message", [
