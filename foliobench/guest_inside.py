@@ -11,10 +11,14 @@ from foliobench.guest import split_commands
 
 def main(argv):
     """Exit code of the first command that failed, else 0."""
+    # guest.log interleaves stdout and stderr: lines in the order they were printed
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     code = 0
     for part in split_commands(argv):
         t0 = time.monotonic()
         code = cli.main(part)
+        sys.stdout.flush()
         print(f"foliobench guest: `{' '.join(part[:2])}` exit {code} in "
               f"{time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
         if code:

@@ -280,9 +280,11 @@ def test_real_guest_probe_workload_and_matrix_rows(release, tmp_path):
         assert cells[name]["verdict"] != "untested", (name, cells[name]["reason"])
     direct = cells["compaction-direct"]["evidence"]
     assert direct["unit"] == "order-9 allocations" and direct["counters"].get("compact_stall")
-    # the blocks memblock left PG_reserved pages in are skipped, the others all offline
+    # the blocks memblock left PG_reserved pages in (the top of each node) are skipped, the
+    # others all offline
     unplug = cells["hotunplug"]["evidence"]
-    assert unplug["succeeded"] == unplug["attempted"] == 2, unplug
+    assert unplug["blocks_with_reserved_pages"] >= 1, unplug
+    assert unplug["succeeded"] == unplug["attempted"] >= 1, unplug
     # NUMA balancing is not driven from the live backend (livekernel/features.py): its cell
     # says so, with the guest's two nodes
     assert "2 nodes" in cells["numa"]["reason"]
