@@ -248,7 +248,7 @@ def test_real_guest_probe_workload_and_matrix_rows(release, tmp_path):
     params = guest.boot_params("2G", 2, 2, "512M", disk="512M", kernel=kernel)
     argv = ["live", "probe", "--json", "++",
             "run", "highalloc", "--backend", "live", "--quick", "--mem", "128M",
-            "--live-dir", "/mnt", "--format", "csv", "++",
+            "--live-dir", "/mnt", "--format", "csv", "--no-plots", "++",
             "matrix", "--backend", "live", "--allow-offline", "--allow-poison",
             "--live-dir", "/mnt", "--sizes", size, "--format", "json"]
     for probe in MATRIX_PROBES:

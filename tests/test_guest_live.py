@@ -154,3 +154,14 @@ def test_reserved_pages_are_read_from_kpageflags():
     assert pageflags.reserved_pages(0, 16) > 0
     words = pageflags.kpageflags(np.arange(0, 16))
     assert pageflags.reserved_pages(0, 16) == int(((words >> np.uint64(32)) & 1).sum())
+
+
+def test_run_no_plots_saves_results_without_pictures(tmp_path):
+    import json
+
+    from foliobench import cli
+    assert cli.main(["run", "highalloc", "--quick", "--no-plots", "--strategy", "folio",
+                     "--format", "csv", "--out", str(tmp_path)]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "results.json").read_text())["records"]
+    assert not list(run.glob("*.png"))
