@@ -204,7 +204,7 @@ def _backends(args, backends, costs):
     live = None
     if "live" in backends:
         from livekernel.session import LiveSession
-        live = LiveSession(mem=args.mem, mem_cap=args.mem_cap or "50%", dry_run=args.dry_run,
+        live = LiveSession(mem=args.mem, mem_cap=args.mem_cap, dry_run=args.dry_run,
                            allow_offline=args.allow_offline, workdir=args.live_dir,
                            out=sys.stdout if args.dry_run else None)
         if args.dry_run:
@@ -222,7 +222,7 @@ def _backends(args, backends, costs):
     if "sim" in backends:
         # one machine alive at a time: a row keeps its maps and counters, never its machine
         check_memory(sim_mem or (QUICK_MEM if args.quick else DEFAULT_MEM),
-                     pictures=not args.no_save)
+                     pictures=not (args.no_save or args.no_plots))
     return live, backends, sim_mem, sim_backend
 
 
@@ -348,6 +348,8 @@ def _write_run(run_dir, df, keeps, names, args):
             mt, free = keep["map_after"]
             panels.append({"title": f"after: {row['strategy']}", "migratetype": mt,
                            "free_share": free})
+        if getattr(args, "no_plots", False):
+            continue
         if panels:
             report.fragmentation_map(panels, run_dir / f"fragmap-{_file_tag(name)}.png",
                                      title=f"{name}: physical memory, one cell per pageblock")
@@ -589,6 +591,9 @@ def build_parser():
     run.add_argument("--format", choices=results.FORMATS, default="table")
     run.add_argument("--out", help="results root (default: the repository's results/)")
     run.add_argument("--no-save", action="store_true", help="print only, write nothing")
+    run.add_argument("--no-plots", action="store_true",
+                     help="save the results without their PNG pictures (inside a guest under "
+                          "QEMU's TCG, matplotlib takes minutes to draw them)")
     run.add_argument("--snapshot", help="sim: start from the digital twin of this snapshot "
                                         "('foliobench live snapshot'; --mem is ignored)")
     run.add_argument("--progress", choices=("auto", "lines", "none"), default="auto",
@@ -603,8 +608,8 @@ def build_parser():
     run.add_argument("--allow-offline", action="store_true",
                      help="live: let workloads offline removable memory blocks")
     run.add_argument("--mem-cap", metavar="PCT%%|SIZE",
-                     help="live: memory the run may use (default 50%% of MemAvailable); --mem "
-                          "(the live arena) must fit under it")
+                     help="live: memory the run may use (default 50%% of MemAvailable, 90%% in a "
+                          "disposable guest); --mem (the live arena) must fit under it")
     run.add_argument("--live-dir", default="/var/tmp",
                      help="live: where the page-cache files go (a disk filesystem)")
     run.add_argument("--sim-mem", help="with --backend live: simulated machine size (default: "

@@ -173,6 +173,7 @@ class BootParams:
     append: str = ""
     disk: int = 0                 # an ext4 virtio block device of this size at /mnt; 0: none
     swap_disk: int = 0            # a raw virtio block device for swap (--swap-disk); 0: none
+    cma: int = 0                  # the CMA area (cma=, --cma); 0: none
 
     def label(self):
         parts = [f"m{format_size(self.mem)}", f"c{self.cpus}"]
@@ -184,6 +185,8 @@ class BootParams:
             parts.append(f"disk{format_size(self.disk)}")
         if self.swap_disk:
             parts.append(f"swapdisk{format_size(self.swap_disk)}")
+        if self.cma:
+            parts.append(f"cma{format_size(self.cma)}")
         if self.append:
             parts.append("append")
         return "-".join(parts)
@@ -197,20 +200,23 @@ class BootParams:
         args = []
         if self.movable:
             args.append(f"movablecore={self.movable >> 20}M")
+        if self.cma:
+            args.append(f"cma={self.cma >> 20}M")
         if self.append:
             args.append(self.append)
         return " ".join(args)
 
 
 def boot_params(mem="4G", cpus=2, numa=1, movable=None, append="", disk=None,
-                kernel=None, swap_disk=None):
+                kernel=None, swap_disk=None, cma=None):
     """Checked BootParams: ValueError naming an option the guest (or its kernel) cannot
     honour."""
     p = BootParams(mem=parse_size(mem, "--mem"), cpus=int(cpus), numa=int(numa),
                    movable=parse_size(movable, "--movable") if movable else 0,
                    append=append or "",
                    disk=parse_size(disk, "--disk") if disk else 0,
-                   swap_disk=parse_size(swap_disk, "--swap-disk") if swap_disk else 0)
+                   swap_disk=parse_size(swap_disk, "--swap-disk") if swap_disk else 0,
+                   cma=parse_size(cma, "--cma") if cma else 0)
     if p.mem < MIN_MEM:
         raise ValueError(f"--mem {mem} is below the {format_size(MIN_MEM)} a guest needs")
     if not 1 <= p.cpus <= MAX_CPUS:
@@ -225,6 +231,10 @@ def boot_params(mem="4G", cpus=2, numa=1, movable=None, append="", disk=None,
                          f"{format_size(MIN_NORMAL)} of --mem {mem} outside ZONE_MOVABLE")
     if "\n" in p.append or '"' in p.append:
         raise ValueError("--append must be one line of kernel parameters without quotes")
+    if p.cma and p.cma + p.movable > p.mem - MIN_NORMAL:
+        raise ValueError(f"--cma {cma} leaves the kernel less than {format_size(MIN_NORMAL)} "
+                         f"of --mem {mem} outside the CMA area and ZONE_MOVABLE")
+    _check_cma(p, kernel)
     if kernel is not None and kernel.config:
         if p.numa > 1 and not kernel.has("CONFIG_NUMA"):
             raise ValueError(f"--numa {numa}: kernel {kernel.release} has no CONFIG_NUMA")
@@ -238,6 +248,16 @@ def boot_params(mem="4G", cpus=2, numa=1, movable=None, append="", disk=None,
     if p.swap_disk and p.swap_disk < 16 << 20:
         raise ValueError(f"--swap-disk {swap_disk} is below 16M")
     return p
+
+
+def _check_cma(params, kernel):
+    """A CMA area (--cma, or cma= in --append) needs CONFIG_CMA: without it the kernel ignores
+    cma= and the guest would have no area to measure (Debian's 6.1 and 6.12 are built so)."""
+    asked = params.cma or any(a.startswith("cma=") for a in params.append.split())
+    if asked and kernel is not None and kernel.config and not kernel.has("CONFIG_CMA"):
+        what = f"--cma {format_size(params.cma)}" if params.cma else "cma= in --append"
+        raise ValueError(f"{what}: kernel {kernel.release} has no CONFIG_CMA, so it would "
+                         f"ignore cma= (boot a kernel built with CONFIG_CMA)")
 
 
 # --- the host's tools --------------------------------------------------------------------------
@@ -297,7 +317,7 @@ def guest_script(argv, run_dir, disk=False, swap_disk=False):
     """The shell command the guest runs: the ready mark, the scratch disk mounted at /mnt (a
     disk filesystem for swap files and page-cache files: the guest's /var/tmp is tmpfs), then
     foliobench from this checkout (several commands split at ++, each after the previous one
-    succeeded)."""
+    succeeded, all in one Python process)."""
     env = {"FOLIOBENCH_RESULTS": str(run_dir), "PYTHONPATH": str(REPO), "HOME": "/root",
            "FOLIOBENCH_GUEST": "1", "NUMBA_CACHE_DIR": str(NUMBA_CACHE),
            "MPLCONFIGDIR": str(GUEST_CACHE / "matplotlib")}
@@ -311,10 +331,11 @@ def guest_script(argv, run_dir, disk=False, swap_disk=False):
     if swap_disk:         # virtio disks take /dev/vda, vdb... in the order they are given
         env["FOLIOBENCH_GUEST_SWAP"] = "/dev/vdb" if disk else "/dev/vda"
     assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    run = f"env {assigns} {shlex.quote(sys.executable)} -m foliobench"
-    commands = " && ".join(f"{run} " + " ".join(shlex.quote(a) for a in part)
-                           for part in split_commands(argv))
-    return f"echo {READY}; {mount}cd {shlex.quote(str(REPO))} && {commands}"
+    split_commands(argv)
+    # one Python process for every command (foliobench.guest_inside): the imports are paid once
+    run = f"env {assigns} {shlex.quote(sys.executable)} -m foliobench.guest_inside"
+    return (f"echo {READY}; {mount}cd {shlex.quote(str(REPO))} && {run} "
+            + " ".join(shlex.quote(a) for a in argv))
 
 
 def split_commands(argv):
@@ -537,6 +558,8 @@ def add_parser(sub):
     p.add_argument("--swap-disk", help="attach an empty virtio block device of this size for "
                                        "swap (its path in $FOLIOBENCH_GUEST_SWAP: /dev/vdb "
                                        "after --disk, else /dev/vda; matrix --swap /dev/vdb)")
+    p.add_argument("--cma", help="reserve a CMA area of this size (cma=, e.g. 256M; the kernel "
+                                 "needs CONFIG_CMA, which Debian's 6.1 and 6.12 lack)")
     p.add_argument("--append", default="", help="more kernel parameters")
     p.add_argument("--timeout", type=float, default=900, help="kill the guest after this many "
                                                               "seconds (default 900)")
@@ -562,7 +585,7 @@ def main(args):
         raise ValueError(f"--timeout {args.timeout:g} must be positive")
     kernel = resolve_kernel(args.kernel)
     params = boot_params(args.mem, args.cpus, args.numa, args.movable, args.append,
-                         args.disk, kernel=kernel, swap_disk=args.swap_disk)
+                         args.disk, kernel=kernel, swap_disk=args.swap_disk, cma=args.cma)
     if args.out:
         from foliobench import results
         results.check_output_dir(pathlib.Path(args.out) / "guest", "-o/--out")
@@ -600,8 +623,9 @@ def guest_matrix(release, args, probes):
     params = boot_params(**GUEST_MATRIX_PARAMS, kernel=kernel)
     argv = ["matrix", "--backend", "live", "--allow-offline", "--allow-poison", "--allow-zswap",
             "--live-dir", GUEST_DISK, "--sizes", args.sizes, "--seed", str(args.seed),
-            "--mem", args.mem, "--swap", GUEST_SWAP if args.swap == "file" else args.swap,
-            "--format", "json"]
+            "--swap", GUEST_SWAP if args.swap == "file" else args.swap, "--format", "json"]
+    if args.mem:
+        argv += ["--mem", args.mem]
     for probe in probes:
         argv += ["--probe", probe.name]
     root = pathlib.Path(args.out) if getattr(args, "out", None) else None

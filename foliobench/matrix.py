@@ -334,9 +334,10 @@ def add_parser(sub):
     p.add_argument("--format", choices=tuple(RENDERERS), default="md",
                    help="what to print (md, html, json); all three are saved")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mem", default=LIVE_ARENA,
+    p.add_argument("--mem", default=None,
                    help=f"live: the arena size (default {LIVE_ARENA}; a cell uses at most "
-                        f"256 MiB of it)")
+                        f"256 MiB of it, but direct compaction fills it; in a disposable guest "
+                        f"the default is 90%% of MemAvailable, so it fills the guest)")
     p.add_argument("--allow-offline", action="store_true",
                    help="live: the hot-unplug probe may offline removable memory blocks")
     p.add_argument("--allow-poison", action="store_true",
@@ -368,7 +369,10 @@ def _live(args, orders, probes=PROBES):
     import platform
     release = platform.release()
     from livekernel.backend import SYSCTLS
-    with LiveSession(mem=args.mem, allow_offline=args.allow_offline,
+    from livekernel.session import in_guest
+    # in a disposable guest the arena defaults to the session's lifted cap (the whole guest)
+    mem = args.mem or (None if in_guest() else LIVE_ARENA)
+    with LiveSession(mem=mem, allow_offline=args.allow_offline,
                      allow_poison=args.allow_poison, allow_zswap=args.allow_zswap,
                      workdir=args.live_dir,
                      swap_kind=args.swap) as live:

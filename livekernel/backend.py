@@ -103,11 +103,13 @@ class LiveBackend(Counters, MemoryBlocks, FeatureSteps, HandleTable, Backend):
 
     name = "live"
     host_memory = True          # the arena is part of a running host, not a whole machine
+    may_fill_memory = False     # True in a disposable guest (LiveSession sets disposable)
 
     def __init__(self, mem=None, seed=0, strategy="kernel", *, journal, arena_bytes,
                  allow_offline=False, allow_poison=False, allow_zswap=False, workdir="/var/tmp",
-                 swap_kind="file", **machine_kw):
+                 swap_kind="file", disposable=False, **machine_kw):
         self.journal = journal
+        self.may_fill_memory = bool(disposable)
         self.dry_run = journal.dry_run
         self.rng = np.random.default_rng(seed)
         self.arena_pages = int(arena_bytes) // PAGE
@@ -197,7 +199,10 @@ class LiveBackend(Counters, MemoryBlocks, FeatureSteps, HandleTable, Backend):
         return {int(o): handles[got[keep] == o] for o in np.unique(got[keep])}
 
     def _hugetlb(self, count):
-        count = self._budget(count, 9)
+        # in a disposable guest the pool may take what the kernel can give: a pool request
+        # that finds no memory fails (__GFP_RETRY_MAYFAIL), it never calls the OOM killer
+        if not self.may_fill_memory:
+            count = self._budget(count, 9)
         if count <= 0:
             return np.empty(0, dtype=np.int64)
         before = int(self.journal.read(HUGETLB_POOL))
@@ -209,6 +214,32 @@ class LiveBackend(Counters, MemoryBlocks, FeatureSteps, HandleTable, Backend):
         self._hugetlb_grown += got
         self.used_pages += got << 9
         return self._new_handles(HUGETLB, 0, np.zeros(got, dtype=np.int64), 9)
+
+    def _free_pmd_blocks(self, count, batch=8):
+        """Order-9 anonymous folios without compaction (alloc(order=9, compact=False) in a
+        disposable guest): THP faults with transparent_hugepage/defrag = never (no direct
+        reclaim or compaction, GFP_TRANSHUGE_LIGHT), `batch` at a time, until one falls back
+        to base pages: what the buddy allocator had free at order 9, taken as the
+        simulator's alloc(compact=False) takes it. A THP fault that fails still faults base
+        pages; those are freed at once."""
+        defrag = f"{THP}/defrag"
+        was = self.journal.read(defrag)
+        self.journal.write(defrag, "never")
+        out = []
+        try:
+            while count > 0:
+                got = self.fault_anon(min(batch, count), [9])
+                pmd = got.pop(9, np.empty(0, dtype=np.int64))
+                out.append(pmd)
+                count -= len(pmd)
+                fallback = [h for h in got.values() if len(h)]
+                if fallback:
+                    self.free(np.concatenate(fallback))
+                if fallback or not len(pmd):
+                    break
+        finally:
+            self.journal.write(defrag, was)
+        return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
 
     # -- page cache ------------------------------------------------------------------------
 
@@ -298,6 +329,8 @@ class LiveBackend(Counters, MemoryBlocks, FeatureSteps, HandleTable, Backend):
             handles = self._file(count, order)
         elif kind == "hugetlb" or (order == 9 and compact):
             handles = self._hugetlb(count)
+        elif order == 9 and self.may_fill_memory:
+            handles = self._free_pmd_blocks(count)
         else:
             got = self.fault_anon(count, [order])
             handles = np.concatenate(list(got.values())) if got else np.empty(0, np.int64)

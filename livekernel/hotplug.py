@@ -1,13 +1,15 @@
 """Memory blocks and CMA on the live kernel, as a base of LiveBackend: memory_blocks() from
 /sys/devices/system/memory, offline_block()/online_block() through the journal (only with
 allow_offline, only blocks listed removable; a ZONE_MOVABLE block comes back as
-online_movable), cma_alloc() Unsupported."""
+online_movable; an online ZONE_MOVABLE block says how many of its pages are PG_reserved, early-boot
+memory that makes its offlining fail with EBUSY), cma_alloc() Unsupported."""
 import pathlib
 import signal
 import time
 
 from workloads.backend import Unsupported
 
+from . import pageflags
 from .arena import PAGE
 from .knobs import MEMORY, read_text
 
@@ -55,9 +57,16 @@ class MemoryBlocks:
                 return (d / n).read_text().strip() if (d / n).exists() else ""
 
             zones = read("valid_zones").split()
-            out.append({"index": idx, "start_pfn": idx * block_pages, "nr_pages": block_pages,
-                        "zone": zones[0] if len(zones) == 1 else (zones[0] if zones else "none"),
-                        "state": read("state"), "removable": read("removable") == "1"})
+            block = {"index": idx, "start_pfn": idx * block_pages, "nr_pages": block_pages,
+                     "zone": zones[0] if len(zones) == 1 else (zones[0] if zones else "none"),
+                     "state": read("state"), "removable": read("removable") == "1"}
+            if block["zone"] == "Movable" and block["state"] == "online" and not self.dry_run:
+                # movablecore= makes ZONE_MOVABLE of the top of each node after memblock has
+                # put early-boot data there (top-down): has_unmovable_pages() finds those
+                # PG_reserved pages and offline_pages() fails with EBUSY, whatever our folios
+                block["reserved_pages"] = pageflags.reserved_pages(block["start_pfn"],
+                                                                   block_pages)
+            out.append(block)
         return out
 
     def offline_block(self, index):

@@ -17,6 +17,7 @@ KPF_COMPOUND_HEAD = 15
 KPF_COMPOUND_TAIL = 16
 KPF_HUGE = 17
 KPF_THP = 22
+KPF_RESERVED = 32             # PG_reserved: early-boot (memblock) memory, holes
 PM_PFN_MASK = (1 << 55) - 1
 PM_PRESENT = 1 << 63
 PM_SWAP = 1 << 62
@@ -88,6 +89,13 @@ def kpageflags(pfns):
     finally:
         os.close(fd)
     return words[np.searchsorted(uniq, pfns)]
+
+
+def reserved_pages(start_pfn, nr_pages):
+    """How many of the PFNs [start_pfn, start_pfn + nr_pages) are PG_reserved (KPF_RESERVED):
+    memory the early-boot allocator (memblock) kept, which offline_pages() can never move."""
+    words = kpageflags(np.arange(start_pfn, start_pfn + nr_pages, dtype=np.int64))
+    return int(_bit(words, KPF_RESERVED).sum())
 
 
 def _bit(words, bit):

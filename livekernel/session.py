@@ -7,6 +7,11 @@ The arena is what the workloads size themselves against (backend.total_pages): `
 given, else the cap. The cap defaults to 50% of MemAvailable (psutil), so a workload that
 "fills 95% of memory" fills 95% of the arena, never of the host. Asking for an arena above the
 cap is refused before anything is touched.
+
+Inside a disposable guest (FOLIOBENCH_GUEST=1, set by `foliobench guest`) the cap is lifted:
+the default becomes GUEST_CAP of MemAvailable (the guest's own memory, not a host's), and the
+backends are `disposable`, so a probe may fill the whole arena and make the kernel compact
+directly (workloads.matrix_probes). The host keeps the 50% cap.
 """
 import functools
 import os
@@ -20,6 +25,9 @@ from .backend import LiveBackend
 from .journal import LiveRunBusy, SettingsJournal
 
 DEFAULT_CAP = "50%"
+# in a disposable guest: what MemAvailable leaves (10%) is the kernel's and the run's own slack
+# (page tables, the pagemap reads, Python), so filling the arena does not end in the OOM killer
+GUEST_CAP = "90%"
 # where a live run keeps its journal for `foliobench live restore` after a SIGKILL
 STATE_DIR = os.environ.get("FOLIOBENCH_STATE_DIR", "/run/foliobench")
 MIN_ARENA = 64 << 20
@@ -36,6 +44,16 @@ def require_root():
     if uid != 0:
         raise LiveRefused(f"live runs change kernel settings and need root (running as uid "
                           f"{uid}); --dry-run shows what a run would change")
+
+
+def in_guest():
+    """True inside a disposable guest booted by `foliobench guest`."""
+    return os.environ.get("FOLIOBENCH_GUEST") == "1"
+
+
+def default_cap():
+    """The memory cap when none is given: GUEST_CAP in a disposable guest, else DEFAULT_CAP."""
+    return GUEST_CAP if in_guest() else DEFAULT_CAP
 
 
 def mem_cap_bytes(spec=DEFAULT_CAP, available=None):
@@ -82,16 +100,19 @@ class LiveSession:
     allow_poison: the memory-failure probe may soft-offline pages (out of service until reboot).
     allow_zswap: the zswap probe may switch zswap on where it is off (large swap-in then stays
     off until reboot).
+    mem_cap: None is default_cap() (50% of MemAvailable; GUEST_CAP in a disposable guest, whose
+    backends may then fill their whole arena).
     swap_kind: the temporary swap area a swap-out makes: "file" (in workdir) or "zram".
     workdir: where the private temporary directory for page-cache files goes (a disk
     filesystem: tmpfs holes never enter the page cache)."""
 
-    def __init__(self, mem=None, mem_cap=DEFAULT_CAP, dry_run=False, allow_offline=False,
+    def __init__(self, mem=None, mem_cap=None, dry_run=False, allow_offline=False,
                  workdir="/var/tmp", out=None, allow_poison=False, swap_kind="file",
                  allow_zswap=False):
         if not dry_run:
             require_root()
-        self.arena = arena_bytes(mem, mem_cap)
+        self.disposable = in_guest()
+        self.arena = arena_bytes(mem, mem_cap or default_cap())
         self.mem = format_size(self.arena)
         self.journal = SettingsJournal(dry_run=dry_run, out=out, state_dir=STATE_DIR)
         self.journal.lock_timeout = LOCK_WAIT_S
@@ -109,7 +130,7 @@ class LiveSession:
                                  allow_offline=self.allow_offline,
                                  allow_poison=self.allow_poison,
                                  allow_zswap=self.allow_zswap, workdir=self.workdir,
-                                 swap_kind=self.swap_kind)
+                                 swap_kind=self.swap_kind, disposable=self.disposable)
 
     def __enter__(self):
         try:

@@ -28,6 +28,9 @@ class Backend(abc.ABC):
     # True when the backend's memory is a share of a running host (live) rather than a whole
     # machine of its own: probes then ask per-folio questions instead of filling the machine
     host_memory = False
+    # True when a probe may fill all of total_pages and make the kernel compact directly: a
+    # machine of its own (the simulator, or the live kernel in a disposable guest)
+    may_fill_memory = True
 
     @property
     @abc.abstractmethod
