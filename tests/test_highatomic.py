@@ -1,10 +1,14 @@
 """Highatomic reserves (simcore.highatomic), kcompactd's drain after a failed compaction and
 vm.compact_unevictable_allowed: the issue-15 paths of mm/page_alloc.c and mm/compaction.c."""
+import functools
+
 import numpy as np
 import pytest
 
 import simcore
 from simcore.mmzone import MIGRATE_HIGHATOMIC, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
+from workloads.backend import SimBackend
+from workloads.base import run_one
 
 
 def _reserved(m):
@@ -177,3 +181,15 @@ def test_no_pcp_decay_on_fixed_high_kernels():
     before = _pageset(m)
     m.tick(10_000)
     assert _pageset(m) == before
+
+
+
+def test_folios_kcompactd_moves_before_the_call_returns_are_returned_where_they_are():
+    """With reclaim on, alloc_many() wakes kswapd, and kswapd kcompactd, before it returns:
+    kcompactd may migrate the folios just allocated. The PFNs returned must be where those
+    folios are afterwards (this run once stopped on 'a pfn is not the head of an allocated
+    folio')."""
+    row = run_one("pagecache-churn", "folio", quick=True,
+                  params={"atomic": 0.2, "cache": 0.95, "highorder": 0},
+                  backend_factory=functools.partial(SimBackend, profile="linux-6.1"))
+    assert row["pages_migrated"] > 0
