@@ -484,9 +484,11 @@ class Machine:
             types_before = _boost.before_alloc(self)
             n = self._alloc_many_slow(out, order, mt, k, flags, compact, g)
             _boost.observe(self, out[:n], order, mt, types_before, g.kswapd_reclaim)
-            out[:n] = self._kswapd_keeping(out[:n])
             if KIND_IS_LRU[k]:
                 self.lru.add_new(self, out[:n])
+            kept = self._kswapd_keeping(out[:n])
+            n = len(kept)
+            out[:n] = kept
         elif order > 0 and compact and not (gfp and _gfp.get_gfp(gfp).high):
             self._reserve_for_compaction(count)
             n = self._slowpath_many(self.pgdat, out, order, mt, k, flags, self._cc, self._pool,
@@ -599,10 +601,10 @@ class Machine:
             self._kswapd()
             return None
         _boost.observe(self, [pfn], order, mt, types_before, g.kswapd_reclaim)
-        pfn = int(self._kswapd_keeping(np.array([pfn], dtype=np.int64))[0])
         if KIND_IS_LRU[k]:
             self.lru.add_new(self, [pfn])
-        return pfn
+        kept = self._kswapd_keeping(np.array([pfn], dtype=np.int64))
+        return int(kept[0]) if len(kept) else None
 
     def _alloc_slow(self, order, mt, k, flags, compact, g):
         """__alloc_pages_slowpath() for one folio: wake kswapd, the free lists at the min
@@ -674,15 +676,16 @@ class Machine:
         """_kswapd() after an allocation; returns where the folios at `pfns`, just allocated,
         are afterwards. The kcompactd that kswapd wakes may migrate them before the caller
         sees them (the kernel's caller holds virtual addresses, which migration keeps; ours
-        holds PFNs, so they follow the folios' handles). They join the LRU only after it, so
-        that this kswapd run never reclaims what the caller has not yet received: in the
-        kernel they would be the youngest folios of the inactive lists."""
+        holds PFNs, so they follow the folios' handles), and kswapd itself may reclaim one
+        (a handle whose reclaim generation moved on): that one is not returned."""
         if self.lru.kswapd_order < 0 or not len(pfns):
             self._kswapd()
             return pfns
         handles = self.pgdat.mem_map["next"][pfns].astype(np.int64)
+        generation = self.handle_generation(handles)
         self._kswapd()
-        return self.pgdat.folio_pfn[handles]
+        now = self.pgdat.folio_pfn[handles]
+        return now[(now >= 0) & (self.handle_generation(handles) == generation)]
 
     def _kswapd(self):
         """kswapd runs once woken, before the caller's next step (it works while the
