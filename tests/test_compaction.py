@@ -292,6 +292,7 @@ def test_compaction_metrics_tell_the_strategies_apart():
 
 # ---- alloc_contig_range and memory offlining --------------------------------------------
 
+@pytest.mark.slow    # tens of seconds or more: CI runs it, -m 'not slow' does not
 def test_cma_alloc_migrates_folios_out_and_keeps_them():
     m = simcore.Machine("128M", seed=0, cma="32M", min_free_kbytes=0)
     lo, hi = m.cma_range
@@ -325,6 +326,7 @@ def test_cma_alloc_fails_where_pinned_folios_sit():
     m.check()
 
 
+@pytest.mark.slow    # tens of seconds or more: CI runs it, -m 'not slow' does not
 def test_offline_refuses_unmovable_memory_and_onlines_back():
     m = simcore.Machine("256M", seed=0, memory_block="32M", min_free_kbytes=0)
     m.alloc_many(1000, 0, "unmovable", "slab")           # lands in the first block

@@ -269,6 +269,7 @@ def test_only_the_full_default_selection_is_saved_as_full(doc, tmp_path):
     assert "narrow" not in full and full == matrix.render_html(dict(doc, complete=True))
 
 
+@pytest.mark.slow    # tens of seconds or more: CI runs it, -m 'not slow' does not
 def test_matrix_docs_match_the_code():
     """docs/matrix.md's verdict rules are the code's, and its side-by-side table is what the
     simulator produces now (regenerate it with `foliobench matrix --no-save`)."""

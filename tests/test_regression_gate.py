@@ -25,6 +25,7 @@ def test_asv_quick_pass_records_results_that_match_the_baseline(asv_outcome_pass
     assert "match the baseline" in proc.stdout
 
 
+@pytest.mark.slow    # tens of seconds or more: CI runs it, -m 'not slow' does not
 def test_a_behaviour_change_fails_the_gate_and_names_the_benchmark(monkeypatch):
     # the workload and compact_memory benchmarks are where a strategy change shows; the
     # matrix, trace and fidelity classes would only make the two direct passes longer

@@ -47,6 +47,7 @@ def test_same_seed_same_rows_other_seed_other_rows(name):
     assert len(set(rows)) == 3, a[measured].T
 
 
+@pytest.mark.slow    # tens of seconds or more: CI runs it, -m 'not slow' does not
 def test_thp_heavy_tells_the_strategies_apart():
     df = workloads.run("thp-heavy").set_index("strategy")       # the 16G default size
     assert math.isnan(df.loc["legacy", "large_folio_preservation"])   # never touched them
