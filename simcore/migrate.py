@@ -86,12 +86,8 @@ MS_WRITEBACK_WAITS = 10
 MS_ATTEMPTS = 11
 NR_MS = 12
 
-# The simulator's tracepoints (simcore/tracepoints.py reads them). A stats array longer than
-# NR_MS carries a log after the counters: records written, records lost for want of room, then
-# TR_WORDS int64 per record (event id and the kernel's fields in TP_STRUCT__entry order). Off,
-# stats is NR_MS long and each traced site costs one length check.
-# simcore.tracelog holds the layout; pgdat.trace_log is the same array, so that the allocator
-# and the scanners log into the same record stream.
+# A stats array longer than NR_MS carries the tracepoint log after the counters (layout in
+# simcore.tracelog; pgdat.trace_log is the same array, so every site logs into one stream).
 assert NR_MS == NR_COUNTERS
 
 
