@@ -4,6 +4,7 @@ import html
 import io
 import json
 
+from . import fidelity_trace
 from .fidelity_metrics import COUNTERS, POINTS, POINTS_BAR, RATIO_BAR
 
 HEADER = ("experiment", "figure", "live median (min..max)", "twin", "distance", "in spread",
@@ -78,7 +79,24 @@ def table(comparison):
     for name, s in summary(comparison).items():
         text.append(f"  {name}: {s['in_spread'][0]}/{s['in_spread'][1]} figures in the live "
                     f"spread, {s['bar'][0]}/{s['bar'][1]} within the bar")
+    for exp, strategy, twin in traced_runs(comparison):
+        text.append("")
+        text.extend(fidelity_trace.format_experiment(exp, strategy, twin["snapshot"],
+                                                     twin["trace"]))
+    if comparison.get("traced") and not any(True for _ in traced_runs(comparison)):
+        text.append("tracepoints: no run of this corpus carries a trace (record some with "
+                    "--record DIR --append --trace)")
     return "\n".join(text)
+
+
+def traced_runs(comparison):
+    """(experiment, strategy, twin run) of every twin run compared tracepoint by
+    tracepoint."""
+    for exp in comparison["experiments"]:
+        for strat in exp["strategies"]:
+            for twin in strat["twin_runs"]:
+                if "trace" in twin:
+                    yield exp["name"], strat["strategy"], twin
 
 
 def markdown(comparison):
@@ -90,6 +108,14 @@ def markdown(comparison):
     for name, s in summary(comparison).items():
         lines.append(f"- {name}: {s['in_spread'][0]}/{s['in_spread'][1]} in spread, "
                      f"{s['bar'][0]}/{s['bar'][1]} within the bar")
+    traced = list(traced_runs(comparison))
+    if traced:
+        lines += ["", "## Tracepoints, live kernel vs twin", "",
+                  "| run | event or figure | live | twin |", "|---|---|---|---|"]
+        for exp, strategy, twin in traced:
+            for row in fidelity_trace.markdown_rows(exp, strategy, twin["snapshot"],
+                                                    twin["trace"]):
+                lines.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
     return "\n".join(lines) + "\n"
 
 
