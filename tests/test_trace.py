@@ -332,9 +332,11 @@ def test_replay_refuses_bad_traces(tmp_path, make, message):
     ("nosnap", "no start snapshot"),
     ("format", "does not know that format"),
     ("large", "to simulate"),
+    ("badsnap", "not a readable foliobench snapshot"),
 ])
 def test_a_bad_trace_as_a_workload_is_refused(tmp_path, monkeypatch, capsys, make, message):
-    """`run trace:FILE`: the same refusals as `replay`, one line, exit 2, no results."""
+    """`run`, `sweep` and `compare` with trace:FILE: the same refusals as `replay`, one line,
+    exit 2, no results."""
     from foliobench.cli import main
     if make == "large":
         if not TRACE.exists():
@@ -350,10 +352,15 @@ def test_a_bad_trace_as_a_workload_is_refused(tmp_path, monkeypatch, capsys, mak
             data = path.read_bytes()
             path.write_bytes(data[:len(data) - 200])
     out = tmp_path / "results"
-    assert main(["run", f"trace:{path}", "--strategy", "folio", "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err, err
-    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+    for argv in (["run", f"trace:{path}", "--strategy", "folio", "--out", str(out)],
+                 ["sweep", "--grid", f"workload=trace:{path}", "--grid", "strategy=folio",
+                  "--serial", "--out", str(out)],
+                 ["compare", "legacy", "folio", "--workload", f"trace:{path}", "--fast",
+                  "-o", str(out)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv[0], err)
+        assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), argv[0]
 
 
 def test_replay_refuses_a_machine_too_large(tmp_path, monkeypatch, capsys):

@@ -485,9 +485,36 @@ def load_trace(path):
     return _load(str(path), mtime)
 
 
+def check_fits(trace, what="trace"):
+    """ValueError when the twin of the trace's start snapshot would not fit in this host's
+    free memory, checked from the snapshot's header before any work (sweep and compare check
+    their workloads up front; simcore.snapshot.twin() refuses the same way when it builds)."""
+    import io
+    import json
+    import zipfile
+
+    from simcore import snapshot as snap_mod
+    from simcore.machine import MAX_MEM
+    from simcore.units import format_size
+    try:
+        with np.load(io.BytesIO(trace.snapshot), allow_pickle=False) as npz:
+            nr = int(json.loads(npz["header"].tobytes().decode())["nr_pfns"])
+    except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{what}: its start snapshot is not a readable foliobench snapshot "
+                         f"({exc})") from None
+    need = snap_mod.estimate_bytes(nr)
+    available = snap_mod._available_bytes()
+    if nr * 4096 > MAX_MEM or need > available:
+        raise ValueError(f"{what}: its snapshot of {format_size(nr * 4096)} needs about "
+                         f"{format_size(need)} to simulate; this host has "
+                         f"{format_size(available)} free")
+
+
 def trace_workload(path):
-    """The Workload class replaying the trace at `path` (`trace:FILE` as a workload name)."""
+    """The Workload class replaying the trace at `path` (`trace:FILE` as a workload name);
+    ValueError for a trace that cannot be read or whose twin would not fit here."""
     trace = load_trace(path)
+    check_fits(trace, f"trace {path}")
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(path))
 
     class TraceWorkload(Workload):
