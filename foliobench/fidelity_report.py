@@ -33,6 +33,14 @@ def _yes(v):
     return "n/a" if v is None else ("yes" if v else "NO")
 
 
+def live_runs_text(comparison):
+    """How many live runs each experiment has ("4", or "3-4" when they differ)."""
+    counts = sorted({len(e["live_runs"]) for e in comparison["experiments"]})
+    if not counts:
+        return "0"
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
 def rows(comparison):
     """Table rows (tuples of text) for every experiment, strategy and figure."""
     out = []
@@ -66,7 +74,7 @@ def table(comparison):
     widths = [max(len(r[i]) for r in body + [HEADER]) for i in range(len(HEADER))]
     line = "  ".join
     text = [f"fidelity: kernel {comparison['kernel']}, twin profile {comparison['profile']}, "
-            f"{comparison.get('repeat')} live runs per experiment",
+            f"{live_runs_text(comparison)} live runs per experiment",
             line(h.ljust(w) for h, w in zip(HEADER, widths))]
     prev = None
     for r in body:
@@ -104,7 +112,7 @@ def markdown(comparison):
     body = "".join("| " + " | ".join(r) + " |\n" for r in rows(comparison))
     lines = [f"# Fidelity: kernel {comparison['kernel']} vs twin ({comparison['profile']})", "",
              f"Corpus recorded {comparison.get('recorded_at')}; "
-             f"{comparison.get('repeat')} live runs per experiment.", "", head + body]
+             f"{live_runs_text(comparison)} live runs per experiment.", "", head + body]
     for name, s in summary(comparison).items():
         lines.append(f"- {name}: {s['in_spread'][0]}/{s['in_spread'][1]} in spread, "
                      f"{s['bar'][0]}/{s['bar'][1]} within the bar")

@@ -204,3 +204,29 @@ def test_recording_again_names_its_traces_and_keeps_the_rest(tmp_path):
         "compact_memory-1.npz", "compact_memory-4.npz", "compact_memory-4.trace.npz",
         "mine-1.npz"]
     assert fidelity_live._next_index(manifest, "compact_memory") == 5
+
+
+def _zone_run(start, end, migrate_end, status="complete", batches=()):
+    return {"zone_start": start, "zone_end": end, "migrate_begin": start, "free_begin": end - 512,
+            "migrate_end": migrate_end, "free_end": migrate_end, "status": status,
+            "batches": list(batches)}
+
+
+def test_the_twins_folded_dma_zone_is_not_the_first_divergence():
+    """The kernel compacts ZONE_DMA and DMA32 apart; the twin has one zone for both. Their
+    zone starts differ by layout: the first divergence is where compaction itself parts."""
+    from foliobench import compaction_trace
+    batch = {"succeeded": 95, "failed": 0}
+    live = [_zone_run(0x1, 0x1000, 0xe00), _zone_run(0x1000, 0x100000, 0xffe00),
+            _zone_run(0x100000, 0x640000, 0x10ae00, batches=[batch, batch])]
+    twin = [_zone_run(0x0, 0x100000, 0xffe00),
+            _zone_run(0x100000, 0x640000, 0x103e50, "contended",
+                      batches=[batch, {"succeeded": 15, "failed": 16}])]
+    d = compaction_trace.first_divergence(live, fidelity_trace._on_live_zones(live, twin))
+    assert d["event"] == "run 1 mm_migrate_pages 1" and d["twin"]["failed"] == 16
+    # as recorded, the folded zone's start is what parts first
+    assert compaction_trace.first_divergence(live, twin)["event"] == "run 0 begin"
+    # identical compaction: only the zone the twin lacks remains
+    same = [_zone_run(0x0, 0x100000, 0xffe00), live[2]]
+    d = compaction_trace.first_divergence(live, fidelity_trace._on_live_zones(live, same))
+    assert d["event"] == "zone 0x1-0x1000 only live"
