@@ -193,6 +193,13 @@ def twin_result(machine, data):
     return compare_run(data, machine.trace_records(), machine.trace_lost())
 
 
+def _pairs(cmp):
+    """(live run, twin run) pairs as the comparison paired them (None where one is missing)."""
+    if cmp["pairing"] == "zone":
+        return compaction_trace.pair_runs(cmp["live_runs"], cmp["twin_runs"])
+    return list(itertools.zip_longest(cmp["live_runs"], cmp["twin_runs"]))
+
+
 def _run_line(run):
     return compaction_trace.format_run(run) if run else "-"
 
@@ -219,9 +226,7 @@ def format_experiment(name, strategy, snapshot, cmp, max_runs=4):
         lines.append("  live only (the twin does not emit these): " + ", ".join(
             f"{k} {v}" + (" (count only)" if k in dropped else "")
             for k, v in sorted(others.items())))
-    pairs = (compaction_trace.pair_runs(cmp["live_runs"], cmp["twin_runs"])
-             if cmp["pairing"] == "zone" else
-             list(itertools.zip_longest(cmp["live_runs"], cmp["twin_runs"])))
+    pairs = _pairs(cmp)
     lines.append(f"  compaction runs (paired by {cmp['pairing']}): live "
                  f"{len(cmp['live_runs'])}, twin {len(cmp['twin_runs'])}"
                  + (f"; the first {max_runs}" if len(pairs) > max_runs else ""))
@@ -239,8 +244,9 @@ def format_experiment(name, strategy, snapshot, cmp, max_runs=4):
     return lines
 
 
-def markdown_rows(name, strategy, snapshot, cmp):
-    """Rows of (experiment, figure, live, twin) for fidelity.md."""
+def markdown_rows(name, strategy, snapshot, cmp, max_runs=20):
+    """Rows of (experiment, figure, live, twin) for fidelity.md (the first `max_runs`
+    compaction runs; fidelity.json has them all)."""
     live, twin = cmp["live"], cmp["twin"]
     label = f"{name} [{strategy}] {snapshot}"
     out = [(label, ev, str(live["counts"][ev]), str(twin["counts"][ev]))
@@ -251,11 +257,12 @@ def markdown_rows(name, strategy, snapshot, cmp):
     for k in ("succeeded", "failed"):
         out.append((label, f"mm_migrate_pages pages {k}", str(live["migrate_pages"][k]),
                     str(twin["migrate_pages"][k])))
-    pairs = (compaction_trace.pair_runs(cmp["live_runs"], cmp["twin_runs"])
-             if cmp["pairing"] == "zone" else
-             list(itertools.zip_longest(cmp["live_runs"], cmp["twin_runs"])))
-    for i, (lr, tr) in enumerate(pairs):
+    pairs = _pairs(cmp)
+    for i, (lr, tr) in enumerate(pairs[:max_runs]):
         out.append((label, f"compaction run {i}", _run_line(lr), _run_line(tr)))
+    if len(pairs) > max_runs:
+        out.append((label, f"compaction runs {max_runs}-{len(pairs) - 1}",
+                    "in fidelity.json", ""))
     d = cmp["first_divergence"]
     out.append((label, "first divergence", "none" if d is None else
                 f"{d['event']}: {d['live']}", "" if d is None else str(d["twin"])))
