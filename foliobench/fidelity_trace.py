@@ -223,7 +223,7 @@ def format_experiment(name, strategy, snapshot, cmp, max_runs=4):
               if k not in trace_fidelity.COMPARED and v}
     if others:
         dropped = set(rec["dropped_for_size"])
-        lines.append("  live only (the twin does not emit these): " + ", ".join(
+        lines.append("  live only, not compared: " + ", ".join(
             f"{k} {v}" + (" (count only)" if k in dropped else "")
             for k, v in sorted(others.items())))
     pairs = _pairs(cmp)
