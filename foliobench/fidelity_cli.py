@@ -3,6 +3,9 @@
     foliobench fidelity                      # root: run the experiments live, replay, report
     foliobench fidelity --record DIR         # root: the same, the corpus kept in DIR
     foliobench fidelity --corpus DIR         # no root: replay a recorded corpus on the twin
+    foliobench fidelity --corpus DIR --trace # ... and compare the traced runs' tracepoints
+    foliobench fidelity --record DIR --append --trace --repeat 1
+                                             # root: add (or redo) one traced run of each
 """
 import datetime as _dt
 import os
@@ -49,6 +52,8 @@ def _fidelity(args):
     from . import fidelity_live
     if args.corpus and args.record:
         raise ValueError("--corpus (replay) and --record (live) cannot be combined")
+    if args.append and not args.record:
+        raise ValueError("--append adds runs to the corpus of --record DIR; give --record")
     if args.repeat < 1:
         raise ValueError(f"--repeat {args.repeat} must be at least 1")
     if args.runs is not None and args.runs < 1:
@@ -65,20 +70,23 @@ def _fidelity(args):
                              f"corpus with --corpus DIR")
         if args.record:
             target = pathlib.Path(args.record)
-            if (target / fidelity_corpus.MANIFEST).exists() and not args.force:
+            if args.append:
+                fidelity_corpus.load(target)
+            elif (target / fidelity_corpus.MANIFEST).exists() and not args.force:
                 raise ValueError(f"--record {args.record!r} already holds a corpus; add "
-                                 f"--force to record over it")
+                                 f"--force to record over it, or --append to add runs")
             results.check_output_dir(target, "--record")
         else:
             stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             target = pathlib.Path(args.out or RESULTS_ROOT) / "fidelity" / f"corpus-{stamp}"
-        fidelity_live.record(target, names, args.repeat, args.mem_cap, progress=_progress)
-        manifest = fidelity_corpus.load(target)
+        fidelity_live.record(target, names, args.repeat, args.mem_cap, progress=_progress,
+                             trace=args.trace, append=args.append)
+        manifest = fidelity_corpus.load(target, args.experiment)
         print(f"fidelity: corpus recorded in {target}")
     from . import fidelity_twin
     comparison = fidelity_twin.replay_corpus(
         manifest, args.strategy or [None], args.profile, args.runs,
-        progress=None if args.quiet else _progress)
+        progress=None if args.quiet else _progress, trace=args.trace)
     print(fidelity_report.table(comparison))
     if not args.no_save:
         print(f"written: {_write_outputs(args.out or RESULTS_ROOT, comparison)}")
@@ -95,6 +103,13 @@ def add_parser(sub):
     p.add_argument("--record", metavar="DIR",
                    help="root: run the experiments live and keep the corpus in DIR")
     p.add_argument("--force", action="store_true", help="--record over an existing corpus")
+    p.add_argument("--append", action="store_true",
+                   help="--record: add the runs to the corpus in DIR (numbered after its own); "
+                        "with --trace its traced runs are recorded again")
+    p.add_argument("--trace", action="store_true",
+                   help="live: record each action's compaction, migration and page-allocator "
+                        "tracepoints with the run; replay: compare them with the twin's, run "
+                        "by run, for every traced run")
     p.add_argument("--experiment", action="append",
                    help=f"only this experiment (repeatable): {', '.join(EXPERIMENTS)}")
     p.add_argument("--repeat", type=int, default=3,

@@ -2,6 +2,8 @@
 
     <dir>/manifest.json            format, version, kernel release, repeat, settings, experiments
     <dir>/<experiment>-<i>.npz     the snapshot taken right before run i's action
+    <dir>/<experiment>-<i>.trace.npz  the action's tracepoints, for a traced run
+                                   (foliobench.fidelity_trace; the run's "trace" entry)
 
 manifest.json: {"format": "foliobench-fidelity-corpus", "version": 1, "kernel": release,
 "recorded_at", "host", "repeat", "settings": {...}, "experiments": [{"name", "runs": [{"snapshot",
@@ -57,6 +59,9 @@ def load(directory, experiments=None):
             if not (d / run["snapshot"]).is_file():
                 raise CorpusError(f"{path}: snapshot {run['snapshot']!r} of {exp['name']} is "
                                   f"missing")
+            if "trace" in run and not (d / run["trace"]["file"]).is_file():
+                raise CorpusError(f"{path}: trace {run['trace']['file']!r} of {exp['name']} "
+                                  f"is missing")
     if experiments:
         have = [e["name"] for e in manifest["experiments"]]
         unknown = [n for n in experiments if n not in have]

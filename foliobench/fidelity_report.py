@@ -4,6 +4,7 @@ import html
 import io
 import json
 
+from . import fidelity_trace
 from .fidelity_metrics import COUNTERS, POINTS, POINTS_BAR, RATIO_BAR
 
 HEADER = ("experiment", "figure", "live median (min..max)", "twin", "distance", "in spread",
@@ -30,6 +31,14 @@ def _dist(d, figure):
 
 def _yes(v):
     return "n/a" if v is None else ("yes" if v else "NO")
+
+
+def live_runs_text(comparison):
+    """How many live runs each experiment has ("4", or "3-4" when they differ)."""
+    counts = sorted({len(e["live_runs"]) for e in comparison["experiments"]})
+    if not counts:
+        return "0"
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
 
 def rows(comparison):
@@ -65,7 +74,7 @@ def table(comparison):
     widths = [max(len(r[i]) for r in body + [HEADER]) for i in range(len(HEADER))]
     line = "  ".join
     text = [f"fidelity: kernel {comparison['kernel']}, twin profile {comparison['profile']}, "
-            f"{comparison.get('repeat')} live runs per experiment",
+            f"{live_runs_text(comparison)} live runs per experiment",
             line(h.ljust(w) for h, w in zip(HEADER, widths))]
     prev = None
     for r in body:
@@ -78,7 +87,24 @@ def table(comparison):
     for name, s in summary(comparison).items():
         text.append(f"  {name}: {s['in_spread'][0]}/{s['in_spread'][1]} figures in the live "
                     f"spread, {s['bar'][0]}/{s['bar'][1]} within the bar")
+    for exp, strategy, twin in traced_runs(comparison):
+        text.append("")
+        text.extend(fidelity_trace.format_experiment(exp, strategy, twin["snapshot"],
+                                                     twin["trace"]))
+    if comparison.get("traced") and not any(True for _ in traced_runs(comparison)):
+        text.append("tracepoints: no run of this corpus carries a trace (record some with "
+                    "--record DIR --append --trace)")
     return "\n".join(text)
+
+
+def traced_runs(comparison):
+    """(experiment, strategy, twin run) of every twin run compared tracepoint by
+    tracepoint."""
+    for exp in comparison["experiments"]:
+        for strat in exp["strategies"]:
+            for twin in strat["twin_runs"]:
+                if "trace" in twin:
+                    yield exp["name"], strat["strategy"], twin
 
 
 def markdown(comparison):
@@ -86,10 +112,18 @@ def markdown(comparison):
     body = "".join("| " + " | ".join(r) + " |\n" for r in rows(comparison))
     lines = [f"# Fidelity: kernel {comparison['kernel']} vs twin ({comparison['profile']})", "",
              f"Corpus recorded {comparison.get('recorded_at')}; "
-             f"{comparison.get('repeat')} live runs per experiment.", "", head + body]
+             f"{live_runs_text(comparison)} live runs per experiment.", "", head + body]
     for name, s in summary(comparison).items():
         lines.append(f"- {name}: {s['in_spread'][0]}/{s['in_spread'][1]} in spread, "
                      f"{s['bar'][0]}/{s['bar'][1]} within the bar")
+    traced = list(traced_runs(comparison))
+    if traced:
+        lines += ["", "## Tracepoints, live kernel vs twin", "",
+                  "| run | event or figure | live | twin |", "|---|---|---|---|"]
+        for exp, strategy, twin in traced:
+            for row in fidelity_trace.markdown_rows(exp, strategy, twin["snapshot"],
+                                                    twin["trace"]):
+                lines.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,7 @@ from simcore.profiles import get_profile, profiles
 from simcore.snapshot_export import page_words
 
 from . import fidelity_corpus as corpus
-from . import replay
+from . import fidelity_trace, replay
 from .fidelity_metrics import FIGURES, RECORDED_COUNTERS, figures, judge, large_anon_pages
 
 
@@ -45,11 +45,15 @@ def _apply(machine, run):
     return {k: out[k] for k in ("asked", "granted") if k in out}
 
 
-def replay_run(path, run, profile, strategy=None):
-    """The twin's figures for one recorded run (snapshot at `path`)."""
+def replay_run(path, run, profile, strategy=None, trace=None):
+    """The twin's figures for one recorded run (snapshot at `path`). trace: the run's live
+    trace (foliobench.fidelity_trace.TraceData): the twin's tracepoints are on during the
+    action and the result's "trace" compares them with it."""
     machine = Machine.from_snapshot(str(path), profile=profile, compaction=strategy)
     large_before = large_anon_pages(page_words(machine)[0])
     before = machine.vmstat()
+    if trace is not None:
+        fidelity_trace.twin_trace_on(machine)
     outcome = _apply(machine, run)
     machine.check()
     after = machine.vmstat()
@@ -59,29 +63,46 @@ def replay_run(path, run, profile, strategy=None):
     result = {"strategy": machine.strategy.name, "outcome": outcome, "counters": counters,
               "buddyinfo_after": buddy,
               "figures": figures(counters, outcome, large_before, large_after, buddy)}
+    if trace is not None:
+        result["trace"] = fidelity_trace.twin_result(machine, trace)
     del machine
     return result
 
 
-def replay_corpus(manifest, strategies=(None,), profile=None, runs=None, progress=None):
+def _chosen(live_runs, runs, trace):
+    """The runs to replay: the first `runs` (all when None), and with `trace` every traced run
+    too."""
+    chosen = live_runs[:runs] if runs else list(live_runs)
+    if trace:
+        chosen += [r for r in live_runs if "trace" in r and r not in chosen]
+    return chosen
+
+
+def replay_corpus(manifest, strategies=(None,), profile=None, runs=None, progress=None,
+                  trace=False):
     """Replay every run of the loaded corpus `manifest` (corpus.load()) under each strategy.
     runs: only the first `runs` runs of each experiment (the live spread still uses them
-    all). Returns the comparison: {"kernel", "profile", "experiments": [...]}."""
+    all). trace: every traced run's tracepoints compared with the twin's (each twin run's
+    "trace"; foliobench.fidelity_trace). Returns the comparison: {"kernel", "profile",
+    "experiments": [...]}."""
     import pathlib
     profile = profile or profile_for_kernel(manifest.get("kernel"))
     get_profile(profile)
     base = pathlib.Path(manifest["directory"])
-    out = {"kernel": manifest.get("kernel"), "profile": profile,
+    out = {"kernel": manifest.get("kernel"), "profile": profile, "traced": bool(trace),
            "recorded_at": manifest.get("recorded_at"), "repeat": manifest.get("repeat"),
            "settings": manifest.get("settings", {}), "experiments": []}
     for exp in manifest["experiments"]:
         live_runs = exp["runs"]
-        chosen = live_runs[:runs] if runs else live_runs
+        chosen = _chosen(live_runs, runs, trace)
         per_strategy = []
         for strategy in strategies:
             twins = []
             for run in chosen:
-                twins.append(replay_run(base / run["snapshot"], run, profile, strategy))
+                data = fidelity_trace.load(base / run["trace"]["file"]) \
+                    if trace and "trace" in run else None
+                twins.append(replay_run(base / run["snapshot"], run, profile, strategy, data))
+                twins[-1]["snapshot"] = run["snapshot"]
                 if progress:
                     progress(f"twin: {exp['name']} {run['snapshot']} "
                              f"[{twins[-1]['strategy']}] {corpus.brief(twins[-1]['figures'])}")

@@ -134,8 +134,9 @@ def format_replay(trace, rows, divergences):
              f"lost events {h.get('lost_events')}"]
     cols = ["allocs", "allocs_granted", "pages_allocated", "pages_freed", "same_pfn_share",
             "large_allocs", "large_same_pfn_share",
-            "frees_matched", "frees_of_start_state", "frees_unmatched", "folios_split",
-            "compact_stall", "compact_success",
+            "frees_matched", "frees_of_start_state", "frees_unmatched", "frees_migrated",
+            "frees_compaction_released", "frees_of_moved", "migration_frees_unowned",
+            "folios_split", "compact_stall", "compact_success",
             "pages_migrated", "highorder_success", "unusable_9_after"]
     head = f"{'':>26}" + "".join(f"{r['strategy'] + ' [' + str(r['profile']) + ']':>26}"
                                  for r in rows)

@@ -320,70 +320,122 @@ def record(output, command=None, duration=None, buffer_kb=DEFAULT_BUFFER_KB, mea
         os.rmdir(spool_dir)
 
 
+class EventRecorder:
+    """Records tracepoints into typed columns between start() and stop(), through a private
+    instance (every write journaled in `journal`, which the caller holds): what `live record`
+    and `foliobench fidelity --trace` share.
+
+    events: a function of the instance's events directory giving the (system, name) pairs to
+    enable (default wanted_events); replay: refuse a kernel whose mm_page_alloc/mm_page_free
+    formats a replay cannot read (load_formats())."""
+
+    def __init__(self, journal, spool_dir, buffer_kb=DEFAULT_BUFFER_KB, events=None,
+                 root=TRACEFS, replay=True):
+        self.journal, self.spool_dir, self.buffer_kb = journal, spool_dir, buffer_kb
+        self.events, self.root, self.replay = events, root, replay
+        self.readers = {}
+        self.inst = None
+
+    def start(self):
+        """Mount, make the instance, enable the events and start the readers; tracing stays
+        off until trace_on()."""
+        _mount(self.journal, self.root)
+        inst = self.inst = _instance(self.journal, self.root)
+        wanted = (self.events or wanted_events)(f"{inst}/events")
+        try:
+            if self.replay:
+                self.formats = load_formats(f"{inst}/events", wanted)
+            else:
+                self.formats = [tracefs.parse_format(
+                    pathlib.Path(inst, "events", s, e, "format").read_text(), s)
+                    for s, e in wanted]
+        except tracefs.TraceFormatError as exc:
+            raise RecordError(str(exc)) from None
+        self.enabled = wanted
+        sub = pathlib.Path(inst, "buffer_subbuf_size_kb")
+        self.page_size = int(sub.read_text().split()[0]) * 1024 if sub.exists() else 4096
+        _configure(self.journal, inst, wanted, self.buffer_kb)
+        self.cpus = sorted(int(p.name[3:]) for p in pathlib.Path(inst, "per_cpu").iterdir())
+        self.readers = {cpu: _Reader(f"{inst}/per_cpu/cpu{cpu}/trace_pipe_raw",
+                                     os.path.join(self.spool_dir, f"cpu{cpu}.raw"),
+                                     self.page_size) for cpu in self.cpus}
+        for r in self.readers.values():
+            r.start()
+        return self
+
+    def trace_on(self):
+        self.journal.write(f"{self.inst}/tracing_on", 1)
+
+    def stop(self):
+        """Tracing off and the readers drained (also on Ctrl-C: an open trace_pipe_raw keeps
+        the instance busy, rmdir: EBUSY)."""
+        if self.inst is not None:
+            self.journal.write(f"{self.inst}/tracing_on", 0)
+        for r in self.readers.values():
+            r.stop.set()
+        for r in self.readers.values():
+            r.join()
+
+    def collect(self):
+        """{"events": {name: {column: array}} in time order, "formats", "stats" (per CPU),
+        "totals" (records, lost in pages, pages flagged, bad pages, unknown ids), "lost",
+        "decode_s", "reader_cpu_s", "spooled_bytes"}; OSError when a reader failed."""
+        errors = [f"cpu{c}: {r.error}" for c, r in self.readers.items() if r.error]
+        if errors:
+            raise OSError(f"reading trace_pipe_raw failed: {'; '.join(errors)}")
+        stats = {cpu: parse_stats(pathlib.Path(self.inst, "per_cpu", f"cpu{cpu}",
+                                               "stats").read_text()) for cpu in self.cpus}
+        parts = {}
+        totals = np.zeros(5, dtype=np.int64)
+        started = time.perf_counter()
+        for cpu in self.cpus:
+            totals += _decode_spool(self.readers[cpu].spool, cpu, self.formats,
+                                    self.page_size, parts)
+        merged = _merge(parts, self.formats)
+        return {"events": merged, "formats": self.formats, "stats": stats, "totals": totals,
+                "lost": lost_events(stats, totals),
+                "decode_s": time.perf_counter() - started,
+                "reader_cpu_s": sum(r.cpu_s for r in self.readers.values()),
+                "spooled_bytes": sum(r.pages for r in self.readers.values()) * self.page_size,
+                "page_size": self.page_size, "buffer_kb": self.buffer_kb}
+
+
+def lost_events(stats, totals):
+    """Events lost: each CPU's overrun, commit overrun and dropped events, plus the counts the
+    ring buffer stored in page headers."""
+    return int(sum(s.get("overrun", 0) + s.get("commit overrun", 0) + s.get("dropped events", 0)
+                   for s in stats.values()) + int(totals[1]))
+
+
 def _record_locked(journal, root, spool_dir, command, duration, buffer_kb, ncpu, say):
-    _mount(journal, root)
-    inst = _instance(journal, root)
-    events = wanted_events(f"{inst}/events")
-    try:
-        formats = load_formats(f"{inst}/events", events)
-    except tracefs.TraceFormatError as exc:
-        raise RecordError(str(exc)) from None
-    page_size = int(pathlib.Path(inst, "buffer_subbuf_size_kb").read_text().split()[0]) * 1024 \
-        if os.path.exists(f"{inst}/buffer_subbuf_size_kb") else 4096
-    _configure(journal, inst, events, buffer_kb)
-    cpus = sorted(int(p.name[3:]) for p in pathlib.Path(inst, "per_cpu").iterdir())
-    readers = {cpu: _Reader(f"{inst}/per_cpu/cpu{cpu}/trace_pipe_raw",
-                            os.path.join(spool_dir, f"cpu{cpu}.raw"), page_size) for cpu in cpus}
-    for r in readers.values():
-        r.start()
+    rec = EventRecorder(journal, spool_dir, buffer_kb, root=root).start()
     traced_from = time.monotonic()
     try:
         vm_before = parse_vmstat(pathlib.Path("/proc/vmstat").read_text())
         # tracing goes on before the snapshot is read: a page allocated while the per-PFN
         # files are read has its event, whichever way the read saw it (the replay sorts that
         # out)
-        journal.write(f"{inst}/tracing_on", 1)
+        rec.trace_on()
         traced_from = time.monotonic()
-        say(f"record: snapshot of memory ({len(events)} tracepoints on) ...")
+        say(f"record: snapshot of memory ({len(rec.enabled)} tracepoints on) ...")
         snap = live_snapshot.take()
         gap_s = time.monotonic() - traced_from
         seconds, code, cpu_s = _run(command, duration)
     finally:
-        # also on Ctrl-C: an open trace_pipe_raw keeps the instance busy (rmdir: EBUSY)
-        journal.write(f"{inst}/tracing_on", 0)
+        rec.stop()
         traced_s = time.monotonic() - traced_from
         vm_after = parse_vmstat(pathlib.Path("/proc/vmstat").read_text())
-        for r in readers.values():
-            r.stop.set()
-        for r in readers.values():
-            r.join()
-    errors = [f"cpu{c}: {r.error}" for c, r in readers.items() if r.error]
-    if errors:
-        raise OSError(f"reading trace_pipe_raw failed: {'; '.join(errors)}")
-    stats = {cpu: parse_stats(pathlib.Path(inst, "per_cpu", f"cpu{cpu}", "stats").read_text())
-             for cpu in cpus}
-    parts = {}
-    totals = np.zeros(5, dtype=np.int64)
-    decode_started = time.perf_counter()
-    for cpu in cpus:
-        totals += _decode_spool(readers[cpu].spool, cpu, formats, page_size, parts)
-    merged = _merge(parts, formats)
-    return {"events": merged, "decode_s": time.perf_counter() - decode_started,
-            "formats": formats, "snapshot": _snapshot_bytes(snap), "snapshot_gap_s": gap_s,
-            "traced_s": traced_s,
-            "kernel": snap.kernel, "seconds": seconds, "cpu_s": cpu_s, "exit_code": code,
-            "stats": stats,
-            "totals": totals, "vm_before": vm_before, "vm_after": vm_after,
-            "reader_cpu_s": sum(r.cpu_s for r in readers.values()),
-            "spooled_bytes": sum(r.pages for r in readers.values()) * page_size,
-            "page_size": page_size, "buffer_kb": buffer_kb, "ncpu": ncpu}
+    out = rec.collect()
+    out.update(snapshot=_snapshot_bytes(snap), snapshot_gap_s=gap_s, traced_s=traced_s,
+               kernel=snap.kernel, seconds=seconds, cpu_s=cpu_s, exit_code=code,
+               vm_before=vm_before, vm_after=vm_after, ncpu=ncpu)
+    return out
 
 
 def _write(output, rec, base, command, duration):
     records, page_lost, flagged, bad, unknown = (int(v) for v in rec["totals"])
-    stat_lost = sum(s.get("overrun", 0) + s.get("commit overrun", 0) + s.get("dropped events", 0)
-                    for s in rec["stats"].values())
-    lost = stat_lost + page_lost
+    lost = rec["lost"]
+    stat_lost = lost - page_lost
     seconds = rec["seconds"]
     overhead = {"wall_s": round(seconds, 4), "reader_cpu_s": round(rec["reader_cpu_s"], 4),
                 "reader_cpu_share": round(rec["reader_cpu_s"] / max(rec["traced_s"], 1e-9), 4)}

@@ -21,7 +21,7 @@ run that follows a direct compaction which reached the end (compact_blockskip_fl
 import numba as nb
 import numpy as np
 
-from . import migrate, page_alloc, pcp, vmstat
+from . import migrate, page_alloc, pcp, tracelog, vmstat
 from . import vm_event as ev
 from .costs import COST_SCAN_PFN
 from .freescan import (
@@ -550,8 +550,8 @@ def compact_zone(pgdat, cc, pool, migratepages, get_new_folio, put_new_folio, co
             cc[CC_WHOLE_ZONE] = 1
     traced = stats.shape[0] > migrate.NR_MS
     if traced:
-        migrate.trace_compaction(stats, migrate.TP_COMPACTION_BEGIN, start, cc[CC_MIGRATE_PFN],
-                                 cc[CC_FREE_PFN], end, sync, 0)
+        tracelog.trace_compaction(stats, tracelog.TP_COMPACTION_BEGIN, start,
+                                  cc[CC_MIGRATE_PFN], cc[CC_FREE_PFN], end, sync, 0)
     target = (cc, pool)
     ret = COMPACT_CONTINUE
     last_migrated_pfn = -1
@@ -598,8 +598,8 @@ def compact_zone(pgdat, cc, pool, migratepages, get_new_folio, put_new_folio, co
     stats[migrate.MS_TIME_NS] += costs[COST_SCAN_PFN] * (cc[CC_TOTAL_MIGRATE_SCANNED] +
                                                          cc[CC_TOTAL_FREE_SCANNED])
     if traced:
-        migrate.trace_compaction(stats, migrate.TP_COMPACTION_END, start, cc[CC_MIGRATE_PFN],
-                                 cc[CC_FREE_PFN], end, sync, ret)
+        tracelog.trace_compaction(stats, tracelog.TP_COMPACTION_END, start, cc[CC_MIGRATE_PFN],
+                                  cc[CC_FREE_PFN], end, sync, ret)
     return ret
 
 

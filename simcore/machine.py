@@ -29,6 +29,7 @@ from . import (
     page_isolation,
     pcp,
     swap,
+    tracelog,
     vmscan,
     vmstat,
     zswap,
@@ -848,7 +849,7 @@ class Machine:
         if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) \
                 or not 0 < capacity <= 1 << 24:
             raise ValueError(f"capacity {capacity!r} must be a record count from 1 to {1 << 24}")
-        log = np.zeros(migrate.TR_BASE + int(capacity) * migrate.TR_WORDS, dtype=np.int64)
+        log = np.zeros(tracelog.TR_BASE + int(capacity) * tracelog.TR_WORDS, dtype=np.int64)
         log[:migrate.NR_MS] = counters
         self.migrate_stats = log
         self.pgdat = self.pgdat.replace(trace_log=log)

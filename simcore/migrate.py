@@ -30,20 +30,7 @@ from .mmzone import (
     PG_PINNED,
     PG_WRITEBACK,
 )
-from .tracelog import (  # noqa: F401  (the log's layout, re-exported for simcore.tracepoints)
-    NR_COUNTERS,
-    TP_COMPACTION_BEGIN,
-    TP_COMPACTION_END,
-    TP_ISOLATE_FREEPAGES,
-    TP_ISOLATE_MIGRATEPAGES,
-    TP_MIGRATE_PAGES,
-    TP_PAGE_ALLOC_EXTFRAG,
-    TR_BASE,
-    TR_LEN,
-    TR_LOST,
-    TR_WORDS,
-    trace_slot,
-)
+from .tracelog import NR_COUNTERS, trace_migrate_pages
 
 jit = nb.njit(cache=True, nogil=True)
 
@@ -86,40 +73,10 @@ MS_WRITEBACK_WAITS = 10
 MS_ATTEMPTS = 11
 NR_MS = 12
 
-# A stats array longer than NR_MS carries the tracepoint log after the counters (layout in
-# simcore.tracelog; pgdat.trace_log is the same array, so every site logs into one stream).
+# A stats array longer than NR_MS carries the tracepoint log after the counters (layout and
+# writers in simcore.tracelog; pgdat.trace_log is the same array, so every site logs into one
+# stream).
 assert NR_MS == NR_COUNTERS
-
-
-@jit
-def trace_compaction(stats, event, zone_start, migrate_pfn, free_pfn, zone_end, sync, status):
-    """trace_mm_compaction_begin() / trace_mm_compaction_end()."""
-    at = trace_slot(stats)
-    if at >= 0:
-        stats[at] = event
-        stats[at + 1] = zone_start
-        stats[at + 2] = migrate_pfn
-        stats[at + 3] = free_pfn
-        stats[at + 4] = zone_end
-        stats[at + 5] = sync
-        stats[at + 6] = status
-
-
-@jit
-def trace_migrate_pages(stats, before, mode, reason):
-    """trace_mm_migrate_pages(): this call's struct migrate_pages_stats (the counters' growth
-    since `before`), mode and reason."""
-    at = trace_slot(stats)
-    if at >= 0:
-        stats[at] = TP_MIGRATE_PAGES
-        stats[at + 1] = stats[MS_SUCCEEDED] - before[MS_SUCCEEDED]
-        stats[at + 2] = stats[MS_FAILED_PAGES] - before[MS_FAILED_PAGES]
-        stats[at + 3] = stats[MS_THP_SUCCEEDED] - before[MS_THP_SUCCEEDED]
-        stats[at + 4] = stats[MS_THP_FAILED] - before[MS_THP_FAILED]
-        stats[at + 5] = stats[MS_THP_SPLIT] - before[MS_THP_SPLIT]
-        stats[at + 6] = stats[MS_NR_SPLIT] - before[MS_NR_SPLIT]
-        stats[at + 7] = mode
-        stats[at + 8] = reason
 
 
 @jit
@@ -355,7 +312,12 @@ def migrate_pages(pgdat, folios, nr, mode, reason, get_new_folio, put_new_folio,
     events[ev.THP_MIGRATION_FAIL] += stats[MS_THP_FAILED] - before[MS_THP_FAILED]
     events[ev.THP_MIGRATION_SPLIT] += stats[MS_THP_SPLIT] - before[MS_THP_SPLIT]
     if stats.shape[0] > NR_MS:
-        trace_migrate_pages(stats, before, mode, reason)
+        trace_migrate_pages(stats, stats[MS_SUCCEEDED] - before[MS_SUCCEEDED],
+                            stats[MS_FAILED_PAGES] - before[MS_FAILED_PAGES],
+                            stats[MS_THP_SUCCEEDED] - before[MS_THP_SUCCEEDED],
+                            stats[MS_THP_FAILED] - before[MS_THP_FAILED],
+                            stats[MS_THP_SPLIT] - before[MS_THP_SPLIT],
+                            stats[MS_NR_SPLIT] - before[MS_NR_SPLIT], mode, reason)
     if rc == ENOMEM:
         return ENOMEM
     return nr_failed

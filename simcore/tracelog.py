@@ -1,5 +1,5 @@
-"""The simulator's tracepoint log: where compiled code writes a record (simcore.tracepoints
-reads them back).
+"""The simulator's tracepoint log: the compiled writers of every traced site (compaction,
+migration, the free lists; simcore.tracepoints reads the records back).
 
 The log is the tail of the migration-stats array (Machine.migrate_stats, which pgdat.trace_log
 shares): the NR_MS migrate_pages() counters, then records written, records lost for want of
@@ -68,3 +68,35 @@ def trace_isolate(log, event, start_pfn, end_pfn, nr_scanned, nr_taken):
         log[at + 2] = end_pfn
         log[at + 3] = nr_scanned
         log[at + 4] = nr_taken
+
+
+@jit
+def trace_compaction(log, event, zone_start, migrate_pfn, free_pfn, zone_end, sync, status):
+    """trace_mm_compaction_begin() / trace_mm_compaction_end() (status only at the end)."""
+    at = trace_slot(log)
+    if at >= 0:
+        log[at] = event
+        log[at + 1] = zone_start
+        log[at + 2] = migrate_pfn
+        log[at + 3] = free_pfn
+        log[at + 4] = zone_end
+        log[at + 5] = sync
+        log[at + 6] = status
+
+
+@jit
+def trace_migrate_pages(log, succeeded, failed, thp_succeeded, thp_failed, thp_split,
+                        large_folio_split, mode, reason):
+    """trace_mm_migrate_pages(): one migrate_pages() call's struct migrate_pages_stats (what
+    the call added to each counter), mode and reason."""
+    at = trace_slot(log)
+    if at >= 0:
+        log[at] = TP_MIGRATE_PAGES
+        log[at + 1] = succeeded
+        log[at + 2] = failed
+        log[at + 3] = thp_succeeded
+        log[at + 4] = thp_failed
+        log[at + 5] = thp_split
+        log[at + 6] = large_folio_split
+        log[at + 7] = mode
+        log[at + 8] = reason

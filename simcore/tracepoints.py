@@ -22,7 +22,7 @@ import tempfile
 
 import numpy as np
 
-from . import migrate
+from . import migrate, tracelog
 
 COMPACTION_BEGIN = "compaction:mm_compaction_begin"
 COMPACTION_END = "compaction:mm_compaction_end"
@@ -33,17 +33,17 @@ ISOLATE_FREEPAGES = "compaction:mm_compaction_isolate_freepages"
 _ISOLATE_FIELDS = ("start_pfn", "end_pfn", "nr_scanned", "nr_taken")
 _ZONE_FIELDS = ("zone_start", "migrate_pfn", "free_pfn", "zone_end", "sync")
 EVENTS = {
-    migrate.TP_COMPACTION_BEGIN: (COMPACTION_BEGIN, _ZONE_FIELDS),
-    migrate.TP_COMPACTION_END: (COMPACTION_END, _ZONE_FIELDS + ("status",)),
-    migrate.TP_MIGRATE_PAGES: (MIGRATE_PAGES, ("succeeded", "failed", "thp_succeeded",
+    tracelog.TP_COMPACTION_BEGIN: (COMPACTION_BEGIN, _ZONE_FIELDS),
+    tracelog.TP_COMPACTION_END: (COMPACTION_END, _ZONE_FIELDS + ("status",)),
+    tracelog.TP_MIGRATE_PAGES: (MIGRATE_PAGES, ("succeeded", "failed", "thp_succeeded",
                                                "thp_failed", "thp_split", "large_folio_split",
                                                "mode", "reason")),
-    migrate.TP_PAGE_ALLOC_EXTFRAG: (PAGE_ALLOC_EXTFRAG, ("pfn", "alloc_order", "fallback_order",
+    tracelog.TP_PAGE_ALLOC_EXTFRAG: (PAGE_ALLOC_EXTFRAG, ("pfn", "alloc_order", "fallback_order",
                                                          "alloc_migratetype",
                                                          "fallback_migratetype",
                                                          "change_ownership")),
-    migrate.TP_ISOLATE_MIGRATEPAGES: (ISOLATE_MIGRATEPAGES, _ISOLATE_FIELDS),
-    migrate.TP_ISOLATE_FREEPAGES: (ISOLATE_FREEPAGES, _ISOLATE_FIELDS),
+    tracelog.TP_ISOLATE_MIGRATEPAGES: (ISOLATE_MIGRATEPAGES, _ISOLATE_FIELDS),
+    tracelog.TP_ISOLATE_FREEPAGES: (ISOLATE_FREEPAGES, _ISOLATE_FIELDS),
 }
 # The kernel's names: enum compact_result as compaction_status_string prints it, enum
 # migrate_mode and enum migrate_reason as mm_migrate_pages prints them.
@@ -77,16 +77,16 @@ REASON_NAMES = {"compaction": "compaction", "memory_failure": "memory_failure",
 
 
 def _log(stats):
-    if len(stats) <= migrate.NR_MS:
-        return np.empty((0, migrate.TR_WORDS), dtype=np.int64)
-    n = int(stats[migrate.TR_LEN])
-    return stats[migrate.TR_BASE:migrate.TR_BASE + n * migrate.TR_WORDS].reshape(
-        n, migrate.TR_WORDS)
+    if len(stats) <= tracelog.NR_COUNTERS:
+        return np.empty((0, tracelog.TR_WORDS), dtype=np.int64)
+    n = int(stats[tracelog.TR_LEN])
+    return stats[tracelog.TR_BASE:tracelog.TR_BASE + n * tracelog.TR_WORDS].reshape(
+        n, tracelog.TR_WORDS)
 
 
 def lost(stats):
     """Records dropped because the log was full."""
-    return int(stats[migrate.TR_LOST]) if len(stats) > migrate.NR_MS else 0
+    return int(stats[tracelog.TR_LOST]) if len(stats) > tracelog.NR_COUNTERS else 0
 
 
 def records(stats):

@@ -2,6 +2,7 @@
 leaves a corpus the twin replays."""
 import os
 
+import numpy as np
 import pytest
 from livestate import leftovers, settings
 
@@ -41,3 +42,30 @@ def test_recording_restores_every_setting_and_writes_a_corpus(tmp_path):
     kc = manifest["experiments"][1]["runs"][0]
     assert kc["action"] == f"kcompactd={fidelity_live.PROACTIVE_MS}"
     assert kc["live"]["prep"]["fragment_pages"] > 0
+
+
+def test_traced_runs_are_appended_then_recorded_again(tmp_path):
+    """--append --trace: a traced run added after the corpus's own, its tracepoints stored
+    and summed to the kernel's counters; a second time it replaces the first; every setting
+    restored, no tracefs instance left."""
+    from foliobench import fidelity_trace
+    before = _state()
+    fidelity_live.record(tmp_path, ["compact_memory"], repeat=1, progress=lambda text: None)
+    for _ in range(2):
+        fidelity_live.record(tmp_path, ["compact_memory"], repeat=1, trace=True, append=True,
+                             progress=lambda text: None)
+        assert _state() == before
+        runs = fidelity_corpus.load(tmp_path)["experiments"][0]["runs"]
+        assert [r["snapshot"] for r in runs] == ["compact_memory-1.npz", "compact_memory-2.npz"]
+        assert "trace" not in runs[0] and runs[1]["trace"]["lost_events"] == 0
+        data = fidelity_trace.load(tmp_path / runs[1]["trace"]["file"])
+        assert data.count("mm_compaction_begin") == data.count("mm_compaction_end") > 0
+        migrated = data.events.get("mm_migrate_pages", {"succeeded": np.zeros(0)})
+        counters = runs[1]["live"]["counters"]
+        assert abs(int(migrated["succeeded"].sum()) - counters["pgmigrate_success"]) <= max(
+            16, counters["pgmigrate_success"] // 100)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "compact_memory-1.npz", "compact_memory-2.npz", "compact_memory-2.trace.npz",
+        "manifest.json"]
+    assert not os.path.isdir("/sys/kernel/tracing/instances") or not [
+        p for p in os.listdir("/sys/kernel/tracing/instances") if p.startswith("foliobench")]

@@ -216,6 +216,69 @@ def test_an_allocation_over_a_start_folio_supersedes_it():
     assert m.allocated_pages() == 0 and r.figures["frees_unmatched"] == 1
 
 
+def test_compaction_frees_move_the_owner_folio_instead_of_freeing_it():
+    """mm/migrate.c frees a moved folio's source page (mm_page_free) inside compaction's
+    migration window; compact_zone() releases unused isolated free pages before its end.
+    Neither is an owner's free: the owner's folio stays, moved, until its owner frees it at a
+    pfn the free scanner isolated from."""
+    import simcore
+    from workloads.trace import (
+        K_BEGIN,
+        K_END,
+        K_ISOLATE_FREE,
+        K_ISOLATE_MIGRATE,
+        K_MIGRATE,
+        Replayer,
+    )
+    m = simcore.Machine(mem="64M")
+    r = Replayer(m)
+    anon = 0x140dca | 1 << 8
+    r.alloc(0, 5000, 0, 1, anon, 0)
+    r.alloc(1, 5001, 0, 1, anon, 0)
+    held = m.allocated_pages()
+    r.compaction_event(K_BEGIN, 0, 0, 16384)
+    r.compaction_event(K_ISOLATE_MIGRATE, 0, 4608, 5120)
+    r.compaction_event(K_ISOLATE_FREE, 0, 15872, 16384)
+    r.free(5000, 0, 1)          # the source page, freed after the task moved to CPU 1
+    assert m.allocated_pages() == held and r.figures["frees_migrated"] == 1
+    r.compaction_event(K_MIGRATE, 0, 0, 0)
+    r.free(16000, 0, 0)         # an isolated free page handed back: no owner, in the run
+    assert r.figures["frees_compaction_released"] == 1 and m.allocated_pages() == held
+    r.compaction_event(K_END, 0, 0, 16384)
+    r.free(5001, 0, 0)          # the window is closed: its owner's free
+    r.free(16001, 0, 0)         # the moved folio, freed by its owner where it went
+    assert r.figures["frees_of_moved"] == 1 and r.figures["frees_matched"] == 2
+    assert m.allocated_pages() == held - 2
+    r.free(16002, 0, 0)         # nothing moved is left
+    assert r.figures["frees_unmatched"] == 1
+    m.check()
+
+
+def test_migration_frees_of_a_real_compaction_add_up_to_its_migrated_pages():
+    """On a live compact_memory's recorded trace (the fidelity corpus), the frees inside the
+    migration windows are the pages mm_migrate_pages reports moved."""
+    from foliobench import fidelity_trace
+    from workloads import trace as wt
+    found = sorted(REPO.glob("fidelity/corpus/*/compact_memory-*.trace.npz"))
+    if not found:
+        pytest.skip("no traced compact_memory run in the corpus")
+    data = fidelity_trace.load(found[-1])
+    if "mm_page_free" not in data.events:
+        pytest.skip("the traced run's mm_page_free events were dropped for size")
+    s = wt.stream_of(data)
+    mig = wt.MigrationFrees()
+    pages = 0
+    for kind, cpu, pfn, order, end in zip(s.kind.tolist(), s.cpu.tolist(), s.pfn.tolist(),
+                                          s.order.tolist(), s.end.tolist()):
+        if kind == wt.K_FREE:
+            pages += mig.is_migration_free(pfn) << order
+        elif kind != wt.K_ALLOC:
+            mig.event(kind, cpu, pfn, end)
+    moved = int(data.events["mm_migrate_pages"]["succeeded"].sum())
+    assert moved > 0 and abs(pages - moved) <= moved // 100
+    assert pages < data.count("mm_page_free")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not TRACE.exists(), reason="the committed trace is missing")
 def test_committed_trace_replays_deterministically():
@@ -269,9 +332,11 @@ def test_replay_refuses_bad_traces(tmp_path, make, message):
     ("nosnap", "no start snapshot"),
     ("format", "does not know that format"),
     ("large", "to simulate"),
+    ("badsnap", "not a readable foliobench snapshot"),
 ])
 def test_a_bad_trace_as_a_workload_is_refused(tmp_path, monkeypatch, capsys, make, message):
-    """`run trace:FILE`: the same refusals as `replay`, one line, exit 2, no results."""
+    """`run`, `sweep` and `compare` with trace:FILE: the same refusals as `replay`, one line,
+    exit 2, no results."""
     from foliobench.cli import main
     if make == "large":
         if not TRACE.exists():
@@ -287,10 +352,15 @@ def test_a_bad_trace_as_a_workload_is_refused(tmp_path, monkeypatch, capsys, mak
             data = path.read_bytes()
             path.write_bytes(data[:len(data) - 200])
     out = tmp_path / "results"
-    assert main(["run", f"trace:{path}", "--strategy", "folio", "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err, err
-    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+    for argv in (["run", f"trace:{path}", "--strategy", "folio", "--out", str(out)],
+                 ["sweep", "--grid", f"workload=trace:{path}", "--grid", "strategy=folio",
+                  "--serial", "--out", str(out)],
+                 ["compare", "legacy", "folio", "--workload", f"trace:{path}", "--fast",
+                  "-o", str(out)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv[0], err)
+        assert not out.exists() or not any(p.is_file() for p in out.rglob("*")), argv[0]
 
 
 def test_replay_refuses_a_machine_too_large(tmp_path, monkeypatch, capsys):

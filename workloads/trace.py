@@ -16,9 +16,20 @@ Simplified:
   free_pages_prepare(), which emits mm_page_free, and then emits the batched event), so only
   mm_page_free is replayed. mm_page_pcpu_drain moves pages between lists, not owners.
 - A page freed during the recording but allocated before it is looked up in the start
-  snapshot: the twin's folio headed there (or containing it, split first) is freed. Compaction
-  moves folios without an mm_page_alloc for the new place, so a later free of the new pfn
-  matches nothing: counted as unmatched.
+  snapshot: the twin's folio headed there (or containing it, split first) is freed.
+- Compaction's frees are not the owners' (MigrationFrees): migrate_pages() frees each source
+  folio it moved (migrate_folio_done() drops the last reference; mm_page_free) between the
+  migrate scanner's mm_compaction_isolate_migratepages events and the batch's
+  mm_migrate_pages, and compact_zone() hands back the free pages its free scanner isolated
+  but did not use (release_free_list(), mm_page_free) before mm_compaction_end. The target
+  pages come from the free scanner without an mm_page_alloc. So a free inside an open
+  migration window, of a pfn the migrate scanner isolated, moves the owner's folio instead of
+  freeing it: it stays allocated in the twin, its kernel pfn unknown, as "moved". A free
+  inside a compaction run (begin..end on that CPU) whose page has no owner is a release, not
+  replayed. A later free that matches no owner frees a moved folio of the same order: one
+  whose compaction run's free scanner (mm_compaction_isolate_freepages) scanned that
+  pageblock, else the oldest. Migrations outside compaction (NUMA, mbind, alloc_contig_range)
+  get their targets with mm_page_alloc, so their frees stay owner frees.
 - Tracing starts before the snapshot is read, so a page allocated during the read has its
   event even when the read saw it allocated already: a recorded allocation over a folio of the
   start state frees that folio first (start_state_superseded).
@@ -28,6 +39,7 @@ Simplified:
   __GFP_DIRECT_RECLAIM (gfp_compaction_allowed()). Failed recorded allocations (pfn -1) are
   counted, not replayed.
 """
+import collections
 import dataclasses
 import functools
 import inspect
@@ -68,9 +80,22 @@ def request_of(order, migratetype, gfp):
     return mt, kind, bool(gfp & GFP_DIRECT_RECLAIM) and order > 0
 
 
+# what each entry of a Stream is (Stream.kind)
+K_FREE, K_ALLOC, K_BEGIN, K_END, K_ISOLATE_MIGRATE, K_ISOLATE_FREE, K_MIGRATE = range(7)
+# the compaction events a replay follows, by kind: (event, column read as pfn, as end)
+COMPACTION_EVENTS = ((K_BEGIN, "mm_compaction_begin", "zone_start", "zone_end"),
+                     (K_END, "mm_compaction_end", "zone_start", "zone_end"),
+                     (K_ISOLATE_MIGRATE, "mm_compaction_isolate_migratepages", "start_pfn",
+                      "end_pfn"),
+                     (K_ISOLATE_FREE, "mm_compaction_isolate_freepages", "start_pfn",
+                      "end_pfn"),
+                     (K_MIGRATE, "mm_migrate_pages", None, None))
+
+
 @dataclasses.dataclass
 class Stream:
-    """Allocations and frees in trace order."""
+    """Allocations, frees and the compaction events that explain frees, in trace order:
+    kind (K_*), pfn (an isolate event's start_pfn), end (its end_pfn), order, ..."""
     ts: np.ndarray
     is_alloc: np.ndarray
     pfn: np.ndarray
@@ -79,27 +104,121 @@ class Stream:
     gfp: np.ndarray
     cpu: np.ndarray
     failed_recorded: int
+    kind: np.ndarray = None
+    end: np.ndarray = None
 
 
 def stream_of(trace, keep_failed=False):
-    """The allocations and frees merged by timestamp; failed allocations (pfn -1) are left out
-    unless `keep_failed`."""
+    """The allocations, frees and compaction events (COMPACTION_EVENTS, those recorded)
+    merged by timestamp; failed allocations (pfn -1) are left out unless `keep_failed`."""
     a = trace.events["mm_page_alloc"]
     f = trace.events["mm_page_free"]
     ok = a["pfn"] != NO_PFN
     failed = int((~ok).sum())
     if keep_failed:
         ok = np.ones(len(ok), dtype=bool)
-    n_a, n_f = int(ok.sum()), len(f["ts"])
-    ts = np.concatenate([a["ts"][ok], f["ts"]])
+    parts = [(K_ALLOC, a["ts"][ok], a["pfn"][ok], a["order"][ok], a["migratetype"][ok],
+              a["gfp_flags"][ok], a["cpu"][ok], None),
+             (K_FREE, f["ts"], f["pfn"], f["order"], None, None, f["cpu"], None)]
+    for kind, name, lo, hi in COMPACTION_EVENTS:
+        cols = trace.events.get(name)
+        if cols and len(cols["ts"]):
+            parts.append((kind, cols["ts"], cols[lo] if lo else None, None, None, None,
+                          cols["cpu"], cols[hi] if hi else None))
+    ts = np.concatenate([p[1] for p in parts])
     order = np.argsort(ts, kind="stable")
-    cat = lambda x, y, dt: np.concatenate([x.astype(dt), y.astype(dt)])[order]  # noqa: E731
-    zeros = np.zeros(n_f, dtype=np.int64)
-    return Stream(ts[order], np.concatenate([np.ones(n_a, bool), np.zeros(n_f, bool)])[order],
-                  cat(a["pfn"][ok], f["pfn"], np.int64), cat(a["order"][ok], f["order"], np.int64),
-                  cat(a["migratetype"][ok], zeros, np.int64),
-                  cat(a["gfp_flags"][ok], zeros, np.int64), cat(a["cpu"][ok], f["cpu"], np.int64),
-                  failed)
+
+    def col(i, dtype=np.int64):
+        return np.concatenate([np.zeros(len(p[1]), dtype) if p[i] is None
+                               else p[i].astype(dtype) for p in parts])[order]
+    kind = np.concatenate([np.full(len(p[1]), p[0], np.int8) for p in parts])[order]
+    return Stream(ts[order], kind == K_ALLOC, col(2), col(3), col(4), col(5), col(6), failed,
+                  kind, col(7))
+
+
+class MigrationFrees:
+    """Which recorded frees are compaction's rather than the owners' (see the module
+    docstring), and the folios compaction moved to pfns the trace does not give.
+
+    Per CPU: the compaction run open there (mm_compaction_begin .. _end) and the migrate
+    scanner's ranges since that CPU's last mm_migrate_pages (the open migration window). A
+    moved folio is kept by handle and order, filed under its run and under every pageblock that
+    run's free scanner isolated from."""
+
+    def __init__(self):
+        self.run_on = {}              # cpu -> run id of the compaction run open there
+        self.window = {}              # cpu -> [(start_pfn, end_pfn)] isolated, not migrated yet
+        self.next_run = 0
+        self.run_blocks = {}          # run id -> set of pageblocks its free scanner isolated from
+        self.by_block = {}            # pageblock -> [run ids]
+        self.moved = {}               # (run id, order) -> [handles], oldest first
+        self.moved_order = {}         # order -> deque of handles, oldest first (fallback)
+        self.moved_live = set()       # handles moved and not freed since
+
+    def event(self, kind, cpu, start, end):
+        if kind == K_BEGIN:
+            self.run_on[cpu] = self._new_run()
+            self.window.pop(cpu, None)
+        elif kind == K_END:
+            self.run_on.pop(cpu, None)
+            self.window.pop(cpu, None)
+        elif kind == K_ISOLATE_MIGRATE:
+            self.window.setdefault(cpu, []).append((start, end))
+        elif kind == K_ISOLATE_FREE:
+            run = self.run_on.get(cpu)
+            if run is None:
+                run = self.run_on[cpu] = self._new_run()
+            for block in range(start >> 9, (max(end, start + 1) - 1 >> 9) + 1):
+                if block not in self.run_blocks[run]:
+                    self.run_blocks[run].add(block)
+                    self.by_block.setdefault(block, []).append(run)
+        elif kind == K_MIGRATE:
+            if self.window.pop(cpu, None) is None:
+                # the compacting task moved to this CPU mid-batch: its window is elsewhere
+                self.window.clear()
+
+    def _new_run(self):
+        self.next_run += 1
+        self.run_blocks[self.next_run] = set()
+        return self.next_run
+
+    def is_migration_free(self, pfn):
+        """pfn lies in an open migration window (on any CPU: isolated pages belong to the
+        compacting task, which may have moved CPU)."""
+        for ranges in self.window.values():
+            for lo, hi in ranges:
+                if lo <= pfn < hi:
+                    return True
+        return False
+
+    def in_run(self, cpu):
+        return cpu in self.run_on
+
+    def move(self, handle, order, cpu):
+        """The folio `handle` was migrated by the compaction run open on `cpu`."""
+        run = self.run_on.get(cpu, 0)
+        self.moved.setdefault((run, order), []).append(handle)
+        self.moved_order.setdefault(order, collections.deque()).append(handle)
+        self.moved_live.add(handle)
+
+    def take(self, pfn, order):
+        """A moved folio of `order` for a free of `pfn` that matches no owner: one whose run's
+        free scanner isolated from pfn's pageblock (the latest such run first), else the
+        oldest moved folio of that order; None when there is none."""
+        for run in reversed(self.by_block.get(pfn >> 9, ())):
+            handles = self.moved.get((run, order))
+            while handles:
+                h = handles.pop()
+                if h in self.moved_live:
+                    self.moved_live.discard(h)
+                    return h
+        pool = self.moved_order.get(order)
+        while pool:
+            h = pool.popleft()
+            if h in self.moved_live:
+                self.moved_live.discard(h)
+                return h
+        return None
 
 
 class Replayer:
@@ -123,10 +242,13 @@ class Replayer:
         self.start_handles = folios["handle"]
         self.used_start = set()
         self.live = {}
+        self.mig = MigrationFrees()
         self.figures = dict.fromkeys((
             "allocs", "allocs_granted", "allocs_failed", "same_pfn", "frees", "frees_matched",
             "frees_of_start_state", "frees_unmatched", "folios_split", "pages_allocated",
-            "pages_freed", "start_state_superseded", "large_allocs", "large_same_pfn"), 0)
+            "pages_freed", "start_state_superseded", "large_allocs", "large_same_pfn",
+            "frees_migrated", "frees_compaction_released", "frees_of_moved",
+            "migration_frees_unowned"), 0)
         self.first_divergence = None
 
     def alloc(self, index, pfn, order, mt, gfp, ts, cpu=0):
@@ -180,20 +302,20 @@ class Replayer:
                 self.figures["start_state_superseded"] += 1
 
     def _owner(self, pfn):
-        """(recorded head, handle, order) of the live or start-state folio holding `pfn`."""
+        """(recorded head, handle, order, of the start state) of the live or start-state folio
+        holding `pfn`."""
         for k in range(0, 11):
             head = pfn & ~((1 << k) - 1)
             got = self.live.get(head)
             if got is not None and got[1] >= k:
-                return head, got[0], got[1]
+                return head, got[0], got[1], False
         i = int(np.searchsorted(self.start_heads, pfn, side="right")) - 1
         if i >= 0:
             head = int(self.start_heads[i])
             order = int(self.start_orders[i])
             if pfn < head + (1 << order) and head not in self.used_start:
                 self.used_start.add(head)
-                self.figures["frees_of_start_state"] += 1
-                return head, int(self.start_handles[i]), order
+                return head, int(self.start_handles[i]), order, True
         return None
 
     def _free_on(self, where, cpu):
@@ -213,34 +335,64 @@ class Replayer:
         fig["frees_matched"] += 1
         fig["pages_freed"] += 1 << order
 
+    def _holder(self, pfn, order):
+        """(owner found, handle, of the start state): the simulated folio that the recorded
+        [pfn, pfn + 2^order) is, split off the folio it was allocated in when that was larger;
+        handle None when the owner's folio is gone from the twin."""
+        owner = self._owner(pfn)
+        if owner is None:
+            return False, None, False
+        head, handle, have, start = owner
+        self.live.pop(head, None)
+        table = self.m.pgdat.folio_pfn
+        if handle >= len(table) or table[handle] < 0:
+            return True, None, start
+        if have > order or head != pfn:
+            self._split(head, int(table[handle]), have, order)
+            got = self.live.pop(pfn, None)
+            return True, None if got is None else got[0], start
+        return True, handle, start
+
     def free(self, pfn, order, cpu=0):
         fig = self.figures
         fig["frees"] += 1
         if self.positional:
             self._free_positional(pfn, order, cpu)
             return
-        owner = self._owner(pfn)
-        if owner is None:
-            fig["frees_unmatched"] += 1
+        if self.mig.is_migration_free(pfn):
+            self._migrated(pfn, order, cpu)
             return
-        head, handle, have = owner
-        self.live.pop(head, None)
-        m = self.m
-        table = m.pgdat.folio_pfn
-        if handle >= len(table) or table[handle] < 0:
-            fig["frees_unmatched"] += 1
-            return
-        where = int(table[handle])
-        if have > order or head != pfn:
-            self._split(head, where, have, order)
-            got = self.live.pop(pfn, None)
-            if got is None:
-                fig["frees_unmatched"] += 1
+        found, handle, start = self._holder(pfn, order)
+        fig["frees_of_start_state"] += start
+        if not found:
+            if self.mig.in_run(cpu):
+                fig["frees_compaction_released"] += 1
                 return
-            where = int(m.pgdat.folio_pfn[got[0]])
-        self._free_on(where, cpu)
+            handle = self.mig.take(pfn, order)
+            if handle is not None:
+                fig["frees_of_moved"] += 1
+        table = self.m.pgdat.folio_pfn
+        if handle is None or handle >= len(table) or table[handle] < 0:
+            fig["frees_unmatched"] += 1
+            return
+        self._free_on(int(table[handle]), cpu)
         fig["frees_matched"] += 1
         fig["pages_freed"] += 1 << order
+
+    def _migrated(self, pfn, order, cpu):
+        """Compaction freed the source of a folio it moved: the owner's folio stays, moved
+        (MigrationFrees)."""
+        _found, handle, _start = self._holder(pfn, order)
+        if handle is None:
+            handle = self.mig.take(pfn, order)      # moved before, and moved again
+        if handle is None:
+            self.figures["migration_frees_unowned"] += 1
+            return
+        self.mig.move(handle, order, cpu)
+        self.figures["frees_migrated"] += 1
+
+    def compaction_event(self, kind, cpu, start, end):
+        self.mig.event(kind, cpu, start, end)
 
     def _split(self, head, where, have, order):
         """Split the simulated folio of a recorded one freed in pieces; map every piece."""
@@ -280,18 +432,22 @@ def replay(machine, trace, limit=None):
     s = stream_of(trace, keep_failed=sim)
     r = Replayer(machine, positional=sim)
     n = len(s.ts) if limit is None else min(limit, len(s.ts))
-    ts, is_alloc, pfn, order = (s.ts[:n].tolist(), s.is_alloc[:n].tolist(), s.pfn[:n].tolist(),
-                                s.order[:n].tolist())
-    mt, gfp, cpu = s.migratetype[:n].tolist(), s.gfp[:n].tolist(), s.cpu[:n].tolist()
+    ts, kind, pfn, order = (s.ts[:n].tolist(), s.kind[:n].tolist(), s.pfn[:n].tolist(),
+                            s.order[:n].tolist())
+    mt, gfp, cpu, end = (s.migratetype[:n].tolist(), s.gfp[:n].tolist(), s.cpu[:n].tolist(),
+                         s.end[:n].tolist())
     next_tick = ts[0] + TICK_NS if n and not sim else float("inf")
     for i in range(n):
         if ts[i] >= next_tick:
             machine.tick((ts[i] - next_tick) // 1_000_000 + TICK_NS // 1_000_000)
             next_tick = ts[i] + TICK_NS
-        if is_alloc[i]:
+        k = kind[i]
+        if k == K_ALLOC:
             r.alloc(i, pfn[i], order[i], mt[i], gfp[i], ts[i], cpu[i])
-        else:
+        elif k == K_FREE:
             r.free(pfn[i], order[i], cpu[i])
+        elif not sim:
+            r.compaction_event(k, cpu[i], pfn[i], end[i])
     fig = dict(r.figures)
     fig["allocs_failed_recorded"] = s.failed_recorded
     fig["same_pfn_share"] = fig["same_pfn"] / fig["allocs"] if fig["allocs"] else float("nan")
@@ -329,9 +485,36 @@ def load_trace(path):
     return _load(str(path), mtime)
 
 
+def check_fits(trace, what="trace"):
+    """ValueError when the twin of the trace's start snapshot would not fit in this host's
+    free memory, checked from the snapshot's header before any work (sweep and compare check
+    their workloads up front; simcore.snapshot.twin() refuses the same way when it builds)."""
+    import io
+    import json
+    import zipfile
+
+    from simcore import snapshot as snap_mod
+    from simcore.machine import MAX_MEM
+    from simcore.units import format_size
+    try:
+        with np.load(io.BytesIO(trace.snapshot), allow_pickle=False) as npz:
+            nr = int(json.loads(npz["header"].tobytes().decode())["nr_pfns"])
+    except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{what}: its start snapshot is not a readable foliobench snapshot "
+                         f"({exc})") from None
+    need = snap_mod.estimate_bytes(nr)
+    available = snap_mod._available_bytes()
+    if nr * 4096 > MAX_MEM or need > available:
+        raise ValueError(f"{what}: its snapshot of {format_size(nr * 4096)} needs about "
+                         f"{format_size(need)} to simulate; this host has "
+                         f"{format_size(available)} free")
+
+
 def trace_workload(path):
-    """The Workload class replaying the trace at `path` (`trace:FILE` as a workload name)."""
+    """The Workload class replaying the trace at `path` (`trace:FILE` as a workload name);
+    ValueError for a trace that cannot be read or whose twin would not fit here."""
     trace = load_trace(path)
+    check_fits(trace, f"trace {path}")
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.basename(path))
 
     class TraceWorkload(Workload):
