@@ -2,7 +2,9 @@
 before anything boots, a hanging guest killed with its process group, guests limited to the
 host's CPUs. The real boots of Debian's 6.1 and 6.12 are tests/test_guest_real_*.py."""
 import io
+import os
 import pathlib
+import subprocess
 import sys
 import threading
 import time
@@ -265,3 +267,14 @@ def test_guests_run_side_by_side_only_while_the_host_has_cpus_for_them(tmp_path,
         assert not done.is_set() and "waiting" in out.getvalue()
     t.join(5)
     assert done.is_set()                                  # it got a slot once one was freed
+
+
+def test_the_guest_side_runs_its_commands_without_pyarrow():
+    """guest_inside keeps pyarrow out (13 s of a TCG guest's imports) for every command but
+    sweep: importing the command line must not need it."""
+    out = subprocess.run([sys.executable, "-m", "foliobench.guest_inside", "list"],
+                         capture_output=True, text=True, cwd=REPO,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "highalloc" in out.stdout
+    assert "foliobench guest: imports " in out.stderr and "`list` exit 0 in " in out.stderr
