@@ -195,3 +195,26 @@ def test_hotunplug_judges_only_the_folios_of_the_size():
     ev = probe.run(backend, 4, 0)
     assert ev["succeeded"] == ev["attempted"] == 2
     assert ev["kept_order"] == 1.0 and set(ev["split_to"]) == {4}
+
+
+def test_swapped_in_base_pages_are_observed_without_reading_pagemap(tmp_path, monkeypatch):
+    """A 4K token comes back as one order-0 folio at its offset, mapped or not: no pagemap
+    or kpageflags read per token (a minute for 4096 tokens under TCG); large tokens are still
+    observed one by one."""
+    journal = SettingsJournal(dry_run=True, out=io.StringIO(), state_dir=str(tmp_path))
+    backend = LiveBackend(journal=journal, arena_bytes=64 << 20, workdir=str(tmp_path))
+    try:
+        small = backend.alloc(3, 0)
+        large = backend.alloc(1, 4)
+        seen = []
+        monkeypatch.setattr(backend, "_observe", lambda t: seen.append(t) or np.array([-7]))
+        monkeypatch.setattr("livekernel.pageflags.pagemap",
+                            lambda *a: pytest.fail("pagemap read for a base page"))
+        out = backend._observe_all([int(small[0]), None, int(small[2]), int(large[0])])
+        assert [len(h) for h in out] == [1, 0, 1, 1] and seen == [int(large[0])]
+        assert list(out[3]) == [-7]
+        assert list(backend._off[np.concatenate(out[:3])]) == list(backend._off[small[[0, 2]]])
+        assert (backend._order[np.concatenate(out[:3])] == 0).all()
+        assert not backend._alive[small[[0, 2]]].any() and backend._alive[small[1]]
+    finally:
+        backend.close()
