@@ -24,8 +24,8 @@ MATRIX_PROBES = ("compaction-direct", "compaction-memory", "hotunplug", "memory-
 # (--no-cost-reference: a 4K cell fills the guest with 4K pages, minutes under TCG; the
 # verdicts then rest on success and kept order)
 GUEST_SIZES = {"6.1": ("4K",), "6.12": ("64K",)}
-# mitigations=off: the guest is disposable and its speculation barriers cost time under TCG
-# without touching what the rows measure
+# mitigations=off: the guest is disposable, and speculation barriers change nothing the rows
+# measure (its own effect on the time under TCG was not measured separately)
 GUEST_PARAMS = dict(mem="1G", cpus=1, numa=2, movable="512M", disk="512M",
                     append="mitigations=off")
 # a boot that takes longer has hung or met a far slower machine than CI's (measured in
