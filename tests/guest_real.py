@@ -5,10 +5,10 @@ per kernel, so xdist's --dist loadfile gives the two boots to two workers, and 1
 side by side on a 2-core machine (foliobench.guest.boot_slots).
 
 The guest is sized for CI (docs/guests.md, "The real-guest tests"): 1 GiB in two NUMA nodes of
-512 MiB, 1 vCPU, 512 MiB of ZONE_MOVABLE (two clean 128 MiB blocks once the top block of each
-node, which holds early-boot PG_reserved pages, is skipped). Under TCG the time goes with the
-memory the rows fill (compaction-direct and hot-unplug fill the whole guest), so this is the
-smallest layout where every row still has its evidence."""
+512 MiB, 1 vCPU, 512 MiB of ZONE_MOVABLE (three online movable blocks; the top block of each
+node holds early-boot PG_reserved pages and is skipped, the clean one is offlined). Under TCG
+the time goes with the memory the rows fill (compaction-direct and hot-unplug fill the whole
+guest), so this is the smallest layout where every row still has its evidence."""
 import json
 import os
 
