@@ -57,7 +57,6 @@ from . import (
     fidelity_cli,
     guest,
     matrix,
-    report,
     results,
     sweep,
     trace_cli,
@@ -350,6 +349,8 @@ def _write_run(run_dir, df, keeps, names, args):
                            "free_share": free})
         if getattr(args, "no_plots", False):
             continue
+        # matplotlib only where pictures are drawn: a guest under TCG reads it over 9p
+        from . import report
         if panels:
             report.fragmentation_map(panels, run_dir / f"fragmap-{_file_tag(name)}.png",
                                      title=f"{name}: physical memory, one cell per pageblock")

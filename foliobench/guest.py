@@ -9,8 +9,9 @@ runs this very checkout and virtual environment as root. Only the run directory
 (FOLIOBENCH_RESULTS points there), its output (guest.log) and guest.json (kernel, boot
 parameters, boot and run times, exit code) come home there, and nothing else on the host can
 change. KVM is used where a short probe boot shows it works (cached per host boot under
-/run/foliobench), QEMU's TCG otherwise. One guest boots at a time (a lock), a guest that outlives
---timeout is killed with its whole process group.
+/run/foliobench), QEMU's TCG otherwise. No more guests run at once than the host's CPUs hold
+their vCPUs (a lock per slot); a guest that outlives --timeout is killed with its whole
+process group.
 
 Everything the options ask for is checked against the kernel before anything boots: a kernel
 that does not exist, one without 9p/virtio (it could not mount the host's filesystem), NUMA nodes
@@ -330,6 +331,8 @@ def guest_script(argv, run_dir, disk=False, swap_disk=False):
                  f"{{ echo 'foliobench: could not mount the scratch disk'; exit 97; }}; ")
     if swap_disk:         # virtio disks take /dev/vda, vdb... in the order they are given
         env["FOLIOBENCH_GUEST_SWAP"] = "/dev/vdb" if disk else "/dev/vda"
+    if os.environ.get("PYTHONPROFILEIMPORTTIME"):       # where the guest's imports go
+        env["PYTHONPROFILEIMPORTTIME"] = "1"
     assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     split_commands(argv)
     # one Python process for every command (foliobench.guest_inside): the imports are paid once
@@ -357,17 +360,39 @@ def split_commands(argv):
     return parts
 
 
+def boot_slots(cpus, host_cpus=None):
+    """How many guests of `cpus` vCPUs may run at once: as many as the host's CPUs hold
+    (QEMU's TCG runs one host thread per vCPU), at least one."""
+    host_cpus = host_cpus or os.cpu_count() or 1
+    return max(1, host_cpus // max(int(cpus), 1))
+
+
 @contextlib.contextmanager
-def _boot_lock(out=sys.stderr):
-    """One guest at a time on this machine (they share its CPUs)."""
+def _boot_lock(cpus=1, out=sys.stderr):
+    """No more guests at once than the host has CPUs for their vCPUs (boot_slots): a slot is
+    an flock on STATE_DIR/guest.lock[.N]; a guest that finds every slot taken says so and
+    waits for one."""
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(STATE_DIR / "guest.lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print("foliobench: another guest is running; waiting for it", file=out)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+    names = ["guest.lock"] + [f"guest.lock.{n}" for n in range(1, boot_slots(cpus))]
+    files = [open(STATE_DIR / name, "w") for name in names]
+    try:
+        said = False
+        while True:
+            for f in files:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                yield
+                return
+            if not said:
+                print("foliobench: other guests are using this machine's CPUs; waiting",
+                      file=out)
+                said = True
+            time.sleep(1.0)
+    finally:
+        for f in files:
+            f.close()
 
 
 def _kill_group(proc):
@@ -389,12 +414,35 @@ def _kill_group(proc):
         return
 
 
-def _stream(cmd, timeout, log, echo):
+def group_cpu_s(pgrp):
+    """CPU seconds (user + system) of the live processes of a process group: QEMU's share is
+    what a guest costs, whatever the machine's load."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgrp:                # fields from "state": pgrp is the 3rd
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def _children_cpu_s():
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _stream(cmd, timeout, log, echo, cpu=None):
     """Run cmd in its own process group; copy its output to log and echo; returns
     (exit code, seconds until the ready mark or None, seconds in all). GuestTimeout when it
-    runs past timeout (the group is killed)."""
+    runs past timeout (the group is killed). cpu: a dict that gets the group's CPU seconds at
+    the ready mark ("boot_cpu_s") and in all ("total_cpu_s", the reaped children's)."""
     env = dict(os.environ, PATH=_tool_path())
     t0 = time.monotonic()
+    cpu0 = _children_cpu_s()
     ready = None
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -417,6 +465,8 @@ def _stream(cmd, timeout, log, echo):
             for raw in lines:
                 line = raw.decode(errors="replace").rstrip("\r")
                 if READY in line:
+                    if ready is None and cpu is not None:
+                        cpu["boot_cpu_s"] = round(group_cpu_s(proc.pid), 1)
                     ready = time.monotonic() - t0 if ready is None else ready
                     continue
                 log.write(line + "\n")
@@ -442,6 +492,8 @@ def _stream(cmd, timeout, log, echo):
         proc.stdout.close()
     if buf:
         log.write(buf.decode(errors="replace") + "\n")
+    if cpu is not None:
+        cpu["total_cpu_s"] = round(_children_cpu_s() - cpu0, 1)
     return code, ready, time.monotonic() - t0
 
 
@@ -493,7 +545,7 @@ def run_guest(argv, kernel, params, *, timeout=900, kvm="auto", root=None, echo=
     meta = {"kernel": kernel.release, "image": kernel.image, "host_kernel": os.uname().release,
             "params": dataclasses.asdict(params), "argv": list(argv), "timeout_s": timeout}
     with tempfile.TemporaryDirectory(prefix="foliobench-guest-", dir="/var/tmp") as tmp, \
-            _boot_lock():
+            _boot_lock(params.cpus):
         hide = pathlib.Path(tmp) / "empty"
         hide.mkdir()
         NUMBA_CACHE.mkdir(parents=True, exist_ok=True)
@@ -522,15 +574,18 @@ def run_guest(argv, kernel, params, *, timeout=900, kvm="auto", root=None, echo=
                           disk_image=disk_image, swap_image=swap_image)
         meta.update(accelerator="kvm" if use_kvm else "tcg", vng=cmd)
         started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        cpu = {}
         with open(run_dir / "guest.log", "w") as log:
             try:
-                code, ready, total = _stream(cmd, timeout, log, echo)
+                code, ready, total = _stream(cmd, timeout, log, echo, cpu)
             except GuestTimeout as exc:
+                meta.update(cpu)
                 meta.update(started=started, exit_code=None, error=str(exc),
                             booted=exc.boot_s is not None,
                             boot_s=round(exc.boot_s, 1) if exc.boot_s is not None else None)
                 results.write_json(run_dir, "guest.json", meta)
                 raise
+    meta.update(cpu)
     meta.update(started=started, exit_code=code, booted=ready is not None,
                 boot_s=round(ready, 1) if ready is not None else None,
                 run_s=round(total - ready, 1) if ready is not None else None,
@@ -626,6 +681,8 @@ def guest_matrix(release, args, probes):
             "--swap", GUEST_SWAP if args.swap == "file" else args.swap, "--format", "json"]
     if args.mem:
         argv += ["--mem", args.mem]
+    if getattr(args, "no_cost_reference", False):
+        argv.append("--no-cost-reference")
     for probe in probes:
         argv += ["--probe", probe.name]
     root = pathlib.Path(args.out) if getattr(args, "out", None) else None

@@ -27,7 +27,6 @@ from workloads.backend import SimBackend
 from workloads.base import run_one
 
 from .sweep_spec import CELL_BASE_BYTES, Cell, cell_bytes, grid_doc, load_spec, parse_spec
-from .sweep_store import SweepStore
 
 REPO_SWEEPS = pathlib.Path(__file__).resolve().parent.parent / "results" / "sweeps"
 # Columns that measure this process's wall clock, not the simulated machine
@@ -325,6 +324,9 @@ def add_parser(sub):
 
 
 def _spec_and_store(args):
+    # pyarrow (Parquet) only when a sweep runs: `foliobench guest` runs the other commands
+    # without it
+    from .sweep_store import SweepStore
     if args.resume:
         if args.target or args.grid or args.quick or args.repeats is not None:
             raise ValueError("--resume DIR takes its grid from DIR; give no SPEC, --grid, "
@@ -373,6 +375,7 @@ def main(args):
     else:
         with remote_client(scheduler) as client:
             check_remote(client, cells)
+    from .sweep_store import SweepStore
     if not isinstance(store, SweepStore):
         text, root = store
         store = SweepStore.create(root, spec, sys.argv[1:], text)

@@ -1,10 +1,12 @@
 """foliobench guest: kernels resolved and checked, boot parameters checked, bad input refused
-before anything boots, a hanging guest killed with its process group; and (slow) real boots of
-Debian's 6.1 and 6.12 under QEMU running the probe, a short workload and matrix rows."""
-import json
+before anything boots, a hanging guest killed with its process group, guests limited to the
+host's CPUs. The real boots of Debian's 6.1 and 6.12 are tests/test_guest_real_*.py."""
+import io
 import os
 import pathlib
+import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -217,78 +219,7 @@ def test_stream_reports_exit_code_and_boot_time(tmp_path):
     assert (tmp_path / "log").read_text() == "out\n"
 
 
-# --- real guests (TCG): slow ----------------------------------------------------------------------
-
-def _need_guest(release):
-    if os.environ.get("FOLIOBENCH_GUEST_TESTS") != "1":
-        pytest.skip("one real guest run under TCG took 37 minutes for 6.12 on this 2-core "
-                    "machine (docs/guests.md), too long for CI; opt in with "
-                    "FOLIOBENCH_GUEST_TESTS=1")
-    reason = guest.unavailable_reason()
-    if reason:
-        pytest.skip(f"cannot boot a guest here: {reason}")
-    try:
-        return guest.resolve_kernel(release)
-    except ValueError as exc:
-        pytest.skip(f"no {release} kernel: {exc}")
-
-
-# one boot per kernel: the probe, a short live workload and the matrix rows the host cannot run
-MATRIX_PROBES = ("compaction-direct", "compaction-memory", "hotunplug", "memory-failure", "numa",
-                 "swap-out")
-# one size per kernel, the one its rows can measure: 6.1 has no mTHP (a 64K fault is a THP or
-# base pages), 6.12 has the 64K size
-GUEST_SIZE = {"6.1": "4K", "6.12": "64K"}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("release", ["6.1", "6.12"])
-def test_real_guest_probe_workload_and_matrix_rows(release, tmp_path):
-    kernel = _need_guest(release)
-    size = GUEST_SIZE[release]
-    params = guest.boot_params("2G", 2, 2, "512M", disk="512M", kernel=kernel)
-    argv = ["live", "probe", "--json", "++",
-            "run", "highalloc", "--backend", "live", "--quick", "--mem", "128M",
-            "--live-dir", "/mnt", "--format", "csv", "--no-plots", "++",
-            "matrix", "--backend", "live", "--allow-offline", "--allow-poison",
-            "--live-dir", "/mnt", "--sizes", size, "--format", "json"]
-    for probe in MATRIX_PROBES:
-        argv += ["--probe", probe]
-    code, run_dir, meta = guest.run_guest(argv, kernel, params, timeout=2400, root=tmp_path,
-                                          echo=None)
-    log = (run_dir / "guest.log").read_text()
-    assert code == 0, log[-3000:]
-    assert meta["booted"] and meta["kernel"] == kernel.release
-    assert run_dir.parent == tmp_path / "guest" and kernel.release in run_dir.name
-    saved = json.loads((run_dir / "guest.json").read_text())
-    assert saved["params"]["numa"] == 2 and saved["boot_s"] > 0
-    probe = json.loads(log[log.index("{"):log.index("\n}\n") + 2])
-    assert probe["kernel"]["detail"] == kernel.release
-    assert "Movable" in probe["zones"]["detail"]
-    assert probe["mthp"]["available"] == (release != "6.1")
-    (result,) = (run_dir / "runs").iterdir()
-    records = json.loads((result / "results.json").read_text())["records"]
-    assert records and records[0]["backend"] == "live"
-    doc = json.loads((run_dir / "matrix" / "latest.json").read_text())
-    (m,) = doc["matrices"]
-    assert m["kernel"] == kernel.release
-    cells = {row["probe"]: row["cells"][size] for row in m["rows"]}
-    assert set(cells) == set(MATRIX_PROBES)
-    # what the host cannot run, the guest measures: direct compaction (the guest may be
-    # filled), ZONE_MOVABLE, memory-failure
-    for name in ("compaction-direct", "compaction-memory", "hotunplug", "memory-failure",
-                 "swap-out"):
-        assert cells[name]["verdict"] != "untested", (name, cells[name]["reason"])
-    direct = cells["compaction-direct"]["evidence"]
-    assert direct["unit"] == "order-9 allocations" and direct["counters"].get("compact_stall")
-    # the blocks memblock left PG_reserved pages in (the top of each node) are skipped, the
-    # others all offline
-    unplug = cells["hotunplug"]["evidence"]
-    assert unplug["blocks_with_reserved_pages"] >= 1, unplug
-    assert unplug["succeeded"] == unplug["attempted"] >= 1, unplug
-    # NUMA balancing is not driven from the live backend (livekernel/features.py): its cell
-    # says so, with the guest's two nodes
-    assert "2 nodes" in cells["numa"]["reason"]
+# the real guests (TCG): tests/test_guest_real_6_1.py, tests/test_guest_real_6_12.py
 
 
 def test_a_whole_swap_device_only_in_a_guest(monkeypatch):
@@ -313,3 +244,37 @@ def test_matrix_guest_backend_bad_input(tmp_path, capsys, monkeypatch, argv, mes
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_guests_run_side_by_side_only_while_the_host_has_cpus_for_them(tmp_path, monkeypatch):
+    assert guest.boot_slots(1, host_cpus=2) == 2          # CI: the 6.1 and 6.12 tests at once
+    assert guest.boot_slots(2, host_cpus=2) == 1
+    assert guest.boot_slots(4, host_cpus=2) == 1
+    monkeypatch.setattr(guest, "STATE_DIR", tmp_path)
+    monkeypatch.setattr(guest.os, "cpu_count", lambda: 2)
+    out = io.StringIO()
+    with guest._boot_lock(1, out), guest._boot_lock(1, out):
+        assert out.getvalue() == ""                       # two slots: neither waits
+        # a third guest finds both slots taken: it says so and waits
+        done = threading.Event()
+
+        def third():
+            with guest._boot_lock(1, out):
+                done.set()
+        t = threading.Thread(target=third, daemon=True)
+        t.start()
+        time.sleep(0.5)
+        assert not done.is_set() and "waiting" in out.getvalue()
+    t.join(5)
+    assert done.is_set()                                  # it got a slot once one was freed
+
+
+def test_the_guest_side_runs_its_commands_without_pyarrow():
+    """guest_inside keeps pyarrow out (13 s of a TCG guest's imports) for every command but
+    sweep: importing the command line must not need it."""
+    out = subprocess.run([sys.executable, "-m", "foliobench.guest_inside", "list"],
+                         capture_output=True, text=True, cwd=REPO,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "highalloc" in out.stdout
+    assert "foliobench guest: imports " in out.stderr and "`list` exit 0 in " in out.stderr

@@ -165,3 +165,56 @@ def test_run_no_plots_saves_results_without_pictures(tmp_path):
     (run,) = (tmp_path / "runs").iterdir()
     assert json.loads((run / "results.json").read_text())["records"]
     assert not list(run.glob("*.png"))
+
+
+class _FallbackFill(_Movable):
+    """A live kernel as memory runs out: the last third of a 64K fill came back as base pages
+    (an mTHP fault that falls back gives 4K pages, one handle each)."""
+    host_memory = True
+    may_fill_memory = True
+    fallback_from = None
+
+    def alloc(self, count, order, **kw):
+        handles = super().alloc(count, order, **kw)
+        if self.fallback_from is None and order == 4:
+            self.fallback_from = int(handles[2 * len(handles) // 3])
+        return handles
+
+    def folio_orders(self, handles):
+        orders = super().folio_orders(handles)
+        if self.fallback_from is not None:
+            orders[np.asarray(handles) >= self.fallback_from] = 0
+        return orders
+
+
+def test_hotunplug_judges_only_the_folios_of_the_size():
+    """The 6.12 guest's 64K cell read "only 50% kept their order" where every 64K folio did:
+    the base pages the fill fell back to counted as split folios."""
+    probe = get_probe("hotunplug")
+    backend = _FallbackFill((), **probe.sim)
+    ev = probe.run(backend, 4, 0)
+    assert ev["succeeded"] == ev["attempted"] == 2
+    assert ev["kept_order"] == 1.0 and set(ev["split_to"]) == {4}
+
+
+def test_swapped_in_base_pages_are_observed_without_reading_pagemap(tmp_path, monkeypatch):
+    """A 4K token comes back as one order-0 folio at its offset, mapped or not: no pagemap
+    or kpageflags read per token (a minute for 4096 tokens under TCG); large tokens are still
+    observed one by one."""
+    journal = SettingsJournal(dry_run=True, out=io.StringIO(), state_dir=str(tmp_path))
+    backend = LiveBackend(journal=journal, arena_bytes=64 << 20, workdir=str(tmp_path))
+    try:
+        small = backend.alloc(3, 0)
+        large = backend.alloc(1, 4)
+        seen = []
+        monkeypatch.setattr(backend, "_observe", lambda t: seen.append(t) or np.array([-7]))
+        monkeypatch.setattr("livekernel.pageflags.pagemap",
+                            lambda *a: pytest.fail("pagemap read for a base page"))
+        out = backend._observe_all([int(small[0]), None, int(small[2]), int(large[0])])
+        assert [len(h) for h in out] == [1, 0, 1, 1] and seen == [int(large[0])]
+        assert list(out[3]) == [-7]
+        assert list(backend._off[np.concatenate(out[:3])]) == list(backend._off[small[[0, 2]]])
+        assert (backend._order[np.concatenate(out[:3])] == 0).all()
+        assert not backend._alive[small[[0, 2]]].any() and backend._alive[small[1]]
+    finally:
+        backend.close()

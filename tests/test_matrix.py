@@ -279,3 +279,28 @@ def test_matrix_docs_match_the_code():
     full = matrix.run_sim()
     side = matrix.render_markdown(full).split("\n### ")[0].strip()
     assert side in readme
+
+
+def test_the_4k_cost_reference_can_be_skipped_where_4k_is_not_asked_for():
+    """A guest under TCG spends minutes on a 4K cell: --no-cost-reference runs only the sizes
+    asked for (cost ratios unknown), and still runs 4K when it is asked for."""
+    import io
+
+    from workloads.matrix_probes import Probe, _evidence
+    ran = []
+
+    def run(backend, order, seed):
+        ran.append(order)
+        return _evidence(10, 10, "pages", order, 10, {}, 100.0 * (order + 1), 4096)
+    probe = Probe("fake", "fake", run)
+    progress = io.StringIO()
+    m = matrix.run_matrix(lambda p: object(), [4], "t", probes=(probe,), reference=False,
+                          progress=progress)
+    assert ran == [4] and m["rows"][0]["cells"]["64K"]["evidence"]["cost_ratio_vs_4k"] is None
+    assert progress.getvalue().startswith("matrix: fake (64K) ")
+    ran.clear()
+    m = matrix.run_matrix(lambda p: object(), [4], "t", probes=(probe,))
+    assert ran == [0, 4] and m["rows"][0]["cells"]["64K"]["evidence"]["cost_ratio_vs_4k"] == 5
+    ran.clear()
+    matrix.run_matrix(lambda p: object(), [0, 4], "t", probes=(probe,), reference=False)
+    assert ran == [0, 4]

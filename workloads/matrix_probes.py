@@ -119,6 +119,24 @@ def probe_migration(backend, order, seed):
                      folios_failed=int(failed))
 
 
+def _fill_half(backend, order):
+    """Fill the arena with folios of `order` and free every other one; returns the handles
+    kept. On a live kernel the fill keeps only the folios of the size: the kernel picks sizes
+    itself (6.1 has no mTHP: a 64K fault is a THP or base pages; as memory runs out an mTHP
+    fault falls back to 4K pages, one handle each), and a folio of another size says nothing
+    about moving folios of this one, nor may it count as one that lost its order."""
+    want = backend.total_pages >> order
+    handles = backend.alloc(want, order, compact=False)
+    if backend.host_memory:
+        # the folios of other sizes stay allocated: memory the fill used, as on the simulator
+        handles = handles[backend.folio_orders(handles) == order]
+        if len(handles) < want // 2:
+            raise Unsupported(f"the fill got {len(handles)} {_size(order)} folios of the "
+                              f"{want} asked for: the kernel gave other sizes")
+    backend.free(handles[1::2])
+    return handles[0::2]
+
+
 def _fragment(backend, order):
     """Fill memory with folios of `order`, then free every other one: every pageblock half
     used, so an order-9 request needs compaction to move folios of this size. The order-9
@@ -126,17 +144,7 @@ def _fragment(backend, order):
     every later success is compaction's. Returns the handles left and how many order-9
     allocations to ask for (half of what the free memory could hold, so a compaction that
     moves everything it should serves them all)."""
-    want = backend.total_pages >> order
-    handles = backend.alloc(want, order, compact=False)
-    if backend.host_memory:
-        # the live kernel picks folio sizes itself (6.1 has no mTHP: a 64K fault is a THP or
-        # base pages): a fill of other sizes says nothing about moving folios of this one
-        handles = handles[backend.folio_orders(handles) == order]
-        if len(handles) < want // 2:
-            raise Unsupported(f"the fill got {len(handles)} {_size(order)} folios of the "
-                              f"{want} asked for: the kernel gave other sizes")
-    backend.free(handles[1::2])
-    kept = handles[0::2]
+    kept = _fill_half(backend, order)
     backend.alloc(backend.total_pages >> HIGH_ORDER, HIGH_ORDER, compact=False)
     free_pages = backend.counters().get("nr_free_pages", 0)
     requests = max(1, (free_pages >> HIGH_ORDER) // 2)
@@ -298,9 +306,7 @@ def probe_hotunplug(backend, order, seed):
     if not blocks:
         raise Unsupported(f"every ZONE_MOVABLE block holds early-boot (PG_reserved) pages "
                           f"that offline_pages() cannot move ({len(movable)} blocks)")
-    handles = backend.alloc(backend.total_pages >> order, order, compact=False)
-    backend.free(handles[1::2])
-    handles = handles[0::2]
+    handles = _fill_half(backend, order)
     targets = blocks[-2:]
     snap = _Snapshot(backend)
     results = [backend.offline_block(b["index"]) for b in targets]
