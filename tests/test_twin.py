@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from simcore import Machine, snapshot, snapshot_export, snapshot_file
 from simcore.mmzone import KINDS
+from simcore.pgdat import N_NR_FOLIOS
 
 DATA = pathlib.Path(__file__).parent / "data"
 IS_ROOT = os.geteuid() == 0
@@ -188,3 +189,43 @@ def test_reconstruct_can_release_the_per_pfn_arrays_it_reads():
     assert np.array_equal(kept.page_class, released.page_class)
     assert np.array_equal(kept.folio_pfn, released.folio_pfn)
     assert np.array_equal(kept.block_mt, released.block_mt)
+
+
+def test_consumed_reconstruction_becomes_the_handle_table():
+    """build(consume=True) makes the twin's handle table in the buffer that holds the folios'
+    PFNs (no second array of them while the twin is built) and drops the reconstruction's
+    per-page and per-folio arrays; the twin is the same as one built from a kept copy."""
+    m = fragmented("64M", seed=5)
+    snap = snapshot_export.export(m)
+    kept = Machine(mem=m.mem)
+    snapshot.build(kept, snapshot.reconstruct(snap))
+    rec = snapshot.reconstruct(snap)
+    buffer = rec.folio_pfn.base
+    nr_folios = len(rec.folio_pfn)
+    twin = snapshot.build(Machine(mem=m.mem), rec, consume=True)
+    assert np.shares_memory(twin.pgdat.folio_pfn, buffer)
+    assert rec.page_class is None and rec.folio_pfn is None and rec.folio_kind is None
+    assert np.array_equal(twin.pgdat.folio_pfn, kept.pgdat.folio_pfn)
+    assert twin.digest() == kept.digest()
+    assert twin.pgdat.node[N_NR_FOLIOS] == nr_folios == m.pgdat.node[N_NR_FOLIOS]
+
+
+def test_growing_the_handle_table_makes_no_temporary_of_its_size():
+    """grown_handle_table() chains the new free handles a chunk at a time: its peak is the new
+    table, not three arrays of the table's size."""
+    import tracemalloc
+
+    from simcore.pgdat import N_HANDLE_FREE, N_HANDLES_AVAIL, NR_NODE_FIELDS, grown_handle_table
+    node = np.zeros(NR_NODE_FIELDS, dtype=np.int64)
+    node[N_HANDLE_FREE] = -1
+    tracemalloc.start()
+    try:
+        table = grown_handle_table(np.empty(0, dtype=np.int64), node, 1 << 21)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < table.nbytes + (2 << 20)
+    # the chain: 0 -> 1 -> ... -> last -> none, every slot free
+    assert node[N_HANDLE_FREE] == 0 and node[N_HANDLES_AVAIL] == len(table)
+    assert np.array_equal(-2 - table[:-1], np.arange(1, len(table)))
+    assert -2 - table[-1] == -1
