@@ -194,9 +194,12 @@ def isolate_freepages_block(pgdat, cc, pool, start, end, stride):
     once there are targets for every page waiting to migrate. Returns (pages isolated, next pfn).
 
     The walk looks at every `stride`-th PFN, as the kernel's does: each look counts one scanned
-    PFN, a compound page (a folio) counts all its pages and is stepped over, an isolated buddy
-    counts its pages. isolate_freepages() widens the stride on blocks that gave nothing, so the
-    kernel's compact_free_scanned is well below the PFNs the scanner passes."""
+    PFN, a compound page (a folio) that ends inside the block counts all its pages and is
+    stepped over, an isolated buddy counts its pages; the next look is `stride` PFNs past the
+    last page stepped over, so with a stride above 1 the looks leave the alignment of the
+    folios and buddies (the kernel's arithmetic, kept). isolate_freepages() widens the stride
+    on blocks that gave nothing, so the kernel's compact_free_scanned is well below the PFNs
+    the scanner passes."""
     mem_map = pgdat.mem_map
     z = cc[CC_ZONE]
     pfn = start
@@ -218,8 +221,10 @@ def isolate_freepages_block(pgdat, cc, pool, start, end, stride):
             continue
         n = np.int64(1) << mem_map[pfn].order
         if t != PAGE_BUDDY:            # a folio, or offline memory
-            scanned += n - 1
-            pfn += n - 1 + stride
+            if pfn + n <= end:          # stepped over only if it ends in the block
+                scanned += n - 1
+                pfn += n - 1
+            pfn += stride
             continue
         order = np.int64(mem_map[pfn].order)
         if pool_len(pool, order) + n >= POOL_CAP or not isolate_free_page(pgdat, z, pfn, order):
