@@ -286,24 +286,27 @@ def _folio_flags(words):
     return out
 
 
-FOLIO_CHUNK = 1 << 18     # PFNs per pass: no folio (not even a 1 GiB hugetlb page) crosses one
+FOLIO_CHUNK = 1 << 16     # PFNs per pass of find_folios() (more where a folio crosses the end)
 
 
 def find_folios(flags, page_class):
     """Folios from the used pages: compound head/tail runs give large folios, other used pages
     order-0 folios. Returns (pfn, order, kind, flags) arrays and the count of pages whose
     compound run was broken (a head or tail changed while we read; those become order 0).
-    Works in aligned chunks of FOLIO_CHUNK PFNs to bound the temporaries' memory. The pfn
+    Works in chunks of about FOLIO_CHUNK PFNs to bound the temporaries' memory; a chunk ends
+    on a MAX_PAGE_ORDER-aligned PFN that is no folio's tail (_chunk_end()). The pfn
     array is the start of a buffer with HANDLE_SLACK more slots, which build() can take as
     the twin's handle table instead of copying it."""
     parts = []
     broken = 0
-    for lo in range(0, len(flags), FOLIO_CHUNK):
-        hi = min(lo + FOLIO_CHUNK, len(flags))
+    lo = 0
+    while lo < len(flags):
+        hi = _chunk_end(flags, page_class, lo + FOLIO_CHUNK)
         *arrays, bad = _find_folios_chunk(flags[lo:hi], page_class[lo:hi])
         arrays[0] += lo
         parts.append(arrays)
         broken += bad
+        lo = hi
     nr_folios = sum(len(part[0]) for part in parts)
     pfns = np.empty(nr_folios + HANDLE_SLACK, dtype=np.int64)[:nr_folios]
     columns = [pfns]
@@ -316,6 +319,18 @@ def find_folios(flags, page_class):
         at += len(part[0])
         part.clear()
     return tuple(columns) + (broken,)
+
+
+def _chunk_end(flags, page_class, pfn):
+    """The first PFN from `pfn` on (a multiple of 2^MAX_PAGE_ORDER) that is not a used
+    compound tail, or the end: no compound run crosses it, and within a chunk a PFN's
+    alignment up to MAX_PAGE_ORDER is its own (what _find_folios_chunk() relies on)."""
+    step = 1 << MAX_PAGE_ORDER
+    pfn = -(-pfn // step) * step
+    while pfn < len(flags) and page_class[pfn] == C_USED and _bit(flags[pfn:pfn + 1],
+                                                                 "compound_tail")[0]:
+        pfn += step
+    return min(pfn, len(flags))
 
 
 def _find_folios_chunk(flags, page_class):
