@@ -189,40 +189,54 @@ def isolate_free_page(pgdat, z, pfn, order):
 
 
 @jit
-def isolate_freepages_block(pgdat, cc, pool, start, end):
+def isolate_freepages_block(pgdat, cc, pool, start, end, stride):
     """isolate_freepages_block(): isolate the free buddies in [start, end) into the pool, stopping
-    once there are targets for every page waiting to migrate. Returns (pages isolated, next pfn)."""
+    once there are targets for every page waiting to migrate. Returns (pages isolated, next pfn).
+
+    The walk looks at every `stride`-th PFN, as the kernel's does: each look counts one scanned
+    PFN, a compound page (a folio) that ends inside the block counts all its pages and is
+    stepped over, an isolated buddy counts its pages; the next look is `stride` PFNs past the
+    last page stepped over, so with a stride above 1 the looks leave the alignment of the
+    folios and buddies (the kernel's arithmetic, kept). isolate_freepages() widens the stride
+    on blocks that gave nothing, so the kernel's compact_free_scanned is well below the PFNs
+    the scanner passes."""
     mem_map = pgdat.mem_map
     z = cc[CC_ZONE]
     pfn = start
     scanned = 0
     isolated = 0
-    if mem_map[pfn].type == PAGE_TAIL and pfn & ((1 << MAX_PAGE_ORDER) - 1):
-        # second pageblock of an order-10 block: nothing to isolate here
-        cc[CC_TOTAL_FREE_SCANNED] += end - start
+    if not start & (PAGEBLOCK_NR_PAGES - 1) and mem_map[pfn].type == PAGE_TAIL \
+            and pfn & ((1 << MAX_PAGE_ORDER) - 1):
+        # second pageblock of an order-10 block: nothing to isolate here, one look per stride
+        scanned = (end - start + stride - 1) // stride
+        cc[CC_TOTAL_FREE_SCANNED] += scanned
         if tracing(pgdat.trace_log):
-            trace_isolate(pgdat.trace_log, TP_ISOLATE_FREEPAGES, start, end, end - start, 0)
+            trace_isolate(pgdat.trace_log, TP_ISOLATE_FREEPAGES, start, end, scanned, 0)
         return 0, end
     while pfn < end:
         t = mem_map[pfn].type
-        if t == PAGE_TAIL:
-            scanned += 1
-            pfn += 1
+        scanned += 1
+        if t == PAGE_TAIL:              # a tail page: compound_order() is 0 there
+            pfn += stride
             continue
         n = np.int64(1) << mem_map[pfn].order
         if t != PAGE_BUDDY:            # a folio, or offline memory
-            scanned += n
-            pfn += n
+            if pfn + n <= end:          # stepped over only if it ends in the block
+                scanned += n - 1
+                pfn += n - 1
+            pfn += stride
             continue
         order = np.int64(mem_map[pfn].order)
         if pool_len(pool, order) + n >= POOL_CAP or not isolate_free_page(pgdat, z, pfn, order):
             break
-        scanned += n
+        scanned += n - 1
         isolated += n
         pool_add(cc, pool, pfn, order)
-        pfn += n
         if cc[CC_NR_MIGRATEPAGES] <= cc[CC_NR_FREEPAGES]:
+            pfn += n
             break
+        pfn += n - 1 + stride
+    pfn = min(pfn, end)
     cc[CC_TOTAL_FREE_SCANNED] += scanned
     cc[CC_NR_ISOLATED] += isolated
     if tracing(pgdat.trace_log):
@@ -240,29 +254,43 @@ def isolate_freepages(pgdat, cc, pool):
     non-zero, even if the pages left in the pool are all smaller than the folio asking: then
     compaction_alloc() finds no target, migrate_pages() returns -ENOMEM before the scanners
     met and compact_zone() ends the zone with COMPACT_CONTENDED. A compact_memory trace on
-    this project's 6.18 VM shows exactly that (docs/fidelity.md, "The free scanner, traced")."""
+    this project's 6.18 VM shows exactly that (docs/fidelity.md, "The free scanner, traced").
+
+    The walk resumes where the last one stopped inside a block (cc->free_pfn is a PFN, not a
+    block), looks at every stride-th PFN (1 for sync compaction, COMPACT_CLUSTER_MAX for
+    async; doubled up to COMPACT_CLUSTER_MAX after each block that gave nothing, back to 1
+    after one that gave pages) and stops when an isolation fails (the zone at its watermark).
+    Simplified: the kernel also sets the skip hint of every block it scanned whole; the twin
+    only of those that gave nothing, and never under ignore_skip_hint."""
     fast_isolate_freepages(pgdat, cc, pool)
     if cc[CC_NR_FREEPAGES] > 0:
         return
     z = cc[CC_ZONE]
     zone_start = pgdat.zones[z, Z_START]
-    block_start = cc[CC_FREE_PFN] & ~(PAGEBLOCK_NR_PAGES - 1)
+    isolate_start = cc[CC_FREE_PFN]
+    block_start = isolate_start & ~(PAGEBLOCK_NR_PAGES - 1)
     low_pfn = ((cc[CC_MIGRATE_PFN] + PAGEBLOCK_NR_PAGES) & ~(PAGEBLOCK_NR_PAGES - 1))
     zone_end = pgdat.zones[z, Z_END]
+    stride = COMPACT_CLUSTER_MAX if cc[CC_MODE] == MIGRATE_ASYNC else 1
     while block_start >= low_pfn and block_start >= zone_start:
         block_end = min(block_start + PAGEBLOCK_NR_PAGES, zone_end)
-        if suitable_migration_target(pgdat, cc, block_start) and \
+        start = max(isolate_start, block_start)
+        if start < block_end and suitable_migration_target(pgdat, cc, block_start) and \
                 isolation_suitable(pgdat, cc, block_start):
-            isolated, next_pfn = isolate_freepages_block(pgdat, cc, pool, block_start, block_end)
-            if cc[CC_NR_FREEPAGES] >= cc[CC_NR_MIGRATEPAGES]:
-                # resume in this block next time if it was not finished
-                cc[CC_FREE_PFN] = block_start if next_pfn < block_end else \
+            isolated, next_pfn = isolate_freepages_block(pgdat, cc, pool, start, block_end,
+                                                         stride)
+            if cc[CC_NR_FREEPAGES] >= cc[CC_NR_MIGRATEPAGES] or next_pfn < block_end:
+                # enough, or an isolation failed: resume at this PFN next time (the block
+                # below once this one is done)
+                cc[CC_FREE_PFN] = next_pfn if next_pfn < block_end else \
                     block_start - PAGEBLOCK_NR_PAGES
-                update_cached_free(pgdat, cc, cc[CC_FREE_PFN])
+                update_cached_free(pgdat, cc, cc[CC_FREE_PFN] & ~(PAGEBLOCK_NR_PAGES - 1))
                 return
-            if isolated == 0 and next_pfn >= block_end and not cc[CC_IGNORE_SKIP_HINT]:
+            if isolated == 0 and not cc[CC_IGNORE_SKIP_HINT]:
                 set_pageblock_skip(pgdat, block_start)
+            stride = 1 if isolated else min(COMPACT_CLUSTER_MAX, stride << 1)
         block_start -= PAGEBLOCK_NR_PAGES
+        isolate_start = block_start
     # scanners met: free_pfn below the migrate scanner ends the run
     cc[CC_FREE_PFN] = low_pfn - PAGEBLOCK_NR_PAGES
     update_cached_free(pgdat, cc, cc[CC_FREE_PFN])
@@ -348,7 +376,7 @@ def fast_isolate_around(pgdat, cc, pool, pfn):
     z = cc[CC_ZONE]
     start = max(pfn & ~(PAGEBLOCK_NR_PAGES - 1), pgdat.zones[z, Z_START])
     end = min((pfn | (PAGEBLOCK_NR_PAGES - 1)) + 1, pgdat.zones[z, Z_END])
-    _, next_pfn = isolate_freepages_block(pgdat, cc, pool, start, end)
+    _, next_pfn = isolate_freepages_block(pgdat, cc, pool, start, end, 1)
     if next_pfn >= end and not cc[CC_IGNORE_SKIP_HINT]:
         set_pageblock_skip(pgdat, start)
 

@@ -187,15 +187,28 @@ def free_handle_code(next_free):
     return -2 - next_free
 
 
+HANDLE_CHUNK = 1 << 16
+
+
+def chain_free_handles(table, start, last_next):
+    """Make slots start.. of `table` free handles, each naming the next and the last one
+    `last_next`; filled a chunk at a time, so that no temporary of the table's size is made
+    (a twin's table holds millions of handles)."""
+    end = len(table)
+    for lo in range(start, end, HANDLE_CHUNK):
+        hi = min(lo + HANDLE_CHUNK, end)
+        table[lo:hi] = free_handle_code(np.arange(lo + 1, hi + 1, dtype=np.int64))
+    if end > start:
+        table[end - 1] = free_handle_code(last_next)
+
+
 def grown_handle_table(folio_pfn, node, minimum):
     """A folio_pfn table with room for at least `minimum` more handles; chains the new slots in."""
     old = len(folio_pfn)
     new = max(2 * old, old + minimum, 1024)
     table = np.empty(new, dtype=np.int64)
     table[:old] = folio_pfn
-    nxt = np.arange(old + 1, new + 1, dtype=np.int64)
-    nxt[-1] = node[N_HANDLE_FREE]
-    table[old:] = free_handle_code(nxt)
+    chain_free_handles(table, old, node[N_HANDLE_FREE])
     node[N_HANDLE_FREE] = old
     node[N_HANDLES_AVAIL] += new - old
     return table

@@ -117,8 +117,15 @@ FLAG_MAP = (("dirty", PG_DIRTY), ("writeback", PG_WRITEBACK), ("mlocked", PG_MLO
 # infer migratetypes: movable memory belongs in Movable blocks, kernel memory in Unmovable ones,
 # slab in Unmovable or Reclaimable (kpageflags cannot tell reclaimable slab from the rest).
 _MOVABLE_KINDS = (KIND_ANON, KIND_FILE, KIND_SHMEM, KIND_HUGETLB)
-# Bytes a twin needs per simulated page beyond mem_map (reconstruction temporaries at peak).
-RECONSTRUCT_BYTES_PER_PAGE = 24
+# Bytes a twin needs at its build peak per simulated page beyond mem_map (the page classes and
+# temporaries), and per folio (head PFN in the handle table, order, kind, flags): see
+# estimate_bytes() and docs/twin.md, "Memory".
+RECONSTRUCT_BYTES_PER_PAGE = 4
+BYTES_PER_FOLIO = 11
+# Free handles the twin's handle table has beyond its folios (grown_handle_table()'s minimum).
+HANDLE_SLACK = 1024
+# A packed folio word (pack_folios()): PFN below bit 40, order, kind and flags above it.
+FOLIO_ORDER_SHIFT, FOLIO_KIND_SHIFT, FOLIO_FLAGS_SHIFT = 40, 48, 56
 
 
 def _bit(words, name):
@@ -147,6 +154,7 @@ class Reconstruction:
     report: dict                # agreement and uncertainty figures (see reconstruct())
     settings: dict = dataclasses.field(default_factory=dict)
     kernel: str = "unknown"
+    folio_packed: bool = False  # pack_folios(): order, kind, flags in folio_pfn's top bits
 
 
 # ---- zones -----------------------------------------------------------------------------------
@@ -217,7 +225,8 @@ def classify(flags, counts, spans, fields):
     """Per-PFN class (uint8, C_*) and the per-zone absent-page report."""
     n = len(flags)
     page_class = np.full(n, C_HOLE, dtype=np.uint8)
-    blank = (flags == 0) & (counts == 0)
+    blank = flags == 0
+    blank &= counts == 0                # one bool temporary at a time
     report = {}
     for t, (start, end) in sorted(spans.items()):
         zone = slice(start, end)
@@ -243,11 +252,11 @@ def classify(flags, counts, spans, fields):
                 deferred += length
                 if e == end - start:        # runs to the zone's end: the deferred tail
                     first_deferred = start + s
-        report[ZONE_NAMES[t]] = {"holes": int((cls == C_HOLE).sum()),
+        report[ZONE_NAMES[t]] = {"holes": int(np.count_nonzero(cls == C_HOLE)),
                                  "deferred": int(deferred), "pcp": int(pcp),
                                  "first_deferred_pfn": first_deferred_pfn(first_deferred, start),
                                  "pcp_zoneinfo": int(fields[t]["pcp_count"]),
-                                 "reserved": int((cls == C_RESERVED).sum())}
+                                 "reserved": int(np.count_nonzero(cls == C_RESERVED))}
     return page_class, report
 
 
@@ -277,26 +286,51 @@ def _folio_flags(words):
     return out
 
 
-FOLIO_CHUNK = 1 << 20     # PFNs per pass: no folio (not even a 1 GiB hugetlb page) crosses one
+FOLIO_CHUNK = 1 << 16     # PFNs per pass of find_folios() (more where a folio crosses the end)
 
 
 def find_folios(flags, page_class):
     """Folios from the used pages: compound head/tail runs give large folios, other used pages
     order-0 folios. Returns (pfn, order, kind, flags) arrays and the count of pages whose
     compound run was broken (a head or tail changed while we read; those become order 0).
-    Works in aligned chunks of FOLIO_CHUNK PFNs to bound the temporaries' memory."""
+    Works in chunks of about FOLIO_CHUNK PFNs to bound the temporaries' memory; a chunk ends
+    on a MAX_PAGE_ORDER-aligned PFN that is no folio's tail (_chunk_end()). The pfn
+    array is the start of a buffer with HANDLE_SLACK more slots, which build() can take as
+    the twin's handle table instead of copying it."""
     parts = []
     broken = 0
-    for lo in range(0, len(flags), FOLIO_CHUNK):
-        hi = min(lo + FOLIO_CHUNK, len(flags))
+    lo = 0
+    while lo < len(flags):
+        hi = _chunk_end(flags, page_class, lo + FOLIO_CHUNK)
         *arrays, bad = _find_folios_chunk(flags[lo:hi], page_class[lo:hi])
         arrays[0] += lo
         parts.append(arrays)
         broken += bad
-    if not parts:
-        empty = np.zeros(0, dtype=np.uint8)
-        return np.zeros(0, dtype=np.int64), empty.astype(np.int8), empty, empty, 0
-    return tuple(np.concatenate(column) for column in zip(*parts, strict=True)) + (broken,)
+        lo = hi
+    nr_folios = sum(len(part[0]) for part in parts)
+    pfns = np.empty(nr_folios + HANDLE_SLACK, dtype=np.int64)[:nr_folios]
+    columns = [pfns]
+    for column, dtype in ((1, np.int8), (2, np.uint8), (3, np.uint8)):
+        columns.append(np.concatenate([part[column] for part in parts]) if parts
+                       else np.zeros(0, dtype=dtype))
+    at = 0
+    for part in parts:              # each chunk's PFNs freed as soon as they are copied
+        pfns[at:at + len(part[0])] = part[0]
+        at += len(part[0])
+        part.clear()
+    return tuple(columns) + (broken,)
+
+
+def _chunk_end(flags, page_class, pfn):
+    """The first PFN from `pfn` on (a multiple of 2^MAX_PAGE_ORDER) that is not a used
+    compound tail, or the end: no compound run crosses it, and within a chunk a PFN's
+    alignment up to MAX_PAGE_ORDER is its own (what _find_folios_chunk() relies on)."""
+    step = 1 << MAX_PAGE_ORDER
+    pfn = -(-pfn // step) * step
+    while pfn < len(flags) and page_class[pfn] == C_USED and _bit(flags[pfn:pfn + 1],
+                                                                 "compound_tail")[0]:
+        pfn += step
+    return min(pfn, len(flags))
 
 
 def _find_folios_chunk(flags, page_class):
@@ -344,11 +378,11 @@ def _find_folios_chunk(flags, page_class):
 
 # ---- pageblock migratetypes ------------------------------------------------------------------
 
-def block_costs(page_class, folio_pfn, folio_order, folio_kind, nr_blocks):
-    """Per pageblock and migratetype, how badly its contents fit that type (pages)."""
-    movable = np.zeros(nr_blocks)
-    kernel = np.zeros(nr_blocks)
-    slab = np.zeros(nr_blocks)
+COST_CHUNK = 1 << 16      # folios per pass of block_costs()
+
+
+def _add_folio_pages(movable, kernel, slab, folio_pfn, folio_order, folio_kind):
+    """Add the folios' pages to their pageblocks' movable, kernel and slab page counts."""
     size = np.int64(1) << folio_order.astype(np.int64)
     block = folio_pfn >> PAGEBLOCK_ORDER
     # a folio larger than a pageblock counts a full block in each block it covers
@@ -362,6 +396,17 @@ def block_costs(page_class, folio_pfn, folio_order, folio_kind, nr_blocks):
     np.add.at(slab, blocks[kinds == KIND_SLAB], pages[kinds == KIND_SLAB])
     rest = ~is_movable & (kinds != KIND_SLAB)
     np.add.at(kernel, blocks[rest], pages[rest])
+
+
+def block_costs(page_class, folio_pfn, folio_order, folio_kind, nr_blocks):
+    """Per pageblock and migratetype, how badly its contents fit that type (pages)."""
+    movable = np.zeros(nr_blocks)
+    kernel = np.zeros(nr_blocks)
+    slab = np.zeros(nr_blocks)
+    for lo in range(0, len(folio_pfn), COST_CHUNK):     # bounded temporaries per folio
+        hi = lo + COST_CHUNK
+        _add_folio_pages(movable, kernel, slab, folio_pfn[lo:hi], folio_order[lo:hi],
+                         folio_kind[lo:hi])
     per_block = page_class[:nr_blocks * PAGEBLOCK_NR_PAGES].reshape(nr_blocks, -1)
     free = ((per_block == C_FREE) | (per_block == C_PCP)).sum(axis=1)
     kernel += (per_block == C_RESERVED).sum(axis=1)
@@ -479,7 +524,9 @@ def reconstruct(snap, release=False):
     flags, counts = snap.kpageflags, snap.kpagecount
     if release:
         snap.kpageflags = snap.kpagecount = None
-    if len(flags) != nr_pages:          # pad or cut to whole pageblocks (a copy only then)
+    if len(flags) > nr_pages:           # cut to whole pageblocks: a view
+        flags, counts = flags[:nr_pages], counts[:nr_pages]
+    elif len(flags) < nr_pages:         # pad to whole pageblocks (a copy only then)
         captured_flags, captured_counts = flags, counts
         flags = np.zeros(nr_pages, dtype=np.uint64)
         counts = np.zeros(nr_pages, dtype=np.uint16)
@@ -505,9 +552,37 @@ def reconstruct(snap, release=False):
 
 # ---- writing it into a machine ---------------------------------------------------------------
 
-def build(machine, rec, deferred="absent"):
+PACK_CHUNK = 1 << 16      # folios per pass of _pack_words()
+
+
+def _pack_words(words, order, kind, flags):
+    """OR each folio's order, kind and flags into its PFN word, a chunk at a time."""
+    for lo in range(0, len(words), PACK_CHUNK):
+        hi = lo + PACK_CHUNK
+        words[lo:hi] |= order[lo:hi].astype(np.int64) << FOLIO_ORDER_SHIFT
+        words[lo:hi] |= kind[lo:hi].astype(np.int64) << FOLIO_KIND_SHIFT
+        words[lo:hi] |= flags[lo:hi].astype(np.int64) << FOLIO_FLAGS_SHIFT
+
+
+def pack_folios(rec):
+    """Fold each folio's order, kind and flags into the top bits of its folio_pfn word, in
+    place, and drop those three arrays: 3 bytes per folio less while the twin's mem_map is
+    allocated. For a reconstruction about to be used up by build(consume=True), which unpacks
+    the words as it places the folios."""
+    if rec.folio_packed:
+        return
+    _pack_words(rec.folio_pfn, rec.folio_order, rec.folio_kind, rec.folio_flags)
+    rec.folio_order = rec.folio_kind = rec.folio_flags = None
+    rec.folio_packed = True
+
+
+def build(machine, rec, deferred="absent", consume=False):
     """Write `rec` into `machine` (built with the snapshot's size): zones, pageblocks, folios and
     free lists; then machine.check(). Returns the machine.
+
+    consume=True: `rec` is used up. The twin's handle table is made in place of its folio
+    PFNs (find_folios() leaves room for it) and its per-page and per-folio arrays are dropped
+    (set to None) before check(), so that they never sit next to a finished twin.
 
     deferred="absent": a zone with an uninitialised tail ends at its first deferred PFN (the
     span compaction_zone() scans in the kernel: memmap_init_zone() stopped at
@@ -515,7 +590,7 @@ def build(machine, rec, deferred="absent"):
     deferred="free": the whole span, the tail handed to the buddy allocator."""
     if deferred not in DEFERRED_MODES:
         raise ValueError(f"deferred {deferred!r} is unknown; allowed: {', '.join(DEFERRED_MODES)}")
-    from .pgdat import grown_handle_table
+    from .pgdat import chain_free_handles
     p = machine.pgdat
     if len(p.mem_map) != rec.nr_pages:
         raise ValueError(f"machine has {len(p.mem_map)} pages, the snapshot {rec.nr_pages}")
@@ -535,9 +610,9 @@ def build(machine, rec, deferred="absent"):
         f = rec.zone_fields[t]
         if deferred == "absent":
             end = initialised_end(rec, t, end)
-        cls = rec.page_class[start:end]
         zones[t, Z_START], zones[t, Z_END] = start, end
-        zones[t, Z_MANAGED] = int((~absent_classes[cls]).sum())
+        zones[t, Z_MANAGED] = (end - start) - snapshot_build.count_classes(
+            rec.page_class, start, end, absent_classes)
         zones[t, Z_WMARK_MIN], zones[t, Z_WMARK_LOW], zones[t, Z_WMARK_HIGH] = \
             f["min"], f["low"], f["high"]
         zones[t, Z_WMARK_PROMO] = f["high"] + (f["low"] - f["min"])
@@ -554,13 +629,35 @@ def build(machine, rec, deferred="absent"):
     node[:] = 0
     node[N_HANDLE_FREE] = -1
     node[N_HIGHATOMIC_POLICY] = policy
-    table = grown_handle_table(np.empty(0, dtype=np.int64), node, len(rec.folio_pfn) + 1024)
+    nr_folios = len(rec.folio_pfn)
+    table = _handle_room(rec.folio_pfn) if consume else None
+    if table is None:
+        table = np.empty(nr_folios + HANDLE_SLACK, dtype=np.int64)
+        table[:nr_folios] = rec.folio_pfn
+    if not rec.folio_packed:
+        _pack_words(table[:nr_folios], rec.folio_order, rec.folio_kind, rec.folio_flags)
+    chain_free_handles(table, nr_folios, -1)
+    node[N_HANDLE_FREE] = 0
+    node[N_HANDLES_AVAIL] = len(table)
     machine.pgdat = p.replace(folio_pfn=table)
-    snapshot_build.place(machine.pgdat, rec.page_class, free_classes, absent_classes, rec.folio_pfn,
-           rec.folio_order, rec.folio_kind, rec.folio_flags)
-    assert node[N_NR_FOLIOS] == len(rec.folio_pfn) and node[N_HANDLES_AVAIL] >= 0
+    snapshot_build.place(machine.pgdat, rec.page_class, free_classes, absent_classes, nr_folios)
+    assert node[N_NR_FOLIOS] == nr_folios and node[N_HANDLES_AVAIL] >= 0
+    if consume:
+        rec.page_class = rec.folio_pfn = rec.folio_order = rec.folio_kind = None
+        rec.folio_flags = None
     machine.check()
     return machine
+
+
+def _handle_room(folio_pfn):
+    """The buffer under `folio_pfn` if it starts there and has HANDLE_SLACK more int64 slots
+    (find_folios() makes it so), else None."""
+    base = folio_pfn.base
+    if base is None or base.dtype != np.int64 or base.ndim != 1 \
+            or not base.flags.c_contiguous or len(base) < len(folio_pfn) + HANDLE_SLACK \
+            or base.__array_interface__["data"][0] != folio_pfn.__array_interface__["data"][0]:
+        return None
+    return base
 
 
 def compare_buddyinfo(machine, rec):
@@ -587,10 +684,12 @@ def nr_kind_pages(machine):
 
 
 def estimate_bytes(nr_pages, nr_folios=None):
-    """Memory a twin of `nr_pages` needs at its peak: mem_map, the handle table (a folio per page
-    at worst) and the reconstruction's per-page temporaries."""
+    """Memory a twin of `nr_pages` needs at its peak, while build() places the folios: mem_map,
+    the page classes and temporaries, and per folio its handle-table slot, order, kind and
+    flags (a folio per page at worst)."""
     folios = nr_pages if nr_folios is None else nr_folios
-    return nr_pages * (PAGE_DTYPE.itemsize + RECONSTRUCT_BYTES_PER_PAGE) + 16 * folios
+    return nr_pages * (PAGE_DTYPE.itemsize + RECONSTRUCT_BYTES_PER_PAGE) \
+        + BYTES_PER_FOLIO * folios
 
 
 def _available_bytes():
@@ -613,11 +712,12 @@ def twin(source, *, profile=None, compaction=None, seed=0, deferred="absent",
                          f"{format_size(need)} to simulate; this host has "
                          f"{format_size(available)} free")
     rec = reconstruct(snap, release=loaded)     # the per-PFN arrays go before mem_map comes
+    pack_folios(rec)                            # and the per-folio ones shrink to the table
     min_free = snap.settings.get("vm/min_free_kbytes")
     machine = Machine(mem=rec.nr_pages * PAGE_SIZE, seed=seed, profile=profile,
                       compaction=compaction,
                       min_free_kbytes=int(min_free) if min_free and min_free.isdigit() else None)
-    build(machine, rec, deferred)
+    build(machine, rec, deferred, consume=True)
     machine.snapshot_report = dict(rec.report, kernel=rec.kernel, deferred=deferred,
                                    buddyinfo=compare_buddyinfo(machine, rec),
                                    buddyinfo_after=_after(snap, machine, rec))

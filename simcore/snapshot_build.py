@@ -1,7 +1,6 @@
 """Compiled writers for the twin (simcore.snapshot.build): kept apart so that editing the
 reconstruction does not invalidate numba's cache of these."""
 import numba as nb
-import numpy as np
 
 from . import page_alloc
 from .mmzone import PAGE_OFFLINE, PAGE_TAIL, PAGEBLOCK_ORDER
@@ -15,6 +14,8 @@ from .pgdat import (
     Z_FREE_HIGHATOMIC,
     Z_START,
 )
+
+PFN_MASK = (1 << 40) - 1        # a packed folio word's PFN (simcore.snapshot.pack_folios())
 
 
 @nb.njit(cache=True, nogil=True)
@@ -47,21 +48,40 @@ def reset(pgdat):
 
 
 @nb.njit(cache=True, nogil=True)
-def place(node, page_class, free_classes, absent_classes, folio_pfn, folio_order, folio_kind,
-           folio_flags):
+def count_classes(page_class, start, end, classes):
+    """Pages in [start, end) whose class is marked in `classes` (no per-page temporary)."""
+    count = 0
+    for pfn in range(start, end):
+        if classes[page_class[pfn]]:
+            count += 1
+    return count
+
+
+@nb.njit(cache=True, nogil=True)
+def place(node, page_class, free_classes, absent_classes, nr_folios):
     """Write the layout: absent pages PAGE_OFFLINE, folios at their heads, free pages handed to
     the buddy allocator in aligned pieces up to pageblock order (free_one_page() merges them as
-    the kernel would). Returns the number of free pieces handed over."""
+    the kernel would). Returns the number of free pieces handed over.
+
+    The handle table (pgdat.folio_pfn) arrives holding the folios in its first nr_folios
+    slots, each a packed word (simcore.snapshot.pack_folios(): head PFN below bit 40, order,
+    kind and flags in the bytes above), the free handles chained after them from slot
+    nr_folios, and node[N_HANDLE_FREE] = 0: folio i takes handle i, so no second array of
+    the folios is needed while the twin is built."""
     pgdat = node.arrays
     reset(pgdat)
     mem_map = pgdat.mem_map
+    table = pgdat.folio_pfn
     n = mem_map.shape[0]
     for pfn in range(n):
         if absent_classes[page_class[pfn]]:
             mem_map[pfn].type = PAGE_OFFLINE
-    for i in range(folio_pfn.shape[0]):
-        page_alloc.prep_new_folio(pgdat, folio_pfn[i], np.int64(folio_order[i]),
-                                  np.int64(folio_kind[i]), np.int64(folio_flags[i]))
+    for i in range(nr_folios):
+        word = table[i]
+        # slot i becomes the free handle at the head of the chain, naming i + 1 next
+        table[i] = -2 - (i + 1)         # pgdat.free_handle_code(i + 1)
+        page_alloc.prep_new_folio(pgdat, word & PFN_MASK, (word >> 40) & 0xFF,
+                                  (word >> 48) & 0xFF, (word >> 56) & 0x7F)
     pieces = 0
     zones = pgdat.zones
     for z in range(zones.shape[0]):

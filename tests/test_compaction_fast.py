@@ -208,3 +208,51 @@ def test_compaction_alloc_gives_up_when_leftover_targets_are_too_small():
     # with the pool empty the walk runs and the order-4 block becomes the target
     assert freescan.entry_take_smallest_fit(m.pgdat, cc, pool, 0) == last_block - 7
     assert freescan.entry_take_smallest_fit(m.pgdat, cc, pool, 4) == last_block
+
+
+MIGRATE_SYNC = 2
+COMPACT_CLUSTER_MAX = 32
+
+
+def sync_walk(m, first_free):
+    """A compact_memory control (order -1, sync, no fast search) over a full zone in which the
+    pages `first_free` were freed; one page waits to migrate."""
+    m.free_many(np.array(LOW + list(first_free)))
+    cc, pool = direct_cc(m, -1)
+    cc[CC_MODE] = MIGRATE_SYNC
+    cc[CC_DIRECT] = 0
+    return cc, pool
+
+
+def test_free_scanner_widens_its_stride_over_blocks_that_give_nothing():
+    """isolate_freepages() looks at every stride-th PFN: 1 for sync compaction, doubled after
+    each pageblock that gave no page, up to COMPACT_CLUSTER_MAX; each look counts one scanned
+    PFN (compact_free_scanned), not the whole block."""
+    m, _ = full_zone(0)
+    last_block = (int(m.pgdat.zones[0, Z_END]) - 1) & ~(PAGEBLOCK_NR_PAGES - 1)
+    target = 3 * PAGEBLOCK_NR_PAGES                 # the first look of block 3
+    cc, pool = sync_walk(m, [target])
+    assert freescan.entry_take_smallest_fit(m.pgdat, cc, pool, 0) == target
+    stride, expected = 1, 0
+    for _block in range(last_block, target, -PAGEBLOCK_NR_PAGES):    # nothing free up there
+        expected += PAGEBLOCK_NR_PAGES // stride
+        stride = min(COMPACT_CLUSTER_MAX, 2 * stride)
+    expected += 1                                   # the look that found the target
+    assert cc[freescan.CC_TOTAL_FREE_SCANNED] == expected
+    assert expected < 4 * PAGEBLOCK_NR_PAGES        # not a block's worth per block
+
+
+def test_free_scanner_resumes_inside_the_block_where_it_stopped():
+    """cc->free_pfn is where the walk stopped, inside a pageblock: the next walk goes on from
+    there rather than rescanning the block from its start."""
+    m, _ = full_zone(0)
+    block = 20 * PAGEBLOCK_NR_PAGES
+    first, second = block + 64, block + 64 + 96      # both on stride-32 looks, not buddies
+    cc, pool = sync_walk(m, [first, second])
+    assert freescan.entry_take_smallest_fit(m.pgdat, cc, pool, 0) == first
+    assert cc[CC_FREE_PFN] == first + 1
+    scanned = int(cc[freescan.CC_TOTAL_FREE_SCANNED])
+    cc[CC_NR_MIGRATEPAGES] = 1                      # the next page waiting to migrate
+    assert freescan.entry_take_smallest_fit(m.pgdat, cc, pool, 0) == second
+    assert cc[freescan.CC_TOTAL_FREE_SCANNED] - scanned == second - first
+    assert cc[CC_FREE_PFN] == second + 1

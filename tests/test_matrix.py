@@ -59,12 +59,33 @@ def verdict(doc, profile, probe, size):
 
 @pytest.mark.parametrize("probe", ["compaction-direct", "compaction-proactive",
                                    "compaction-memory"])
-def test_compaction_of_64k_not_at_all_before_6_9_perfectly_after(doc, probe):
+def test_compaction_of_64k_not_at_all_before_6_9(doc, probe):
     assert verdict(doc, "linux-6.1", probe, "64K") == "not at all"
-    for p in ("linux-6.9", "linux-6.10", "linux-6.18"):
-        assert verdict(doc, p, probe, "64K") == "perfectly"
     assert verdict(doc, "linux-6.1", probe, "4K") == "perfectly"
     assert verdict(doc, "linux-6.18", probe, "2M") == "untested"
+
+
+def test_direct_compaction_of_64k_works_from_6_9_with_some_splits(doc):
+    """6.9+ migrates 64K folios whole into large targets; async direct compaction's free
+    scanner looks at every 32nd PFN (isolate_freepages()'s stride), passes over some holes,
+    and the folios that find no target are split: "sub-optimally", as a 6.12 guest measured
+    (docs/guests.md: 100% served, 68% of the 64K folios kept)."""
+    for p in ("linux-6.9", "linux-6.10", "linux-6.18"):
+        assert verdict(doc, p, "compaction-direct", "64K") in ("perfectly", "sub-optimally")
+
+
+@pytest.mark.parametrize("probe", ["compaction-proactive", "compaction-memory"])
+def test_sync_compaction_passes_over_a_folio_hole_layout_once_its_stride_grew(doc, probe):
+    """The probe's layout: blocks of alternating 64K folios and 64K holes, each block starting
+    with a folio, and the order-9 blocks that were free taken first. Once a pageblock gave the
+    free scanner nothing its stride doubles, and from then on its looks (a folio stepped over,
+    then `stride` PFNs on) never land on a free block's head: the kernel's
+    isolate_freepages() arithmetic, which simcore.freescan keeps. So whole-zone compaction
+    frees hardly any order-9 block there on 6.9+ either, yet moves no 64K folio apart."""
+    m = next(m for m in doc["matrices"] if m["profile"] == "linux-6.18")
+    cell = next(r for r in m["rows"] if r["probe"] == probe)["cells"]["64K"]
+    assert cell["evidence"]["success"] < 0.1
+    assert cell["evidence"]["kept_order"] > 0.95
 
 
 def test_ksm_and_memory_failure_split_throughout(doc):

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from simcore import Machine, snapshot, snapshot_export, snapshot_file
 from simcore.mmzone import KINDS
+from simcore.pgdat import N_NR_FOLIOS
 
 DATA = pathlib.Path(__file__).parent / "data"
 IS_ROOT = os.geteuid() == 0
@@ -188,3 +189,63 @@ def test_reconstruct_can_release_the_per_pfn_arrays_it_reads():
     assert np.array_equal(kept.page_class, released.page_class)
     assert np.array_equal(kept.folio_pfn, released.folio_pfn)
     assert np.array_equal(kept.block_mt, released.block_mt)
+
+
+def test_consumed_reconstruction_becomes_the_handle_table():
+    """build(consume=True) makes the twin's handle table in the buffer that holds the folios'
+    PFNs (no second array of them while the twin is built) and drops the reconstruction's
+    per-page and per-folio arrays; the twin is the same as one built from a kept copy."""
+    m = fragmented("64M", seed=5)
+    snap = snapshot_export.export(m)
+    kept = Machine(mem=m.mem)
+    snapshot.build(kept, snapshot.reconstruct(snap))
+    rec = snapshot.reconstruct(snap)
+    buffer = rec.folio_pfn.base
+    nr_folios = len(rec.folio_pfn)
+    twin = snapshot.build(Machine(mem=m.mem), rec, consume=True)
+    assert np.shares_memory(twin.pgdat.folio_pfn, buffer)
+    assert rec.page_class is None and rec.folio_pfn is None and rec.folio_kind is None
+    assert np.array_equal(twin.pgdat.folio_pfn, kept.pgdat.folio_pfn)
+    assert twin.digest() == kept.digest()
+    assert twin.pgdat.node[N_NR_FOLIOS] == nr_folios == m.pgdat.node[N_NR_FOLIOS]
+
+
+def test_growing_the_handle_table_makes_no_temporary_of_its_size():
+    """grown_handle_table() chains the new free handles a chunk at a time: its peak is the new
+    table, not three arrays of the table's size."""
+    import tracemalloc
+
+    from simcore.pgdat import N_HANDLE_FREE, N_HANDLES_AVAIL, NR_NODE_FIELDS, grown_handle_table
+    node = np.zeros(NR_NODE_FIELDS, dtype=np.int64)
+    node[N_HANDLE_FREE] = -1
+    tracemalloc.start()
+    try:
+        table = grown_handle_table(np.empty(0, dtype=np.int64), node, 1 << 21)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < table.nbytes + (2 << 20)
+    # the chain: 0 -> 1 -> ... -> last -> none, every slot free
+    assert node[N_HANDLE_FREE] == 0 and node[N_HANDLES_AVAIL] == len(table)
+    assert np.array_equal(-2 - table[:-1], np.arange(1, len(table)))
+    assert -2 - table[-1] == -1
+
+
+def test_folio_chunks_never_cut_a_compound_run(monkeypatch):
+    """find_folios() works in chunks that end where no compound run goes on: small chunks
+    give the same folios as one chunk over all PFNs, runs crossing chunk ends included."""
+    flags = np.zeros(8192, dtype=np.uint64)
+    head, tail = np.uint64(1 << snapshot.KPF["compound_head"]), \
+        np.uint64(1 << snapshot.KPF["compound_tail"])
+    for start, length in ((0, 512), (1000, 700), (2048, 4), (4096, 2048), (7000, 300)):
+        flags[start] = head
+        flags[start + 1:start + length] = tail
+    flags |= np.uint64(1 << snapshot.KPF["anon"])
+    page_class = np.full(len(flags), snapshot.C_USED, dtype=np.uint8)
+    whole = snapshot.find_folios(flags, page_class)
+    monkeypatch.setattr(snapshot, "FOLIO_CHUNK", 1024)
+    chunked = snapshot.find_folios(flags, page_class)
+    for a, b in zip(whole[:4], chunked[:4], strict=True):
+        assert np.array_equal(a, b)
+    assert whole[4] == chunked[4] > 0               # the broken runs counted alike
+    assert 4096 in whole[0] and 5120 in whole[0]    # the 2048-page run: two order-10 pieces
