@@ -34,6 +34,7 @@ from . import (
     zswap,
 )
 from . import gfp as _gfp
+from . import handles as _handles
 from . import profiles as _profiles
 from . import tracepoints as _tracepoints
 from . import vm_event as ev
@@ -114,6 +115,10 @@ REQUEST_MIGRATETYPES = {name.lower(): mt for mt, name in enumerate(MIGRATETYPE_N
                         if mt < MIGRATE_PCPTYPES}
 MIN_MEM = 16 << 20
 _ALLOC_WMARK_LOW = page_alloc.ALLOC_WMARK_LOW
+# alloc()'s default migratetype and kind: its fast path knows them by identity
+_MOVABLE = "movable"
+_ANON = "anon"
+_NO_FLAGS = 0
 KCOMPACTD_INTERVAL_NS = 500_000_000   # HPAGE_FRAG_CHECK_INTERVAL_MSEC
 VMSTAT_INTERVAL_NS = 1_000_000_000    # sysctl_stat_interval (HZ): vmstat_update() per CPU
 # decay_pcp_high() takes an eighth of the way to high_min a round: after 64 rounds high is at
@@ -389,6 +394,7 @@ class Machine:
         view = self.pgdat.view                  # these four take PgData.view, not PgData
         self._alloc_folio = _entry(page_alloc.entry_alloc_folio, view, 0, 0, 0, 0, 0)
         self._free_folio = _entry(page_alloc.entry_free_folio, view, 0)
+        self._alloc_movable_anon = _entry(page_alloc.entry_alloc_movable_anon, view, 0)
         pfns = np.empty(0, dtype=np.int64)
         self._alloc_folios = _entry(page_alloc.entry_alloc_folios, view, pfns, 0, 0, 0, 0, 0)
         self._free_folios = _entry(page_alloc.entry_free_folios, view, pfns)
@@ -413,7 +419,7 @@ class Machine:
 
     # -- allocation API --------------------------------------------------------------------
 
-    def alloc(self, order, migratetype="movable", kind="anon", flags=0, compact=True, cpu=None,
+    def alloc(self, order, migratetype=_MOVABLE, kind=_ANON, flags=0, compact=True, cpu=None,
               gfp=None):
         """Allocate one folio of 2**order pages; its head PFN, or None where the kernel fails.
         cpu: the CPU the caller runs on (its per-CPU lists serve orders 0..3 and 9).
@@ -427,6 +433,14 @@ class Machine:
         allocation that cannot be served raises simcore.OutOfMemory."""
         if type(order) is not int or not 0 <= order <= MAX_PAGE_ORDER:
             _order(order)
+        # the defaults on a machine without reclaim or page trace: one compiled call (the
+        # identity checks see the default arguments themselves)
+        if migratetype is _MOVABLE and kind is _ANON and flags is _NO_FLAGS and cpu is None \
+                and gfp is None and not self.reclaim and self.page_event_log is None:
+            pfn = self._alloc_movable_anon(self.pgdat.view, order)
+            if pfn >= 0:
+                return pfn
+            return self._alloc_retry(pfn, order, MIGRATE_MOVABLE, KIND_ANON, 0, compact, gfp)
         mt = REQUEST_MIGRATETYPES.get(migratetype)
         if mt is None:
             _choice(migratetype, REQUEST_MIGRATETYPES, "migratetype")
@@ -444,23 +458,28 @@ class Machine:
             pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, _ALLOC_WMARK_LOW)
             if pfn >= 0 and self.page_event_log is None:
                 return pfn
-            if pfn == -2:
-                self._reserve_handles(1)
-                pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, _ALLOC_WMARK_LOW)
-            reserves = _gfp.gfp_to_alloc_flags(_gfp.get_gfp(gfp), order) if gfp is not None else 0
-            if pfn == -1 and reserves:                            # GFP_ATOMIC: no compaction
-                pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags,
-                                        page_alloc.ALLOC_WMARK_MIN | reserves)
-            elif pfn == -1 and order > 0 and compact:
-                self._reserve_for_compaction(1)
-                pfn = self._slowpath(self.pgdat, order, mt, k, flags, self._cc, self._pool,
-                                     self._migratepages, self.knobs, self.costs,
-                                     self.migrate_stats)
-            got = pfn if pfn >= 0 else None
+            got = self._alloc_retry(pfn, order, mt, k, flags, compact, gfp)
         if self.page_event_log is not None:                       # mm_page_alloc
             self.page_event_log.alloc(self.cpu, -1 if got is None else got, order, mt, k, flags,
                                       compact)
         return got
+
+    def _alloc_retry(self, pfn, order, mt, k, flags, compact, gfp):
+        """alloc() without reclaim after its first try gave `pfn`: a full handle table grown
+        and the try repeated, GFP_ATOMIC's reserves, or direct compaction. The PFN or None."""
+        if pfn == -2:
+            self._reserve_handles(1)
+            pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, _ALLOC_WMARK_LOW)
+        reserves = _gfp.gfp_to_alloc_flags(_gfp.get_gfp(gfp), order) if gfp is not None else 0
+        if pfn == -1 and reserves:                                # GFP_ATOMIC: no compaction
+            pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags,
+                                    page_alloc.ALLOC_WMARK_MIN | reserves)
+        elif pfn == -1 and order > 0 and compact:
+            self._reserve_for_compaction(1)
+            pfn = self._slowpath(self.pgdat, order, mt, k, flags, self._cc, self._pool,
+                                 self._migratepages, self.knobs, self.costs,
+                                 self.migrate_stats)
+        return pfn if pfn >= 0 else None
 
     def alloc_many(self, count, order, migratetype="movable", kind="anon", flags=0, compact=True,
                    cpu=None, gfp=None):
@@ -510,6 +529,12 @@ class Machine:
 
     def free(self, pfn, cpu=None):
         """Free the folio whose head is `pfn` (all of it), on `cpu` (as for alloc())."""
+        if type(pfn) is int and cpu is None and not self.reclaim \
+                and self.page_event_log is None:         # nothing to note: one compiled call
+            err = self._free_folio(self.pgdat.view, pfn)
+            if err:
+                raise ValueError(f"pfn {pfn} {_ERRORS[err]}; free() takes a folio head PFN")
+            return
         if type(pfn) is not int:
             if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)):
                 raise ValueError(f"pfn {pfn!r} is not an integer")
@@ -742,9 +767,14 @@ class Machine:
         a new one)."""
         handles = np.asarray(handles, dtype=np.int64)
         table = self.pgdat.folio_pfn
+        gen = self.lru.gen               # a query: handles beyond it were never reclaimed
+        if handles.ndim == 1:
+            out = np.empty(len(handles), dtype=np.int64)
+            if not _handles.generations(np.ascontiguousarray(handles), len(table), gen, out):
+                raise ValueError("a handle is outside the handle table")
+            return out
         if handles.size and (handles.min() < 0 or handles.max() >= len(table)):
             raise ValueError("a handle is outside the handle table")
-        gen = self.lru.gen               # a query: handles beyond it were never reclaimed
         out = np.zeros(handles.shape, dtype=np.int64)
         known = handles < len(gen)
         out[known] = gen[handles[known]]
@@ -1128,6 +1158,12 @@ class Machine:
     def handles_of(self, pfns):
         """The handles of the folios headed at `pfns` (stable across migration)."""
         pfns = np.asarray(pfns, dtype=np.int64)
+        if pfns.ndim == 1:
+            out = np.empty(len(pfns), dtype=np.int64)
+            if not _handles.heads_to_handles(self.pgdat.view, np.ascontiguousarray(pfns),
+                                             self.nr_pages, out):
+                raise ValueError("a pfn is not the head of an allocated folio")
+            return out
         mem_map = self.pgdat.mem_map
         if pfns.size and (pfns.min() < 0 or pfns.max() >= self.nr_pages
                           or (mem_map["type"][pfns] != PAGE_HEAD).any()):
@@ -1188,6 +1224,11 @@ class Machine:
         """Where folios live now, by handle (handles survive migration; PFNs do not)."""
         handles = np.asarray(handles, dtype=np.int64)
         table = self.pgdat.folio_pfn
+        if handles.ndim == 1:
+            out = np.empty(len(handles), dtype=np.int64)
+            if not _handles.handles_to_pfns(table, np.ascontiguousarray(handles), out):
+                raise ValueError("a handle does not name a live folio")
+            return out
         if handles.size and (handles.min() < 0 or handles.max() >= len(table)
                              or (table[handles] < 0).any()):
             raise ValueError("a handle does not name a live folio")
