@@ -151,6 +151,11 @@ def fallback_blocks(m, pfns, order, mt, types_before):
     blocks, nr_claimed = _fallback_candidates(m.pgdat.view, types_before, pfns, mt)
     if not len(blocks):
         return blocks
+    return _boosting_blocks(m, pfns, order, mt, blocks, nr_claimed)
+
+
+def _boosting_blocks(m, pfns, order, mt, blocks, nr_claimed):
+    """Of _fallback_candidates()' blocks, those whose fallback boosts."""
     claimed, stolen = blocks[:nr_claimed], blocks[nr_claimed:]
     if len(claimed):
         # a wholly free block taken over is no fragmenting fallback (current_order >=
@@ -192,7 +197,11 @@ def observe(m, pfns, order, mt, types_before, may_wake_kswapd):
     """After an allocation call: boost each zone a fragmenting fallback hit and, where the
     request may wake kswapd, wake it for order 0 (rmqueue()'s ZONE_BOOSTED_WATERMARK check).
     Returns the number of boosts."""
-    blocks = fallback_blocks(m, pfns, order, mt, types_before)
+    pfns = np.ascontiguousarray(pfns, dtype=np.int64)
+    blocks, nr_claimed = _fallback_candidates(m.pgdat.view, types_before, pfns, mt)
+    if not len(blocks):             # most calls: no fallback
+        return 0
+    blocks = _boosting_blocks(m, pfns, order, mt, blocks, nr_claimed)
     boosted = 0
     zones = m.pgdat.zones
     for blk in blocks:

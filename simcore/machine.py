@@ -486,12 +486,20 @@ class Machine:
         """Allocate up to `count` folios of one order; a numpy array of head PFNs, shorter than
         `count` when memory runs out (allocation stops at the first failure). `compact`, `cpu`
         and `gfp` as for alloc()."""
-        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+        # the checks cost a function call each only for arguments of an unusual type
+        if (type(count) is not int and (isinstance(count, bool)
+                                        or not isinstance(count, (int, np.integer)))) \
+                or count < 0:
             raise ValueError(f"count {count!r} must be a non-negative integer")
-        order = _order(order)
-        mt = _choice(migratetype, REQUEST_MIGRATETYPES, "migratetype")
-        k = _choice(kind, KINDS, "kind")
-        flags = page_flags(flags)
+        if type(order) is not int or not 0 <= order <= MAX_PAGE_ORDER:
+            order = _order(order)
+        mt = REQUEST_MIGRATETYPES.get(migratetype) if type(migratetype) is str else None
+        if mt is None:
+            mt = _choice(migratetype, REQUEST_MIGRATETYPES, "migratetype")
+        k = KINDS.get(kind) if type(kind) is str else None
+        if k is None:
+            k = _choice(kind, KINDS, "kind")
+        flags = 0 if flags is _NO_FLAGS else page_flags(flags)
         if cpu is not None:
             self._on_cpu(cpu)
         if gfp is not None:
@@ -505,9 +513,10 @@ class Machine:
             _boost.observe(self, out[:n], order, mt, types_before, g.kswapd_reclaim)
             if KIND_IS_LRU[k]:
                 self.lru.add_new(self, out[:n])
-            kept = self._kswapd_keeping(out[:n])
-            n = len(kept)
-            out[:n] = kept
+            if self.lru.kswapd_order >= 0:                        # kswapd woken
+                kept = self._kswapd_keeping(out[:n])
+                n = len(kept)
+                out[:n] = kept
         elif order > 0 and compact and not (gfp and _gfp.get_gfp(gfp).high):
             self._reserve_for_compaction(count)
             n = self._slowpath_many(self.pgdat, out, order, mt, k, flags, self._cc, self._pool,

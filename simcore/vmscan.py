@@ -209,10 +209,14 @@ class Lru:
         if not len(pfns):
             return
         pfns = np.ascontiguousarray(pfns, dtype=np.int64)
-        self.grow(len(m.pgdat.folio_pfn))
+        if len(self.list_of) < len(m.pgdat.folio_pfn):
+            self.grow(len(m.pgdat.folio_pfn))
+        n = len(pfns)
         qa, qf = self.queues[LRU_INACTIVE_ANON], self.queues[LRU_INACTIVE_FILE]
-        qa.reserve(len(pfns))
-        qf.reserve(len(pfns))
+        if qa.tail + n > len(qa.h):
+            qa.reserve(n)
+        if qf.tail + n > len(qf.h):
+            qf.reserve(n)
         na, nf = _lru_add_new(m.pgdat.view, pfns, self.list_of, self.stamp, self.clock,
                               qa.h, qa.s, qa.tail, qf.h, qf.s, qf.tail, self.nr_pages)
         qa.tail += na
