@@ -20,6 +20,7 @@ block; a claim of a wholly free block is told apart by the block holding no foli
 this call's. The boost is added to the zone's min/low/high/promo marks (wmark_pages() adds it)
 and taken off when kswapd finishes.
 """
+import numba as nb
 import numpy as np
 
 from .mmzone import (
@@ -32,7 +33,17 @@ from .mmzone import (
     PB_MIGRATETYPE_MASK,
     ZONE_NAMES,
 )
-from .pgdat import Z_END, Z_MANAGED, Z_START, Z_WMARK_HIGH, Z_WMARK_MIN, Z_WMARK_PROMO
+from .pgdat import (
+    Z_END,
+    Z_MANAGED,
+    Z_START,
+    Z_WMARK_HIGH,
+    Z_WMARK_MIN,
+    Z_WMARK_PROMO,
+    view_at,
+)
+
+jit = nb.njit(cache=True, nogil=True)
 
 BOOST_POLICIES = {
     "every_fallback": "steal_suitable_fallback() boosts the watermarks for every fallback that "
@@ -69,22 +80,83 @@ def _should_try_claim_block(order, mt):
     return order >= PAGEBLOCK_ORDER // 2 or mt != MIGRATE_MOVABLE
 
 
+# PB_MIGRATETYPE_MASK in each byte of a word: _fallback_candidates() compares 8 blocks at once
+_MT_MASK_WORD = np.uint64(int.from_bytes(bytes([PB_MIGRATETYPE_MASK]) * 8, "little"))
+
+
+@jit
+def _claimed_blocks(flags, types_before, mt, out, write):
+    """How many blocks changed their type to `mt` since types_before; with `write`, those
+    blocks too, ascending, into out. Eight blocks per step: a call rarely changes any, and
+    the whole map is compared."""
+    nr_words = len(types_before) // 8
+    now_words = flags[:nr_words * 8].view(np.uint64)
+    before_words = types_before[:nr_words * 8].view(np.uint64)
+    n = 0
+    for w in range(nr_words):
+        if (now_words[w] & _MT_MASK_WORD) != before_words[w]:
+            for b in range(w * 8, w * 8 + 8):
+                t = flags[b] & PB_MIGRATETYPE_MASK
+                if t != types_before[b] and t == mt:
+                    if write:
+                        out[n] = b
+                    n += 1
+    for b in range(nr_words * 8, len(types_before)):
+        t = flags[b] & PB_MIGRATETYPE_MASK
+        if t != types_before[b] and t == mt:
+            if write:
+                out[n] = b
+            n += 1
+    return n
+
+
+@jit
+def _fallback_candidates(view, types_before, pfns, mt):
+    """The blocks fallback_blocks() looks at: blocks whose type changed to `mt` during the
+    call (claims, ascending), then the distinct foreign blocks the new folios lie in (steals,
+    ascending). Returns (blocks, number of claims)."""
+    flags = view_at(view).pageblock_flags
+    nr_claimed = _claimed_blocks(flags, types_before, mt, np.empty(0, dtype=np.int64), False)
+    claimed = np.empty(nr_claimed, dtype=np.int64)
+    if nr_claimed:
+        _claimed_blocks(flags, types_before, mt, claimed, True)
+    stolen = np.empty(len(pfns), dtype=np.int64)
+    nr_stolen = 0
+    for i in range(len(pfns)):
+        b = pfns[i] >> PAGEBLOCK_ORDER
+        t = flags[b] & PB_MIGRATETYPE_MASK
+        # a block this call reserved for highatomic use counts with the type it had before
+        # (reserve_highatomic_pageblock() runs after the fallback, if any); one that was
+        # highatomic already is the request's own reserve, no fallback
+        if t == MIGRATE_HIGHATOMIC:
+            t = types_before[b]
+        if t != mt and t != MIGRATE_HIGHATOMIC and not (mt == MIGRATE_MOVABLE
+                                                        and t == MIGRATE_CMA):
+            stolen[nr_stolen] = b
+            nr_stolen += 1
+    stolen = np.sort(stolen[:nr_stolen])
+    out = np.empty(nr_claimed + nr_stolen, dtype=np.int64)
+    out[:nr_claimed] = claimed
+    n = nr_claimed
+    for i in range(nr_stolen):
+        if i == 0 or stolen[i] != stolen[i - 1]:
+            out[n] = stolen[i]
+            n += 1
+    return out[:n], nr_claimed
+
+
 def fallback_blocks(m, pfns, order, mt, types_before):
     """Pageblocks this call fell back to, whose fallback boosts under the profile's policy."""
-    types_now = m.pgdat.pageblock_flags & PB_MIGRATETYPE_MASK
-    claimed = np.flatnonzero((types_now != types_before) & (types_now == mt))
-    pfns = np.asarray(pfns, dtype=np.int64)
-    # a block this call reserved for highatomic use counts with the type it had before
-    # (reserve_highatomic_pageblock() runs after the fallback, if any); one that was
-    # highatomic already is the request's own reserve, no fallback
-    types_seen = np.where(types_now == MIGRATE_HIGHATOMIC, types_before, types_now)
-    in_types = types_seen[pfns >> PAGEBLOCK_ORDER]
-    foreign = (in_types != mt) & (in_types != MIGRATE_HIGHATOMIC)
-    if mt == MIGRATE_MOVABLE:
-        foreign &= in_types != MIGRATE_CMA
-    stolen = np.unique(pfns[foreign] >> PAGEBLOCK_ORDER) if foreign.any() else pfns[:0]
-    if not len(claimed) and not len(stolen):
-        return stolen
+    pfns = np.ascontiguousarray(pfns, dtype=np.int64)
+    blocks, nr_claimed = _fallback_candidates(m.pgdat.view, types_before, pfns, mt)
+    if not len(blocks):
+        return blocks
+    return _boosting_blocks(m, pfns, order, mt, blocks, nr_claimed)
+
+
+def _boosting_blocks(m, pfns, order, mt, blocks, nr_claimed):
+    """Of _fallback_candidates()' blocks, those whose fallback boosts."""
+    claimed, stolen = blocks[:nr_claimed], blocks[nr_claimed:]
     if len(claimed):
         # a wholly free block taken over is no fragmenting fallback (current_order >=
         # pageblock_order): it holds no folio but this call's
@@ -125,7 +197,11 @@ def observe(m, pfns, order, mt, types_before, may_wake_kswapd):
     """After an allocation call: boost each zone a fragmenting fallback hit and, where the
     request may wake kswapd, wake it for order 0 (rmqueue()'s ZONE_BOOSTED_WATERMARK check).
     Returns the number of boosts."""
-    blocks = fallback_blocks(m, pfns, order, mt, types_before)
+    pfns = np.ascontiguousarray(pfns, dtype=np.int64)
+    blocks, nr_claimed = _fallback_candidates(m.pgdat.view, types_before, pfns, mt)
+    if not len(blocks):             # most calls: no fallback
+        return 0
+    blocks = _boosting_blocks(m, pfns, order, mt, blocks, nr_claimed)
     boosted = 0
     zones = m.pgdat.zones
     for blk in blocks:

@@ -35,6 +35,7 @@ from . import (
     zswap,
 )
 from . import gfp as _gfp
+from . import handles as _handles
 from . import profiles as _profiles
 from . import tracepoints as _tracepoints
 from . import vm_event as ev
@@ -115,6 +116,10 @@ REQUEST_MIGRATETYPES = {name.lower(): mt for mt, name in enumerate(MIGRATETYPE_N
                         if mt < MIGRATE_PCPTYPES}
 MIN_MEM = 16 << 20
 _ALLOC_WMARK_LOW = page_alloc.ALLOC_WMARK_LOW
+# alloc()'s default migratetype and kind: its fast path knows them by identity
+_MOVABLE = "movable"
+_ANON = "anon"
+_NO_FLAGS = 0
 KCOMPACTD_INTERVAL_NS = 500_000_000   # HPAGE_FRAG_CHECK_INTERVAL_MSEC
 VMSTAT_INTERVAL_NS = 1_000_000_000    # sysctl_stat_interval (HZ): vmstat_update() per CPU
 # decay_pcp_high() takes an eighth of the way to high_min a round: after 64 rounds high is at
@@ -390,6 +395,7 @@ class Machine:
         view = self.pgdat.view                  # these four take PgData.view, not PgData
         self._alloc_folio = _entry(page_alloc.entry_alloc_folio, view, 0, 0, 0, 0, 0)
         self._free_folio = _entry(page_alloc.entry_free_folio, view, 0)
+        self._alloc_movable_anon = _entry(page_alloc.entry_alloc_movable_anon, view, 0)
         pfns = np.empty(0, dtype=np.int64)
         self._alloc_folios = _entry(page_alloc.entry_alloc_folios, view, pfns, 0, 0, 0, 0, 0)
         self._free_folios = _entry(page_alloc.entry_free_folios, view, pfns)
@@ -414,7 +420,7 @@ class Machine:
 
     # -- allocation API --------------------------------------------------------------------
 
-    def alloc(self, order, migratetype="movable", kind="anon", flags=0, compact=True, cpu=None,
+    def alloc(self, order, migratetype=_MOVABLE, kind=_ANON, flags=0, compact=True, cpu=None,
               gfp=None):
         """Allocate one folio of 2**order pages; its head PFN, or None where the kernel fails.
         cpu: the CPU the caller runs on (its per-CPU lists serve orders 0..3 and 9).
@@ -428,6 +434,14 @@ class Machine:
         allocation that cannot be served raises simcore.OutOfMemory."""
         if type(order) is not int or not 0 <= order <= MAX_PAGE_ORDER:
             _order(order)
+        # the defaults on a machine without reclaim or page trace: one compiled call (the
+        # identity checks see the default arguments themselves)
+        if migratetype is _MOVABLE and kind is _ANON and flags is _NO_FLAGS and cpu is None \
+                and gfp is None and not self.reclaim and self.page_event_log is None:
+            pfn = self._alloc_movable_anon(self.pgdat.view, order)
+            if pfn >= 0:
+                return pfn
+            return self._alloc_retry(pfn, order, MIGRATE_MOVABLE, KIND_ANON, 0, compact, gfp)
         mt = REQUEST_MIGRATETYPES.get(migratetype)
         if mt is None:
             _choice(migratetype, REQUEST_MIGRATETYPES, "migratetype")
@@ -445,35 +459,48 @@ class Machine:
             pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, _ALLOC_WMARK_LOW)
             if pfn >= 0 and self.page_event_log is None:
                 return pfn
-            if pfn == -2:
-                self._reserve_handles(1)
-                pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, _ALLOC_WMARK_LOW)
-            reserves = _gfp.gfp_to_alloc_flags(_gfp.get_gfp(gfp), order) if gfp is not None else 0
-            if pfn == -1 and reserves:                            # GFP_ATOMIC: no compaction
-                pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags,
-                                        page_alloc.ALLOC_WMARK_MIN | reserves)
-            elif pfn == -1 and order > 0 and compact:
-                self._reserve_for_compaction(1)
-                pfn = self._slowpath(self.pgdat, order, mt, k, flags, self._cc, self._pool,
-                                     self._migratepages, self.knobs, self.costs,
-                                     self.migrate_stats)
-            got = pfn if pfn >= 0 else None
+            got = self._alloc_retry(pfn, order, mt, k, flags, compact, gfp)
         if self.page_event_log is not None:                       # mm_page_alloc
             self.page_event_log.alloc(self.cpu, -1 if got is None else got, order, mt, k, flags,
                                       compact)
         return got
+
+    def _alloc_retry(self, pfn, order, mt, k, flags, compact, gfp):
+        """alloc() without reclaim after its first try gave `pfn`: a full handle table grown
+        and the try repeated, GFP_ATOMIC's reserves, or direct compaction. The PFN or None."""
+        if pfn == -2:
+            self._reserve_handles(1)
+            pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, _ALLOC_WMARK_LOW)
+        reserves = _gfp.gfp_to_alloc_flags(_gfp.get_gfp(gfp), order) if gfp is not None else 0
+        if pfn == -1 and reserves:                                # GFP_ATOMIC: no compaction
+            pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags,
+                                    page_alloc.ALLOC_WMARK_MIN | reserves)
+        elif pfn == -1 and order > 0 and compact:
+            self._reserve_for_compaction(1)
+            pfn = self._slowpath(self.pgdat, order, mt, k, flags, self._cc, self._pool,
+                                 self._migratepages, self.knobs, self.costs,
+                                 self.migrate_stats)
+        return pfn if pfn >= 0 else None
 
     def alloc_many(self, count, order, migratetype="movable", kind="anon", flags=0, compact=True,
                    cpu=None, gfp=None):
         """Allocate up to `count` folios of one order; a numpy array of head PFNs, shorter than
         `count` when memory runs out (allocation stops at the first failure). `compact`, `cpu`
         and `gfp` as for alloc()."""
-        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+        # the checks cost a function call each only for arguments of an unusual type
+        if (type(count) is not int and (isinstance(count, bool)
+                                        or not isinstance(count, (int, np.integer)))) \
+                or count < 0:
             raise ValueError(f"count {count!r} must be a non-negative integer")
-        order = _order(order)
-        mt = _choice(migratetype, REQUEST_MIGRATETYPES, "migratetype")
-        k = _choice(kind, KINDS, "kind")
-        flags = page_flags(flags)
+        if type(order) is not int or not 0 <= order <= MAX_PAGE_ORDER:
+            order = _order(order)
+        mt = REQUEST_MIGRATETYPES.get(migratetype) if type(migratetype) is str else None
+        if mt is None:
+            mt = _choice(migratetype, REQUEST_MIGRATETYPES, "migratetype")
+        k = KINDS.get(kind) if type(kind) is str else None
+        if k is None:
+            k = _choice(kind, KINDS, "kind")
+        flags = 0 if flags is _NO_FLAGS else page_flags(flags)
         if cpu is not None:
             self._on_cpu(cpu)
         if gfp is not None:
@@ -487,9 +514,10 @@ class Machine:
             _boost.observe(self, out[:n], order, mt, types_before, g.kswapd_reclaim)
             if KIND_IS_LRU[k]:
                 self.lru.add_new(self, out[:n])
-            kept = self._kswapd_keeping(out[:n])
-            n = len(kept)
-            out[:n] = kept
+            if self.lru.kswapd_order >= 0:                        # kswapd woken
+                kept = self._kswapd_keeping(out[:n])
+                n = len(kept)
+                out[:n] = kept
         elif order > 0 and compact and not (gfp and _gfp.get_gfp(gfp).high):
             self._reserve_for_compaction(count)
             n = self._slowpath_many(self.pgdat, out, order, mt, k, flags, self._cc, self._pool,
@@ -511,6 +539,12 @@ class Machine:
 
     def free(self, pfn, cpu=None):
         """Free the folio whose head is `pfn` (all of it), on `cpu` (as for alloc())."""
+        if type(pfn) is int and cpu is None and not self.reclaim \
+                and self.page_event_log is None:         # nothing to note: one compiled call
+            err = self._free_folio(self.pgdat.view, pfn)
+            if err:
+                raise ValueError(f"pfn {pfn} {_ERRORS[err]}; free() takes a folio head PFN")
+            return
         if type(pfn) is not int:
             if isinstance(pfn, bool) or not isinstance(pfn, (int, np.integer)):
                 raise ValueError(f"pfn {pfn!r} is not an integer")
@@ -743,9 +777,14 @@ class Machine:
         a new one)."""
         handles = np.asarray(handles, dtype=np.int64)
         table = self.pgdat.folio_pfn
+        gen = self.lru.gen               # a query: handles beyond it were never reclaimed
+        if handles.ndim == 1:
+            out = np.empty(len(handles), dtype=np.int64)
+            if not _handles.generations(np.ascontiguousarray(handles), len(table), gen, out):
+                raise ValueError("a handle is outside the handle table")
+            return out
         if handles.size and (handles.min() < 0 or handles.max() >= len(table)):
             raise ValueError("a handle is outside the handle table")
-        gen = self.lru.gen               # a query: handles beyond it were never reclaimed
         out = np.zeros(handles.shape, dtype=np.int64)
         known = handles < len(gen)
         out[known] = gen[handles[known]]
@@ -1129,6 +1168,12 @@ class Machine:
     def handles_of(self, pfns):
         """The handles of the folios headed at `pfns` (stable across migration)."""
         pfns = np.asarray(pfns, dtype=np.int64)
+        if pfns.ndim == 1:
+            out = np.empty(len(pfns), dtype=np.int64)
+            if not _handles.heads_to_handles(self.pgdat.view, np.ascontiguousarray(pfns),
+                                             self.nr_pages, out):
+                raise ValueError("a pfn is not the head of an allocated folio")
+            return out
         mem_map = self.pgdat.mem_map
         if pfns.size and (pfns.min() < 0 or pfns.max() >= self.nr_pages
                           or (mem_map["type"][pfns] != PAGE_HEAD).any()):
@@ -1189,6 +1234,11 @@ class Machine:
         """Where folios live now, by handle (handles survive migration; PFNs do not)."""
         handles = np.asarray(handles, dtype=np.int64)
         table = self.pgdat.folio_pfn
+        if handles.ndim == 1:
+            out = np.empty(len(handles), dtype=np.int64)
+            if not _handles.handles_to_pfns(table, np.ascontiguousarray(handles), out):
+                raise ValueError("a handle does not name a live folio")
+            return out
         if handles.size and (handles.min() < 0 or handles.max() >= len(table)
                              or (table[handles] < 0).any()):
             raise ValueError("a handle does not name a live folio")

@@ -855,7 +855,12 @@ def free_area_init(pgdat):
 # The four allocation and free entry points take PgData.view (one int) instead: Machine calls
 # them once per alloc()/free(), and unboxing the StructRef would be most of such a call.
 
-@jit
+# The single-call entry points (Machine.alloc()/free(), one folio per call from Python) keep
+# the GIL: releasing and taking it back costs more than the allocator's own work on a call
+jit_gil = nb.njit(cache=True)
+
+
+@jit_gil
 def entry_alloc_folio(view, order, mt, kind, flags, alloc_flags):
     """alloc_folio(), or -2 when the handle table is full (the caller grows it and retries)."""
     pgdat = view_at(view)
@@ -864,12 +869,22 @@ def entry_alloc_folio(view, order, mt, kind, flags, alloc_flags):
     return alloc_folio(pgdat, order, mt, kind, flags, alloc_flags)
 
 
+@jit_gil
+def entry_alloc_movable_anon(view, order):
+    """entry_alloc_folio() of Machine.alloc(order)'s defaults (movable, anon, no flags, the
+    low watermark): two arguments to convert instead of six."""
+    pgdat = view_at(view)
+    if pgdat.node[N_HANDLES_AVAIL] < 1:
+        return -2
+    return alloc_folio(pgdat, order, MIGRATE_MOVABLE, KIND_ANON, 0, ALLOC_WMARK_LOW)
+
+
 @jit
 def entry_alloc_folios(view, out, order, mt, kind, flags, alloc_flags):
     return alloc_folios(view_at(view), out, order, mt, kind, flags, alloc_flags)
 
 
-@jit
+@jit_gil
 def entry_free_folio(view, pfn):
     return free_folio(view_at(view), pfn)
 

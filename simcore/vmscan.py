@@ -28,6 +28,7 @@ inactive file list is large enough at this priority), not the full get_scan_coun
 A folio reclaim frees is gone from its owner: its handle's generation (Machine.handle_generation)
 moves on, so a backend can tell a stale handle from a reused one.
 """
+import numba as nb
 import numpy as np
 
 from . import highatomic
@@ -61,8 +62,11 @@ from .pgdat import (
     Z_START,
     Z_WMARK_HIGH,
     Z_WMARK_LOW,
+    view_at,
 )
 from .vm_event import MTHP_STAT_SPLIT
+
+jit = nb.njit(cache=True, nogil=True)
 
 LRU_INACTIVE_ANON, LRU_ACTIVE_ANON, LRU_INACTIVE_FILE, LRU_ACTIVE_FILE = range(4)
 LRU_NAMES = ("inactive_anon", "active_anon", "inactive_file", "active_file")
@@ -105,14 +109,19 @@ class _Queue:
         self.s = np.empty(1024, dtype=np.int64)
         self.head = self.tail = 0
 
-    def push(self, handles, stamps):
-        n = len(handles)
+    def reserve(self, n):
+        """Room for n more entries after the tail (moving the live ones to the front of a
+        new buffer when needed; positions in the buffer are not part of the list's state)."""
         if self.tail + n > len(self.h):
             live = self.tail - self.head
             cap = max(len(self.h), 2 * (live + n))
             h, s = np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int64)
             h[:live], s[:live] = self.h[self.head:self.tail], self.s[self.head:self.tail]
             self.h, self.s, self.head, self.tail = h, s, 0, live
+
+    def push(self, handles, stamps):
+        n = len(handles)
+        self.reserve(n)
         self.h[self.tail:self.tail + n] = handles
         self.s[self.tail:self.tail + n] = stamps
         self.tail += n
@@ -139,6 +148,9 @@ class Lru:
         self.referenced = np.zeros(0, dtype=bool)
         self.stamp = np.zeros(0, dtype=np.int64)
         self.gen = np.zeros(0, dtype=np.int64)
+        # the buffers behind them (see grow())
+        self._list_of_buf, self._referenced_buf = self.list_of, self.referenced
+        self._stamp_buf, self._gen_buf = self.stamp, self.gen
         self.queues = [_Queue() for _ in LRU_NAMES]
         self.nr_pages = np.zeros(len(LRU_NAMES), dtype=np.int64)
         self.clock = 0
@@ -151,14 +163,24 @@ class Lru:
     # -- bookkeeping ----------------------------------------------------------------------
 
     def grow(self, n):
+        """Room for handles up to n: the per-handle arrays become views of length n into
+        buffers that grow by doubling (growing them to exactly n each time cost a copy of
+        every array per call where frees name handles just beyond them)."""
         old = len(self.list_of)
         if n <= old:
             return
-        pad = n - old
-        self.list_of = np.concatenate([self.list_of, np.full(pad, NOT_ON_LRU, dtype=np.int8)])
-        self.referenced = np.concatenate([self.referenced, np.zeros(pad, dtype=bool)])
-        self.stamp = np.concatenate([self.stamp, np.zeros(pad, dtype=np.int64)])
-        self.gen = np.concatenate([self.gen, np.zeros(pad, dtype=np.int64)])
+        if n > len(self._list_of_buf):
+            cap = max(n, 2 * len(self._list_of_buf), 1024)
+            bufs = (np.full(cap, NOT_ON_LRU, dtype=np.int8), np.zeros(cap, dtype=bool),
+                    np.zeros(cap, dtype=np.int64), np.zeros(cap, dtype=np.int64))
+            for buf, arr in zip(bufs, (self.list_of, self.referenced, self.stamp, self.gen)):
+                buf[:old] = arr
+            self._list_of_buf, self._referenced_buf, self._stamp_buf, self._gen_buf = bufs
+        # the buffers beyond `old` still hold their initial values: nothing writes past a view
+        self.list_of = self._list_of_buf[:n]
+        self.referenced = self._referenced_buf[:n]
+        self.stamp = self._stamp_buf[:n]
+        self.gen = self._gen_buf[:n]
 
     def _put(self, handles, lru):
         """Add handles to the tail of list `lru` (they must be off the LRU or already counted
@@ -175,31 +197,31 @@ class Lru:
         """Folios (of `pages` pages each) leaving the LRU because their owner frees them
         (folio_put() of the last reference deletes them from their list first)."""
         if len(handles):
+            handles = np.ascontiguousarray(handles, dtype=np.int64)
             self.grow(int(handles.max()) + 1)
-            lists = self.list_of[handles].astype(np.int64)
-            on = lists != NOT_ON_LRU
-            np.subtract.at(self.nr_pages, lists[on], pages[on])
-            self.list_of[handles] = NOT_ON_LRU
-            self.referenced[handles] = False
+            _lru_forget(handles, np.ascontiguousarray(pages, dtype=np.int64), self.list_of,
+                        self.referenced, self.nr_pages)
 
     def add_new(self, m, pfns):
         """lru_add: new folios of an LRU kind join the inactive list of their type (called at
-        the end of the allocation call that made them)."""
+        the end of the allocation call that made them): the swap-backed ones (anon, shmem)
+        first, then the file ones, each in call order."""
         if not len(pfns):
             return
-        mem_map = m.pgdat.mem_map
-        pfns = np.asarray(pfns, dtype=np.int64)
-        handles = mem_map["next"][pfns].astype(np.int64)
-        self.grow(len(m.pgdat.folio_pfn))
-        fresh = self.list_of[handles] == NOT_ON_LRU
-        handles, pfns = handles[fresh], pfns[fresh]
-        kinds = mem_map["kind"][pfns].astype(np.int64)
-        pages = np.int64(1) << mem_map["order"][pfns].astype(np.int64)
-        swap_backed = (kinds == KIND_ANON) | (kinds == KIND_SHMEM)
-        self._put(handles[swap_backed], LRU_INACTIVE_ANON)
-        self._put(handles[~swap_backed], LRU_INACTIVE_FILE)
-        self.nr_pages[LRU_INACTIVE_ANON] += int(pages[swap_backed].sum())
-        self.nr_pages[LRU_INACTIVE_FILE] += int(pages[~swap_backed].sum())
+        pfns = np.ascontiguousarray(pfns, dtype=np.int64)
+        if len(self.list_of) < len(m.pgdat.folio_pfn):
+            self.grow(len(m.pgdat.folio_pfn))
+        n = len(pfns)
+        qa, qf = self.queues[LRU_INACTIVE_ANON], self.queues[LRU_INACTIVE_FILE]
+        if qa.tail + n > len(qa.h):
+            qa.reserve(n)
+        if qf.tail + n > len(qf.h):
+            qf.reserve(n)
+        na, nf = _lru_add_new(m.pgdat.view, pfns, self.list_of, self.stamp, self.clock,
+                              qa.h, qa.s, qa.tail, qf.h, qf.s, qf.tail, self.nr_pages)
+        qa.tail += na
+        qf.tail += nf
+        self.clock += na + nf
 
     def digest_arrays(self):
         arrays = [self.list_of, self.referenced, self.stamp, self.gen, self.nr_pages, self.events]
@@ -210,6 +232,54 @@ class Lru:
     def digest_scalars(self):
         return (self.clock, self.split_seen, self.kswapd_order, self.kswapd_slept_ns,
                 [(r.kind, r.order, r.pieces, r.resident) for r in self.swapped])
+
+
+@jit
+def _lru_forget(handles, pages, list_of, referenced, nr_pages):
+    """Lru.forget() in one pass: each listed folio's pages off its list's count, then every
+    handle off the LRU and unreferenced."""
+    for i in range(len(handles)):
+        lst = list_of[handles[i]]
+        if lst != NOT_ON_LRU:
+            nr_pages[lst] -= pages[i]
+    for i in range(len(handles)):
+        list_of[handles[i]] = NOT_ON_LRU
+        referenced[handles[i]] = False
+
+
+@jit
+def _lru_add_new(view, pfns, list_of, stamp, clock, qa_h, qa_s, qa_tail, qf_h, qf_s, qf_tail,
+                 nr_pages):
+    """Lru.add_new() in compiled code: the folios at `pfns` not on a list yet go to the tail
+    of the inactive anon (swap-backed) or file list, stamped from clock + 1 on, anon ones
+    first; the queues have room (reserved by the caller). Returns (anon added, file added)."""
+    mem_map = view_at(view).mem_map
+    fresh = np.empty(len(pfns), dtype=np.bool_)
+    for i in range(len(pfns)):       # which are new, before any is added (as the batch did)
+        fresh[i] = list_of[mem_map[pfns[i]].next] == NOT_ON_LRU
+    na = nf = 0
+    for swap_backed in (True, False):
+        for i in range(len(pfns)):
+            if not fresh[i]:
+                continue
+            rec = mem_map[pfns[i]]
+            if (rec.kind == KIND_ANON or rec.kind == KIND_SHMEM) != swap_backed:
+                continue
+            h = rec.next
+            clock += 1
+            list_of[h] = LRU_INACTIVE_ANON if swap_backed else LRU_INACTIVE_FILE
+            stamp[h] = clock
+            if swap_backed:
+                qa_h[qa_tail + na] = h
+                qa_s[qa_tail + na] = clock
+                na += 1
+                nr_pages[LRU_INACTIVE_ANON] += np.int64(1) << rec.order
+            else:
+                qf_h[qf_tail + nf] = h
+                qf_s[qf_tail + nf] = clock
+                nf += 1
+                nr_pages[LRU_INACTIVE_FILE] += np.int64(1) << rec.order
+    return na, nf
 
 
 def _lru_kind_pages(m):

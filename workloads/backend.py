@@ -225,8 +225,12 @@ class SimBackend(Backend):
 
     def alloc(self, count, order, kind="anon", migratetype="movable", flags=0, compact=True,
               gfp=None):
+        count = int(count)
+        if 0 < count <= THREAD_CHUNK:       # one thread's turn (thread 0, on CPU 0)
+            return self._handles(self.machine.alloc_many(count, order, migratetype, kind, flags,
+                                                         compact=compact, cpu=0, gfp=gfp))
         parts = []
-        for cpu, n in self._turns(int(count)):
+        for cpu, n in self._turns(count):
             pfns = self.machine.alloc_many(n, order, migratetype, kind, flags, compact=compact,
                                            cpu=cpu, gfp=gfp)
             parts.append(pfns)
