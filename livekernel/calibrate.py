@@ -6,7 +6,9 @@ instead), a region of the arena is faulted with only that size
 enabled, the first half of every 2 MiB chunk is unmapped (mmtests thpcompact's shape) and
 echo 1 > /proc/sys/vm/compact_memory compacts the machine; wall time and the deltas of
 pgmigrate_success and the scanners' counters are recorded. Repeated `repeat` times per size
-with a freshly fragmented region.
+with a freshly fragmented region, then once more over the sizes (up to EXTRA_PASSES times)
+while fewer than MIN_FIT_ROWS compactions migrated anything: on a large machine with plenty
+free, compact_memory often moves nothing of a small region (the host decides where it sits).
 
 The model (simcore/costs.py) says a compaction takes
     folios * migrate_folio_fixed_ns + pages * copy_ns_per_page + pfns_scanned * scan_ns_per_pfn
@@ -28,6 +30,8 @@ FORMAT = "foliobench-costs/1"
 COMPACT_MEMORY = "/proc/sys/vm/compact_memory"
 FITTED = ("migrate_folio_fixed_ns", "copy_ns_per_page", "scan_ns_per_pfn")
 CALIBRATION_ORDERS = (0, 2, 4, 6, 8)
+MIN_FIT_ROWS = 3            # three unknowns
+EXTRA_PASSES = 3
 
 
 def _fragment(backend, order):
@@ -76,6 +80,17 @@ def measure(live, orders=CALIBRATION_ORDERS, repeat=3):
     return out
 
 
+def measure_enough(live, orders=CALIBRATION_ORDERS, repeat=3):
+    """measure(), then further single passes over the sizes (at most EXTRA_PASSES) until
+    MIN_FIT_ROWS compactions have migrated something."""
+    ms = measure(live, orders, repeat)
+    for _ in range(EXTRA_PASSES):
+        if sum(m["pgmigrate_success"] > 0 for m in ms) >= MIN_FIT_ROWS:
+            break
+        ms += measure(live, orders, 1)
+    return ms
+
+
 def simulate(measurements, mem, region_bytes, costs=None, strategy="folio"):
     """The same experiment on simcore at this machine's size: the region's folios allocated,
     the first half of every 2 MiB chunk of the region freed, Machine.compact(). One dict per
@@ -106,8 +121,9 @@ def simulate(measurements, mem, region_bytes, costs=None, strategy="folio"):
 def fit(measurements):
     """Non-negative least squares of elapsed_ns on (folios, pages, PFNs scanned)."""
     rows = [m for m in measurements if m["pgmigrate_success"] > 0]
-    if len(rows) < 3:
-        raise ValueError(f"only {len(rows)} compactions migrated anything; need 3 to fit")
+    if len(rows) < MIN_FIT_ROWS:
+        raise ValueError(f"only {len(rows)} of {len(measurements)} compactions migrated "
+                         f"anything; need {MIN_FIT_ROWS} to fit")
     a = np.array([[_folios_moved(m), m["pgmigrate_success"],
                    m["compact_migrate_scanned"] + m["compact_free_scanned"]] for m in rows],
                  dtype=float)
@@ -144,7 +160,7 @@ def throughput(measurements):
 
 def calibrate(live, repeat=3, orders=CALIBRATION_ORDERS):
     """Measure and fit: the cost model document (format_costs() gives the file's text)."""
-    ms = measure(live, orders, repeat)
+    ms = measure_enough(live, orders, repeat)
     costs, r2 = fit(ms)                 # only what was measured: the rest keeps its default
     cost_array(costs)                                  # the simulator must accept it
     from .compare import live_machine_size

@@ -148,6 +148,30 @@ def test_cost_fit_recovers_known_parameters(tmp_path):
         load_costs(bad)
 
 
+def test_calibration_measures_again_until_three_compactions_migrated(monkeypatch):
+    from livekernel import calibrate
+    # the host's compact_memory moved nothing of the region on most passes: one more single
+    # pass over the sizes at a time, until three compactions migrated something
+    migrated = iter([0, 0, 0, 0, 0, 7, 0, 3, 0, 0, 9, 0, 0, 0, 0, 5, 5, 5, 5, 5])
+    passes = []
+
+    def measure(live, orders, repeat):
+        passes.append(repeat)
+        return [{"order": o, "pgmigrate_success": next(migrated)} for o in orders
+                for _ in range(repeat)]
+
+    monkeypatch.setattr(calibrate, "measure", measure)
+    ms = calibrate.measure_enough(None, (0, 2, 4, 6, 8), 1)
+    assert passes == [1, 1, 1] and sum(m["pgmigrate_success"] > 0 for m in ms) == 3
+    # a host where nothing ever moves: EXTRA_PASSES more, then fit() says why in one line
+    migrated = iter([0] * 100)
+    passes.clear()
+    ms = calibrate.measure_enough(None, (0, 2), 2)
+    assert passes == [2] + [1] * calibrate.EXTRA_PASSES
+    with pytest.raises(ValueError, match=r"only 0 of 10 compactions migrated anything; need 3"):
+        fit(ms)
+
+
 def test_commands_and_leftover_journal_of_a_dead_process(tree, tmp_path):
     import json
 
