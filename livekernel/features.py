@@ -305,7 +305,14 @@ class FeatureSteps:
             numa.mbind(addr, n * PAGE, numa.MPOL_DEFAULT)
         before = self._numa_nodes(handles, block_pages, blocks)
         self._set(numa.NUMA_BALANCING, 1)
-        for path, value in numa.scan_knobs().items():
+        if self.may_fill_memory and not numa.debugfs_mounted() and os.path.isdir(numa.DEBUGFS):
+            try:        # a guest's init may not mount it; the knobs are restored before umount
+                self.journal.run(["mount", "-t", "debugfs", "debugfs", numa.DEBUGFS],
+                                 ["umount", numa.DEBUGFS], "debugfs for the NUMA scan knobs")
+            except Exception:       # noqa: BLE001 - without it the scan keeps its defaults
+                pass
+        knobs = numa.scan_knobs()
+        for path, value in knobs.items():
             self._set(path, value)
         os.sched_setaffinity(0, {cpu})
         t0 = time.perf_counter_ns()
@@ -327,7 +334,9 @@ class FeatureSteps:
         whole = orders[moved] == self._order[handles][moved]
         self.numa_observed = {
             "task_node": here, "placed_on": there, "placed": int((before == there).sum()),
-            "rounds": rounds, "seconds": round((time.perf_counter_ns() - t0) / 1e9, 2),
+            "scan_knobs": sorted(os.path.basename(k) for k in knobs),
+            "numa_balancing": self.journal.read(numa.NUMA_BALANCING), "rounds": rounds,
+            "seconds": round((time.perf_counter_ns() - t0) / 1e9, 2),
             "kept_order": float(whole.mean()) if moved.any() else None,
             "split_to": {int(o): int(c) for o, c in zip(*np.unique(orders[moved],
                                                                    return_counts=True))}}

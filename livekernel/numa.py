@@ -15,6 +15,7 @@ SCAN_DIRS = (("/sys/kernel/debug/sched/numa_balancing", ""),
 # the first scan of a new VMA waits scan_delay; the mm is rescanned at most every
 # scan_period_min (task_numa_work() in kernel/sched/fair.c): short, so a run takes seconds
 SCAN_KNOBS = {"scan_delay_ms": 0, "scan_period_min_ms": 100}
+DEBUGFS = "/sys/kernel/debug"
 SYS_MBIND = 237                 # x86_64
 MPOL_DEFAULT, MPOL_BIND = 0, 2
 MPOL_MF_STRICT, MPOL_MF_MOVE = 1, 2
@@ -95,3 +96,12 @@ def current_cpu():
     """sched_getcpu() of the calling thread."""
     from .libc import LIBC
     return int(LIBC.sched_getcpu())
+
+
+def debugfs_mounted(mounts="/proc/mounts"):
+    """Is a debugfs mounted (the scan knobs live there since 5.13)?"""
+    try:
+        with open(mounts) as fh:
+            return any(line.split()[2:3] == ["debugfs"] for line in fh)
+    except OSError:
+        return False

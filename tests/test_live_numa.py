@@ -134,6 +134,7 @@ def machine(tmp_path, monkeypatch):
     monkeypatch.setattr(numa, "current_cpu", lambda: 0)
     monkeypatch.setattr(numa, "cpu_node", lambda cpu: 0)
     monkeypatch.setattr(numa, "scan_knobs", lambda: {"/debug/scan_delay_ms": 0})
+    monkeypatch.setattr(numa, "debugfs_mounted", lambda: True)
     pinned = []
     monkeypatch.setattr(features.os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr(features.os, "sched_setaffinity", lambda pid, cpus: pinned.append(cpus))
