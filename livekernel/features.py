@@ -304,6 +304,7 @@ class FeatureSteps:
                     raise
             numa.mbind(addr, n * PAGE, numa.MPOL_DEFAULT)
         before = self._numa_nodes(handles, block_pages, blocks)
+        placed_whole = self.folio_orders(handles) == self._order[handles]
         self._set(numa.NUMA_BALANCING, 1)
         if self.may_fill_memory and not numa.debugfs_mounted() and os.path.isdir(numa.DEBUGFS):
             try:        # a guest's init may not mount it; the knobs are restored before umount
@@ -334,6 +335,7 @@ class FeatureSteps:
         whole = orders[moved] == self._order[handles][moved]
         self.numa_observed = {
             "task_node": here, "placed_on": there, "placed": int((before == there).sum()),
+            "placed_whole": int(placed_whole.sum()),
             "scan_knobs": sorted(os.path.basename(k) for k in knobs),
             "numa_balancing": self.journal.read(numa.NUMA_BALANCING), "rounds": rounds,
             "seconds": round((time.perf_counter_ns() - t0) / 1e9, 2),

@@ -155,6 +155,7 @@ def test_folios_placed_away_come_back_through_balancing(machine, monkeypatch):
     assert pinned == [{0}, {0, 1}]                   # on the task's CPU, then as it was
     seen = steps.numa_observed
     assert seen["task_node"] == 0 and seen["placed_on"] == 1 and seen["placed"] == 8
+    assert seen["placed_whole"] == 8
     assert seen["kept_order"] == 7 / 8 and seen["split_to"] == {0: 1, 4: 7}
     assert "numa" in steps.time_ns
 
