@@ -38,7 +38,9 @@ or an order/PFN read back with pagemap + kpageflags):
 - set_zswap(): /sys/module/zswap/parameters/enabled; ksm_merge(): identical content per pair,
   MADV_MERGEABLE, ksmd run through livekernel/ksm.py; collapse(): MADV_COLLAPSE;
   memory_failure(): MADV_SOFT_OFFLINE, only with allow_poison and CONFIG_MEMORY_FAILURE.
-- numa_migrate(): Unsupported (one node here; not driven from the live backend on two).
+- numa_migrate(): in a guest of two nodes, the folios mbind()-moved to the other node, then
+  kernel.numa_balancing=1 and hinting faults from the task's own CPU bring them back
+  (livekernel/numa.py); Unsupported on one node.
 - The simulator's sysctl arguments (extfrag_threshold=, compaction_proactiveness=) are written
   through the journal for the backend's lifetime and written back at close().
 
@@ -122,6 +124,7 @@ class LiveBackend(Counters, MemoryBlocks, FeatureSteps, HandleTable, Backend):
         self.time_ns = {}           # measured wall time per subsystem ("swap_out", "ksm", ...)
         self._restore_on_close = {}     # path -> value found, written back by close()
         self._ksm = None
+        self.numa_observed = None   # what numa_migrate() saw (features.py)
         for name in [k for k in machine_kw if k in SYSCTLS]:
             self._set(f"/proc/sys/vm/{name}", machine_kw.pop(name))
         self.ignored_machine_args = dict(machine_kw)     # cma=, movable=: the host decides

@@ -11,9 +11,11 @@ import numpy as np
 
 from workloads.backend import Unsupported
 
-from . import ksm, pageflags, swap
+from . import ksm, numa, pageflags, swap
 from .arena import ANON, PAGE
 from .knobs import MADV_COLLAPSE, MADV_HUGEPAGE, MADV_SOFT_OFFLINE, MEMORY_FAILURE, NODES, ZSWAP
+
+NUMA_TIMEOUT_S = 10            # the hinting-fault loop's bound (the CI row takes seconds)
 
 
 class FeatureSteps:
@@ -244,11 +246,101 @@ class FeatureSteps:
         seen = ", ".join(f"order {o}" for o in sorted({int(x) for x in got}, reverse=True))
         return None, f"{answer}; the range is still {seen}"
 
-    def numa_migrate(self, handles):
+    def numa_migrate(self, handles, timeout_s=NUMA_TIMEOUT_S):
+        """NUMA balancing as the kernel does it: task_numa_work() (kernel/sched/fair.c) marks
+        the task's PTEs PROT_NONE, the task's next access takes a hinting fault, do_numa_page()
+        (mm/memory.c) asks mpol_misplaced() / should_numa_migrate_memory() (mm/mempolicy.c)
+        and migrates the folio, whole, to the task's node.
+
+        The folios are first moved to another node with mbind(MPOL_BIND, that node,
+        MPOL_MF_MOVE | MPOL_MF_STRICT) on their ranges, then the ranges' policy is reset
+        (MPOL_DEFAULT, whose MPOL_F_MOF|MPOL_F_MORON lets balancing move them back);
+        kernel.numa_balancing=1 and short scan delay/period (debugfs sched/numa_balancing/,
+        or the numa_balancing_scan_* sysctls) are set through the journal, and the task,
+        pinned to the CPU it runs on, reads one byte per page of the sample in a loop until
+        every folio sits on the task's node or timeout_s passes. Per folio: True if it is
+        on the task's node at the end (its node from pagemap + the memory blocks' nodes).
+        numa_observed keeps what was seen: nodes, rounds, and whether each moved folio kept
+        its order. Simplified: one task, one node move; only in a disposable guest (or where
+        numa_balancing is on already), as the host's scheduler setting is not ours."""
         nodes = sorted(p.name for p in pathlib.Path(NODES).glob("node[0-9]*"))
         if len(nodes) < 2:
             raise Unsupported(f"NUMA balancing: one NUMA node ({', '.join(nodes) or 'none'}), "
                               f"nothing to balance between")
-        raise Unsupported(f"NUMA balancing on {len(nodes)} nodes: hinting-fault migration is "
-                          f"not driven from the live backend yet")
+        if not os.path.exists(numa.NUMA_BALANCING):
+            raise Unsupported(f"NUMA balancing: kernel without CONFIG_NUMA_BALANCING (no "
+                              f"{numa.NUMA_BALANCING})")
+        if not self.may_fill_memory and self.journal.read(numa.NUMA_BALANCING) != "1":
+            raise Unsupported("NUMA balancing: kernel.numa_balancing is off and this is not a "
+                              "disposable guest (the host's scheduler setting is not ours)")
+        handles = self._anon_only(handles, "NUMA balancing")
+        if self.dry_run or not len(handles):
+            return [False] * len(handles)
+        try:
+            block_pages, blocks = numa.pfn_to_node_map()
+        except LookupError as exc:
+            raise Unsupported(f"NUMA balancing: {exc}") from None
+        return self._numa_round(handles, block_pages, blocks, timeout_s)
+
+    def _numa_nodes(self, handles, block_pages, blocks):
+        return numa.pfn_nodes(self.folio_pfns(handles), block_pages, blocks)
+
+    def _numa_round(self, handles, block_pages, blocks, timeout_s):
+        affinity = os.sched_getaffinity(0)
+        cpu = numa.current_cpu()
+        here = numa.cpu_node(cpu)
+        others = [n for n in numa.nodes_with_memory() if n != here]
+        if not others:
+            raise Unsupported(f"NUMA balancing: no node with memory besides node {here}")
+        there = others[0]
+        ranges = self._anon_ranges(handles)
+        for region, first, n in ranges:
+            addr = region["mm"].addr + first * PAGE
+            try:
+                numa.mbind(addr, n * PAGE, numa.MPOL_BIND, there,
+                           numa.MPOL_MF_MOVE | numa.MPOL_MF_STRICT)
+            except OSError as exc:
+                if exc.errno != errno.EIO:      # EIO: some folios stayed; they are counted
+                    raise
+            numa.mbind(addr, n * PAGE, numa.MPOL_DEFAULT)
+        before = self._numa_nodes(handles, block_pages, blocks)
+        placed_whole = self.folio_orders(handles) == self._order[handles]
+        self._set(numa.NUMA_BALANCING, 1)
+        if self.may_fill_memory and not numa.debugfs_mounted() and os.path.isdir(numa.DEBUGFS):
+            try:        # a guest's init may not mount it; the knobs are restored before umount
+                self.journal.run(["mount", "-t", "debugfs", "debugfs", numa.DEBUGFS],
+                                 ["umount", numa.DEBUGFS], "debugfs for the NUMA scan knobs")
+            except Exception:       # noqa: BLE001 - without it the scan keeps its defaults
+                pass
+        knobs = numa.scan_knobs()
+        for path, value in knobs.items():
+            self._set(path, value)
+        os.sched_setaffinity(0, {cpu})
+        t0 = time.perf_counter_ns()
+        rounds, now = 0, before
+        try:
+            while True:
+                for region, first, n in ranges:
+                    int(region["mm"].bytes(first * PAGE, n * PAGE)[::PAGE].sum())
+                rounds += 1
+                if rounds % 16 == 0 or time.perf_counter_ns() - t0 > timeout_s * 1e9:
+                    now = self._numa_nodes(handles, block_pages, blocks)
+                    if (now == here).all() or time.perf_counter_ns() - t0 > timeout_s * 1e9:
+                        break
+        finally:
+            self._timed("numa", t0)
+            os.sched_setaffinity(0, affinity)
+        moved = (now == here) & (before == there)
+        orders = self.folio_orders(handles)
+        whole = orders[moved] == self._order[handles][moved]
+        self.numa_observed = {
+            "task_node": here, "placed_on": there, "placed": int((before == there).sum()),
+            "placed_whole": int(placed_whole.sum()),
+            "scan_knobs": sorted(os.path.basename(k) for k in knobs),
+            "numa_balancing": self.journal.read(numa.NUMA_BALANCING), "rounds": rounds,
+            "seconds": round((time.perf_counter_ns() - t0) / 1e9, 2),
+            "kept_order": float(whole.mean()) if moved.any() else None,
+            "split_to": {int(o): int(c) for o, c in zip(*np.unique(orders[moved],
+                                                                   return_counts=True))}}
+        return [bool(m) for m in moved]
 

@@ -452,10 +452,17 @@ def probe_numa(backend, order, seed):
     d = snap.delta()
     done = sum(moved)
     pages = n << order
-    kept = (1.0 if done else None) if order else None   # NUMA balancing never splits
+    # NUMA balancing migrates a folio whole or not at all; the live backend observes it
+    # (numa_observed: the moved folios' orders read back), the simulator's model assumes it
+    seen = getattr(backend, "numa_observed", None) or {}
+    kept = (1.0 if done else None) if order else None
+    split_to = {order: done} if order and done else {}
+    if order and "kept_order" in seen:
+        kept, split_to = seen["kept_order"], seen["split_to"]
+    notes = {k: v for k, v in seen.items() if k not in ("kept_order", "split_to")}
     return _evidence(pages, done << order, "pages", order, n, d, _cost(d, "time_ns/numa"),
-                     (done << order) * PAGE_SIZE, kept, {order: done} if order and done else {},
-                     folios_not_moved=n - done)
+                     (done << order) * PAGE_SIZE, kept, split_to, folios_not_moved=n - done,
+                     **notes)
 
 
 MACHINE = {"mem": "256M"}
