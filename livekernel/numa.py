@@ -4,6 +4,7 @@ scan delay/period, under debugfs sched/numa_balancing/ since 5.13, as sysctls be
 import ctypes
 import os
 import pathlib
+import re
 
 import numpy as np
 
@@ -12,10 +13,15 @@ from .knobs import MEMORY, NODES, read_text
 NUMA_BALANCING = "/proc/sys/kernel/numa_balancing"
 SCAN_DIRS = (("/sys/kernel/debug/sched/numa_balancing", ""),
              ("/proc/sys/kernel", "numa_balancing_"))     # (directory, name prefix)
-# the first scan of a new VMA waits scan_delay; the mm is rescanned at most every
-# scan_period_min (task_numa_work() in kernel/sched/fair.c): short, so a run takes seconds
-SCAN_KNOBS = {"scan_delay_ms": 0, "scan_period_min_ms": 100}
+# task_numa_work() (kernel/sched/fair.c): the first scan of a new mm waits scan_delay; the mm
+# is rescanned every scan period, which starts near scan_period_min and grows while the task's
+# faults do not call for migration, up to scan_period_max; each pass marks scan_size_mb of
+# populated address space from where the last one stopped. Short periods, capped, so the
+# passes reach the sample within seconds even in a loaded TCG guest (defaults 1 s, 1 s, 60 s;
+# scan_size_mb keeps its 256: 1024 doubled numa_pte_updates in the 6.1 guest for no gain)
+SCAN_KNOBS = {"scan_delay_ms": 0, "scan_period_min_ms": 100, "scan_period_max_ms": 1000}
 DEBUGFS = "/sys/kernel/debug"
+ZONEINFO = "/proc/zoneinfo"
 SYS_MBIND = 237                 # x86_64
 MPOL_DEFAULT, MPOL_BIND = 0, 2
 MPOL_MF_STRICT, MPOL_MF_MOVE = 1, 2
@@ -105,3 +111,35 @@ def debugfs_mounted(mounts="/proc/mounts"):
             return any(line.split()[2:3] == ["debugfs"] for line in fh)
     except OSError:
         return False
+
+
+def zone_room(node, zoneinfo_text):
+    """{zone: (free, high, reserve)} of `node`'s managed zones from /proc/zoneinfo, where
+    reserve is the zone's lowmem_reserve for a ZONE_MOVABLE request (its "protection:" entry
+    at ZONE_MOVABLE's index), the margin zone_watermark_ok() adds for a request that may use
+    any zone."""
+    zones = [m for m in re.finditer(r"^Node\s+(\d+), zone\s+(\S+)\n(.*?)(?=^Node|\Z)",
+                                    zoneinfo_text, re.M | re.S) if int(m.group(1)) == node]
+    names = [m.group(2) for m in zones]     # every zone type, populated or not, in index order
+    movable = names.index("Movable") if "Movable" in names else -1
+    out = {}
+    for m in zones:
+        body = m.group(3)
+        num = {k: int(v) for k, v in re.findall(r"^\s+(?:pages )?(free|high|managed)\s+(\d+)",
+                                                 body, re.M)}
+        prot = re.search(r"protection:\s*\(([^)]*)\)", body)
+        if not num.get("managed"):
+            continue
+        reserve = int(prot.group(1).split(",")[movable]) if prot else 0
+        out[m.group(2)] = (num.get("free", 0), num.get("high", 0), reserve)
+    return out
+
+
+def room_for(node, nr_pages, zoneinfo_text):
+    """migrate_balanced_pgdat() (mm/migrate.c): NUMA balancing migrates a folio to `node`
+    only while one of its zones has more than its high watermark plus the folio free
+    (numamigrate_isolate_folio(), "avoid migrating to a node that is nearly full"); here
+    asked for nr_pages at once, the whole sample. Simplified: the highatomic and CMA free
+    pages that zone_watermark_ok() also leaves out are not subtracted."""
+    return any(free > high + reserve + nr_pages
+               for free, high, reserve in zone_room(node, zoneinfo_text).values())

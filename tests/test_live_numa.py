@@ -60,16 +60,62 @@ def test_scan_knobs_prefer_debugfs_then_sysctls(tmp_path, monkeypatch):
     assert numa.scan_knobs() == {f"{debug}/scan_delay_ms": 0, f"{debug}/scan_period_min_ms": 100}
 
 
+def _zoneinfo(free_normal, free_movable=0):
+    """Node 0 (DMA, DMA32, Normal, Movable, Device; Normal's free pages given) and node 1, in
+    /proc/zoneinfo's layout: "protection:" holds one lowmem_reserve per zone type."""
+    def zone(node, name, free, high, managed, protection):
+        return (f"Node {node}, zone {name:>8}\n  per-node stats\n      nr_inactive_anon 5\n"
+                f"  pages free     {free}\n        boost    0\n        min      {high // 2}\n"
+                f"        low      {high * 3 // 4}\n        high     {high}\n"
+                f"        spanned  {managed}\n        present  {managed}\n"
+                f"        managed  {managed}\n        cma      0\n"
+                f"        protection: ({protection})\n      nr_free_pages {free}\n")
+    return "".join([zone(0, "DMA", 0, 0, 0, "0, 0, 0, 0, 0"),
+                    zone(0, "DMA32", 0, 0, 0, "0, 0, 0, 0, 0"),
+                    zone(0, "Normal", free_normal, 1000, 100000, "0, 0, 0, 500, 9999"),
+                    zone(0, "Movable", free_movable, 200, 20000, "0, 0, 0, 0, 0"),
+                    zone(0, "Device", 0, 0, 0, "0, 0, 0, 0, 0"),
+                    zone(1, "Normal", 90000, 1000, 100000, "0, 0, 0, 0, 0")])
+
+
+def test_room_on_a_node_is_above_high_watermark_and_reserve():
+    text = _zoneinfo(free_normal=1600)
+    # Normal: free 1600 > high 1000 + reserve for a movable request 500 (not Device's 9999)
+    assert numa.zone_room(0, text) == {"Normal": (1600, 1000, 500), "Movable": (0, 200, 0)}
+    assert numa.zone_room(1, text) == {"Normal": (90000, 1000, 0)}
+    assert numa.room_for(0, 99, text) and not numa.room_for(0, 100, text)
+    # any zone with room will do (migrate_balanced_pgdat() takes the first)
+    assert numa.room_for(0, 500, _zoneinfo(free_normal=0, free_movable=701))
+    assert not numa.room_for(2, 1, text)                 # no such node: no room
+
+
 class FakeKernel:
     """Folios at PFNs on node 0 (blocks 0-1) or node 1 (blocks 2-3); mbind moves them to
     node 1; after `after` touches with numa_balancing on, each folio not in `stuck` comes
     back to node 0, and those in `split` come back as order 0."""
 
-    def __init__(self, n, after=3, stuck=(), split=()):
+    def __init__(self, n, after=3, stuck=(), split=(), zoneinfo=None, cache_pages=0):
         self.pfns = np.arange(n, dtype=np.int64) * 16
         self.orders = np.full(n, 4)
         self.after, self.stuck, self.split = after, set(stuck), set(split)
         self.touches, self.calls, self.settings = 0, [], {}
+        self.zoneinfo, self.cache_pages, self.dropped = zoneinfo, cache_pages, []
+        self.free = 100000                 # node 0's free pages (Normal)
+        if zoneinfo:
+            self.free = 1000 + 500 + 1     # at its high watermark plus reserve: no room
+            self._write_zoneinfo()
+
+    def _write_zoneinfo(self):
+        self.zoneinfo.write_text(_zoneinfo(self.free))
+
+    def drop_caches(self, value):
+        self.dropped.append(value)
+        self.free += self.cache_pages
+        self._write_zoneinfo()
+
+    def room(self):
+        return numa.room_for(0, 16 * len(self.pfns), self.zoneinfo.read_text()) \
+            if self.zoneinfo else True
 
     def mbind(self, addr, length, mode, node=None, flags=0):
         self.calls.append((mode, node, flags))
@@ -78,7 +124,8 @@ class FakeKernel:
 
     def touch(self):
         self.touches += 1
-        if self.settings.get(numa.NUMA_BALANCING) == 1 and self.touches >= self.after:
+        if self.settings.get(numa.NUMA_BALANCING) == 1 and self.touches >= self.after \
+                and self.room():
             for i in range(len(self.pfns)):
                 if i not in self.stuck and self.pfns[i] >= 2 * BLOCK_PAGES:
                     self.pfns[i] -= 2 * BLOCK_PAGES
@@ -104,7 +151,12 @@ class Steps(features.FeatureSteps):
         self.kernel, self.may_fill_memory, self.time_ns = kernel, disposable, {}
         self._order = kernel.orders.copy()
         self.region = {"mm": FakeMapping(kernel), "start": 0}
-        self.journal = type("J", (), {"read": staticmethod(lambda path: balancing)})()
+        self.journal = type("J", (), {"read": staticmethod(lambda path: balancing),
+                                      "write_only": staticmethod(self._write_only)})()
+
+    def _write_only(self, path, value):
+        assert path == "/proc/sys/vm/drop_caches", path
+        self.kernel.drop_caches(value)
 
     def _anon_only(self, handles, what):
         return np.asarray(handles, dtype=np.int64)
@@ -135,6 +187,8 @@ def machine(tmp_path, monkeypatch):
     monkeypatch.setattr(numa, "cpu_node", lambda cpu: 0)
     monkeypatch.setattr(numa, "scan_knobs", lambda: {"/debug/scan_delay_ms": 0})
     monkeypatch.setattr(numa, "debugfs_mounted", lambda: True)
+    (tmp_path / "zoneinfo").write_text(_zoneinfo(free_normal=100000))
+    monkeypatch.setattr(numa, "ZONEINFO", str(tmp_path / "zoneinfo"))
     pinned = []
     monkeypatch.setattr(features.os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr(features.os, "sched_setaffinity", lambda pid, cpus: pinned.append(cpus))
@@ -183,3 +237,27 @@ def test_without_numa_balancing_or_on_the_host_it_is_unsupported(machine, monkey
     monkeypatch.setattr(numa, "NUMA_BALANCING", str(tmp_path / "missing"))
     with pytest.raises(Unsupported, match="CONFIG_NUMA_BALANCING"):
         Steps(FakeKernel(1)).numa_migrate(np.arange(1))
+
+
+def test_a_full_task_node_gets_its_caches_dropped_in_a_guest(machine, monkeypatch):
+    tmp_path, _ = machine
+    kernel = FakeKernel(4, zoneinfo=tmp_path / "zoneinfo", cache_pages=5000)
+    monkeypatch.setattr(numa, "mbind", kernel.mbind)
+    steps = Steps(kernel)
+    assert steps.numa_migrate(np.arange(4), timeout_s=1) == [True] * 4
+    assert kernel.dropped == [3]
+    seen = steps.numa_observed
+    assert seen["room_zones"]["Normal"] == (1501, 1000, 500)
+    assert seen["room_zones_after_drop_caches"]["Normal"] == (6501, 1000, 500)
+    assert seen["room_for_sample"] is True
+
+
+def test_a_full_task_node_on_the_host_is_left_alone_and_said(machine, monkeypatch):
+    tmp_path, _ = machine
+    kernel = FakeKernel(4, zoneinfo=tmp_path / "zoneinfo", cache_pages=5000)
+    monkeypatch.setattr(numa, "mbind", kernel.mbind)
+    steps = Steps(kernel, disposable=False, balancing="1")
+    assert steps.numa_migrate(np.arange(4), timeout_s=0.05) == [False] * 4
+    assert kernel.dropped == []
+    assert steps.numa_observed["room_for_sample"] is False
+    assert "room_zones_after_drop_caches" not in steps.numa_observed
