@@ -11,13 +11,14 @@ import numpy as np
 
 from workloads.backend import Unsupported
 
-from . import ksm, numa, pageflags, swap
+from . import fidelity, ksm, numa, pageflags, swap
 from .arena import ANON, PAGE
 from .knobs import MADV_COLLAPSE, MADV_HUGEPAGE, MADV_SOFT_OFFLINE, MEMORY_FAILURE, NODES, ZSWAP
 
 # the hinting-fault loop's bound; the loop ends as soon as every folio is back (9.3 s in the
 # 6.1 CI guest at 4K, 2026-12-02 12:17 UTC, at load 1; a guest on a loaded host runs slower)
 NUMA_TIMEOUT_S = 60
+MIGRATE_EVENT = "migrate/mm_migrate_pages"
 
 
 class FeatureSteps:
@@ -337,15 +338,20 @@ class FeatureSteps:
         os.sched_setaffinity(0, {cpu})
         t0 = time.perf_counter_ns()
         rounds, now = 0, before
+        # balancing's own migrate_pages() calls, to tell a split inside them (nr_split) from
+        # one after them
+        trace = fidelity.DeferralTrace(self.journal, events=(MIGRATE_EVENT,))
         try:
-            while True:
-                for region, first, n in ranges:
-                    int(region["mm"].bytes(first * PAGE, n * PAGE)[::PAGE].sum())
-                rounds += 1
-                if rounds % 16 == 0 or time.perf_counter_ns() - t0 > timeout_s * 1e9:
-                    now = self._numa_nodes(handles, block_pages, blocks)
-                    if (now == here).all() or time.perf_counter_ns() - t0 > timeout_s * 1e9:
-                        break
+            with trace:
+                while True:
+                    for region, first, n in ranges:
+                        int(region["mm"].bytes(first * PAGE, n * PAGE)[::PAGE].sum())
+                    rounds += 1
+                    late = time.perf_counter_ns() - t0 > timeout_s * 1e9
+                    if rounds % 16 == 0 or late:
+                        now = self._numa_nodes(handles, block_pages, blocks)
+                        if (now == here).all() or late:
+                            break
         finally:
             self._timed("numa", t0)
             os.sched_setaffinity(0, affinity)
@@ -358,7 +364,8 @@ class FeatureSteps:
             "scan_knobs": sorted(os.path.basename(k) for k in knobs),
             "numa_balancing": self.journal.read(numa.NUMA_BALANCING), "rounds": rounds,
             "seconds": round((time.perf_counter_ns() - t0) / 1e9, 2),
-            **room, "kept_order": float(whole.mean()) if moved.any() else None,
+            **room, "migrate_pages_calls": fidelity.migrate_totals(trace.text),
+            "kept_order": float(whole.mean()) if moved.any() else None,
             "split_to": {int(o): int(c) for o, c in zip(*np.unique(orders[moved],
                                                                    return_counts=True))}}
         return [bool(m) for m in moved]

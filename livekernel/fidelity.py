@@ -246,6 +246,26 @@ def _migrate_batch(text):
     return batch
 
 
+def migrate_totals(trace_text):
+    """{reason: {field: total, "calls": n}} of the mm_migrate_pages events in a trace (succeeded,
+    failed, thp_split, large_folio_split, ... summed per migrate reason); None without a
+    trace (no tracefs, or the event missing)."""
+    if trace_text is None:
+        return None
+    out = {}
+    for line in trace_text.splitlines():
+        m = _MIGRATE_EVENT.search(line)
+        if not m:
+            continue
+        batch = _migrate_batch(m.group(1))
+        total = out.setdefault(str(batch.pop("reason", "?")), {"calls": 0})
+        total["calls"] += 1
+        for key, value in batch.items():
+            if isinstance(value, int):
+                total[key] = total.get(key, 0) + value
+    return out
+
+
 def compaction_zones(trace_text):
     """Per compact_zone() run in a trace of the compaction events (mm_compaction_begin/end and
     mm_compaction_isolate_migratepages/freepages): a list of dicts with zone_start, zone_end,

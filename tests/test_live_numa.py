@@ -174,6 +174,43 @@ class Steps(features.FeatureSteps):
         self.kernel.settings[path] = value
 
 
+MIGRATE_LINES = (
+    "  python-1 [000] .....  1.000: mm_migrate_pages: nr_succeeded=16 nr_failed=0 "
+    "nr_thp_succeeded=0 nr_thp_failed=0 nr_thp_split=0 nr_split=1 mode=MIGRATE_ASYNC "
+    "reason=numa_misplaced\n"
+    "  python-1 [000] .....  1.100: mm_migrate_pages: nr_succeeded=16 nr_failed=0 "
+    "nr_thp_succeeded=0 nr_thp_failed=0 nr_thp_split=0 nr_split=0 mode=MIGRATE_ASYNC "
+    "reason=numa_misplaced\n"
+    "  kcompactd0-9 [000] .....  1.200: mm_migrate_pages: nr_succeeded=3 nr_failed=1 "
+    "nr_thp_succeeded=0 nr_thp_failed=0 nr_thp_split=0 nr_split=0 mode=MIGRATE_SYNC_LIGHT "
+    "reason=compaction\n")
+
+
+class FakeTrace:
+    """DeferralTrace with the lines above as the window's trace."""
+
+    def __init__(self, journal, events=()):
+        assert events == (features.MIGRATE_EVENT,)
+        self.text = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.text = MIGRATE_LINES
+        return False
+
+
+def test_migrate_pages_events_summed_per_reason():
+    assert features.fidelity.migrate_totals(MIGRATE_LINES) == {
+        "numa_misplaced": {"calls": 2, "succeeded": 32, "failed": 0, "thp_succeeded": 0,
+                           "thp_failed": 0, "thp_split": 0, "large_folio_split": 1},
+        "compaction": {"calls": 1, "succeeded": 3, "failed": 1, "thp_succeeded": 0,
+                       "thp_failed": 0, "thp_split": 0, "large_folio_split": 0}}
+    assert features.fidelity.migrate_totals(None) is None
+    assert features.fidelity.migrate_totals("") == {}
+
+
 @pytest.fixture
 def machine(tmp_path, monkeypatch):
     nodes, memory = _sysfs(tmp_path, {0: [0, 1], 1: [2, 3]}, {0: "0", 1: ""})
@@ -188,6 +225,7 @@ def machine(tmp_path, monkeypatch):
     monkeypatch.setattr(numa, "scan_knobs", lambda: {"/debug/scan_delay_ms": 0})
     monkeypatch.setattr(numa, "debugfs_mounted", lambda: True)
     (tmp_path / "zoneinfo").write_text(_zoneinfo(free_normal=100000))
+    monkeypatch.setattr(features.fidelity, "DeferralTrace", FakeTrace)
     monkeypatch.setattr(numa, "ZONEINFO", str(tmp_path / "zoneinfo"))
     pinned = []
     monkeypatch.setattr(features.os, "sched_getaffinity", lambda pid: {0, 1})
@@ -211,6 +249,7 @@ def test_folios_placed_away_come_back_through_balancing(machine, monkeypatch):
     assert seen["task_node"] == 0 and seen["placed_on"] == 1 and seen["placed"] == 8
     assert seen["placed_whole"] == 8
     assert seen["kept_order"] == 7 / 8 and seen["split_to"] == {0: 1, 4: 7}
+    assert seen["migrate_pages_calls"]["numa_misplaced"]["large_folio_split"] == 1
     assert "numa" in steps.time_ns
 
 
