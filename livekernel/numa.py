@@ -23,7 +23,7 @@ SCAN_KNOBS = {"scan_delay_ms": 0, "scan_period_min_ms": 100, "scan_period_max_ms
 DEBUGFS = "/sys/kernel/debug"
 ZONEINFO = "/proc/zoneinfo"
 SYS_MBIND = 237                 # x86_64
-MPOL_DEFAULT, MPOL_BIND = 0, 2
+MPOL_DEFAULT, MPOL_PREFERRED, MPOL_BIND = 0, 1, 2
 MPOL_MF_STRICT, MPOL_MF_MOVE = 1, 2
 
 

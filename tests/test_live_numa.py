@@ -1,6 +1,8 @@
 """The live backend's NUMA step without root or a second node: the PFN -> node lookup on a
 fake sysfs tree, and numa_migrate()'s control flow (place on the other node, reset the policy,
 balancing on through the journal, touch until the folios are back) against a fake kernel."""
+import mmap
+
 import numpy as np
 import pytest
 
@@ -90,16 +92,19 @@ def test_room_on_a_node_is_above_high_watermark_and_reserve():
 
 
 class FakeKernel:
-    """Folios at PFNs on node 0 (blocks 0-1) or node 1 (blocks 2-3); mbind moves them to
-    node 1; after `after` touches with numa_balancing on, each folio not in `stuck` comes
-    back to node 0, and those in `split` come back as order 0."""
+    """Folios at PFNs on node 0 (blocks 0-1) or node 1 (blocks 2-3); mbind(MPOL_PREFERRED)
+    and the new fault put them on node 1 (those in `small` as order 0); after `after`
+    touches with numa_balancing on, each folio not in `stuck` comes back to node 0, and
+    those in `split` come back as order 0."""
 
-    def __init__(self, n, after=3, stuck=(), split=(), zoneinfo=None, cache_pages=0):
+    def __init__(self, n, after=3, stuck=(), split=(), zoneinfo=None, cache_pages=0,
+                 small=()):
         self.pfns = np.arange(n, dtype=np.int64) * 16
         self.orders = np.full(n, 4)
         self.after, self.stuck, self.split = after, set(stuck), set(split)
-        self.touches, self.calls, self.settings = 0, [], {}
+        self.touches, self.calls, self.settings, self.dropped_ranges = 0, [], {}, []
         self.zoneinfo, self.cache_pages, self.dropped = zoneinfo, cache_pages, []
+        self.small = list(small)
         self.free = 100000                 # node 0's free pages (Normal)
         if zoneinfo:
             self.free = 1000 + 500 + 1     # at its high watermark plus reserve: no room
@@ -119,8 +124,9 @@ class FakeKernel:
 
     def mbind(self, addr, length, mode, node=None, flags=0):
         self.calls.append((mode, node, flags))
-        if mode == numa.MPOL_BIND:
+        if mode == numa.MPOL_PREFERRED:     # the range is faulted again there
             self.pfns = self.pfns % BLOCK_PAGES + 2 * BLOCK_PAGES
+            self.orders[self.small] = 0
 
     def touch(self):
         self.touches += 1
@@ -138,6 +144,10 @@ class FakeMapping:
 
     def __init__(self, kernel):
         self.kernel = kernel
+
+    def madvise(self, advice, start, length):
+        assert advice == mmap.MADV_DONTNEED
+        self.kernel.dropped_ranges.append((start // 4096, length // 4096))
 
     def bytes(self, start, length):
         self.kernel.touch()
@@ -241,8 +251,8 @@ def test_folios_placed_away_come_back_through_balancing(machine, monkeypatch):
     moved = steps.numa_migrate(np.arange(8))
     assert moved == [True] * 8
     # bound to node 1 with MOVE|STRICT, then the default policy back (balancing may move them)
-    assert kernel.calls == [(numa.MPOL_BIND, 1, numa.MPOL_MF_MOVE | numa.MPOL_MF_STRICT),
-                            (numa.MPOL_DEFAULT, None, 0)]
+    assert kernel.calls == [(numa.MPOL_PREFERRED, 1, 0), (numa.MPOL_DEFAULT, None, 0)]
+    assert kernel.dropped_ranges == [(0, 8 * 16)]       # MADV_DONTNEED before the new fault
     assert kernel.settings == {numa.NUMA_BALANCING: 1, "/debug/scan_delay_ms": 0}
     assert pinned == [{0}, {0, 1}]                   # on the task's CPU, then as it was
     seen = steps.numa_observed
@@ -300,3 +310,12 @@ def test_a_full_task_node_on_the_host_is_left_alone_and_said(machine, monkeypatc
     assert kernel.dropped == []
     assert steps.numa_observed["room_for_sample"] is False
     assert "room_zones_after_drop_caches" not in steps.numa_observed
+
+
+def test_a_folio_faulted_again_at_another_order_does_not_count(machine, monkeypatch):
+    kernel = FakeKernel(4, small=[2])
+    monkeypatch.setattr(numa, "mbind", kernel.mbind)
+    steps = Steps(kernel)
+    assert steps.numa_migrate(np.arange(4), timeout_s=1) == [True, True, False, True]
+    seen = steps.numa_observed
+    assert seen["placed"] == 4 and seen["placed_whole"] == 3 and seen["kept_order"] == 1.0
