@@ -38,7 +38,7 @@ or an order/PFN read back with pagemap + kpageflags):
 - set_zswap(): /sys/module/zswap/parameters/enabled; ksm_merge(): identical content per pair,
   MADV_MERGEABLE, ksmd run through livekernel/ksm.py; collapse(): MADV_COLLAPSE;
   memory_failure(): MADV_SOFT_OFFLINE, only with allow_poison and CONFIG_MEMORY_FAILURE.
-- numa_migrate(): in a guest of two nodes, the folios mbind()-moved to the other node, then
+- numa_migrate(): in a guest of two nodes, the folios faulted again on the other node, then
   kernel.numa_balancing=1 and hinting faults from the task's own CPU bring them back
   (livekernel/numa.py); Unsupported on one node.
 - The simulator's sysctl arguments (extfrag_threshold=, compaction_proactiveness=) are written
