@@ -60,7 +60,8 @@ N_CAPTURE_PFN = 7       # capc->page: the captured block's PFN + 1, 0 while none
 N_CAPTURE_WHERE = 15    # cc->zone * MIGRATE_TYPES + cc->migratetype
 N_KIND_PAGES = 8        # + folio kind: pages held by folios of that kind
 N_HIGHATOMIC_POLICY = 16    # the profile's highatomic policy (simcore.highatomic)
-NR_NODE_FIELDS = 17
+N_DEFERRED_SPLIT_POLICY = 17    # the profile's deferred_split policy (simcore.deferred_split)
+NR_NODE_FIELDS = 18
 
 from numba import types as nbtypes
 from numba.extending import intrinsic, overload_attribute

@@ -19,6 +19,11 @@ mechanism module that implements it (the allowed names live there):
 - watermark_boost: which fallbacks boost the watermarks (simcore.boost.BOOST_POLICIES)
 - highatomic: the highatomic reserve's size and watermark accounting
   (simcore.highatomic.HIGHATOMIC_POLICIES)
+- deferred_split: whether migration leaves PTE-mapped anonymous mTHP on the deferred split
+  queue flagged partially mapped, and migrate_pages() splits such folios before moving them
+  (simcore.deferred_split.DEFERRED_SPLIT_POLICIES). linux-6.12 and later: yes; older profiles:
+  no (6.10 and 6.11, which split folios on the queue without the flag, are not modelled:
+  their behaviour is unknown here)
 
     simcore.profiles.profiles()                 -> ["linux-6.1", ..., "linux-6.18"]
     simcore.Machine(mem="4G", profile="linux-6.1")
@@ -30,7 +35,7 @@ import dataclasses
 
 POLICY_FIELDS = ("compaction", "swap_alloc", "swapin", "zswap_store", "ksm", "memory_failure",
                  "khugepaged", "numa_balancing", "hotunplug", "cma", "pcp", "watermark_boost",
-                 "highatomic")
+                 "highatomic", "deferred_split")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +56,7 @@ class KernelProfile:
     pcp: str
     watermark_boost: str = "every_fallback"     # simcore.boost.BOOST_POLICIES
     highatomic: str = "reserved_plus_block"     # simcore.highatomic.HIGHATOMIC_POLICIES
+    deferred_split: str = "not_queued"  # simcore.deferred_split.DEFERRED_SPLIT_POLICIES
     sources: tuple = ()          # ((policy field, "what changed, series, release"), ...)
 
     def policies(self):
@@ -100,6 +106,9 @@ BASELINE_SOURCES = (
                    "allocations on demand\" (4.4): a successful high-order ALLOC_HARDER "
                    "(GFP_ATOMIC) allocation reserves its pageblock, up to managed / 100 + one "
                    "pageblock per zone; watermark checks subtract nr_reserved_highatomic"),
+    ("deferred_split", "migration leaves no deferred-split state: a migrated mTHP is not "
+                       "queued and migrate_pages_batch() never splits a folio for being on the "
+                       "deferred split queue"),
 )
 
 _REGISTRY = {}
@@ -112,6 +121,7 @@ def register_profile(profile):
         raise ValueError(f"profile {profile!r} must be a KernelProfile")
     from . import (
         boost,
+        deferred_split,
         highatomic,
         khugepaged,
         ksm,
@@ -133,6 +143,7 @@ def register_profile(profile):
         "pcp": pcp.PCP_POLICIES,
         "watermark_boost": boost.BOOST_POLICIES,
         "highatomic": highatomic.HIGHATOMIC_POLICIES,
+        "deferred_split": deferred_split.DEFERRED_SPLIT_POLICIES,
     }
     get_strategy(profile.compaction)
     for field, table in tables.items():
@@ -210,7 +221,20 @@ _V612 = dataclasses.replace(
     description="6.12: per-order non-full swap clusters, large swap-in from synchronous "
                 "devices",
     swap_alloc="nonfull_cluster", swapin="sync_io_large", highatomic="aligned_free",
+    deferred_split="partially_mapped",
     sources=_V610.sources + (
+        ("deferred_split", "Usama Arif, \"mm: introduce a pageflag for partially mapped "
+                           "folios\" (6.12, the underused-THP shrinker series): "
+                           "__folio_remove_rmap() queues a partially unmapped anon folio with "
+                           "PG_partially_mapped, so migration (PTE-by-PTE unmap) flags every "
+                           "PTE-mapped mTHP it moves, and the destination is queued again "
+                           "(migrate_folio_move(), \"mm: fix deferred split queue races during "
+                           "migration\", mm tree); 7262f208ca68 \"mm/migrate: split source "
+                           "folio if it is on deferred split list\" (6.10), tested with the "
+                           "flag since 6.12: migrate_pages_batch() splits a flagged folio first. "
+                           "Measured on 6.12.118 (2-node guest: split_deferred +2 and "
+                           "nr_anon_partially_mapped +1 per 64K folio migrated once, nr_split 1 "
+                           "on the second migration) and 6.18.44 (host)"),
         ("highatomic", "Yu Zhao, \"mm/page_alloc: keep track of free highatomic\" (6.12 ~): "
                        "watermark checks subtract nr_free_highatomic, the reserve's free "
                        "pages, instead of all of nr_reserved_highatomic"),
