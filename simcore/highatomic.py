@@ -44,6 +44,7 @@ from .pgdat import (
     Z_FREE_HIGHATOMIC,
     Z_MANAGED,
     Z_NR_RESERVED_HIGHATOMIC,
+    Z_STALE_HIGHATOMIC,
     Z_START,
 )
 
@@ -150,19 +151,23 @@ def zone_unusable_free(pgdat, z):
 def check(pgdat):
     """Highatomic accounting: per zone, nr_reserved_highatomic is a multiple of a pageblock
     covering exactly the zone's HIGHATOMIC blocks, plus isolated blocks that were HIGHATOMIC
-    when isolated; nr_free_highatomic is what the HIGHATOMIC lists hold. Returns a problem
-    sentence or ''."""
+    when isolated, plus the stale part the kernel never takes back (blocks offlined, or turned
+    MOVABLE by an undone isolation before 6.17); nr_free_highatomic is what the HIGHATOMIC
+    lists hold. Returns a problem sentence or ''."""
     types = pgdat.pageblock_flags & 0x7
     fa = pgdat.free_area
     for z in range(pgdat.zones.shape[0]):
         start, end = int(pgdat.zones[z, Z_START]), int(pgdat.zones[z, Z_END])
         blocks = types[start // PAGEBLOCK_NR_PAGES:end // PAGEBLOCK_NR_PAGES]
-        reserved = int(pgdat.zones[z, Z_NR_RESERVED_HIGHATOMIC])
+        stale = int(pgdat.zones[z, Z_STALE_HIGHATOMIC])
+        reserved = int(pgdat.zones[z, Z_NR_RESERVED_HIGHATOMIC]) - stale
         in_blocks = int((blocks == MIGRATE_HIGHATOMIC).sum()) * PAGEBLOCK_NR_PAGES
         isolated = int((blocks == MIGRATE_ISOLATE).sum()) * PAGEBLOCK_NR_PAGES
-        if reserved % PAGEBLOCK_NR_PAGES or not in_blocks <= reserved <= in_blocks + isolated:
-            return (f"zone {z}: nr_reserved_highatomic {reserved} does not match its "
-                    f"{in_blocks // PAGEBLOCK_NR_PAGES} HIGHATOMIC pageblocks")
+        if stale % PAGEBLOCK_NR_PAGES or reserved % PAGEBLOCK_NR_PAGES \
+                or not in_blocks <= reserved <= in_blocks + isolated:
+            return (f"zone {z}: nr_reserved_highatomic {reserved + stale} ({stale} stale) "
+                    f"does not match its {in_blocks // PAGEBLOCK_NR_PAGES} HIGHATOMIC "
+                    f"pageblocks")
         free = int((fa[z, :, MIGRATE_HIGHATOMIC, FA_COUNT]
                     << np.arange(NR_PAGE_ORDERS, dtype=np.int64)).sum())
         if free != int(pgdat.zones[z, Z_FREE_HIGHATOMIC]):
