@@ -277,3 +277,31 @@ def test_a_poisoned_page_leaves_the_lru():
     m.check()
     m.reclaim_pages(32)
     m.check()
+
+
+@pytest.mark.parametrize("step", ["fault_anon", "alloc"])
+def test_backend_turns_keep_handles_of_folios_a_later_turn_moved(step):
+    """A backend call of many folios runs in turns (one per thread/CPU); a later turn's
+    kswapd and kcompactd may migrate or reclaim what an earlier turn got. Each turn's PFNs
+    must become handles before the next turn (this stopped the thpcompact shape, after page
+    cache had filled memory, with 'a pfn is not the head of an allocated folio')."""
+    backend = SimBackend(mem="1G", seed=0, strategy="folio")
+    rng = backend.rng
+    read = []
+    while len(read) * 256 < 1.3 * backend.total_pages:   # page cache past memory
+        read.append(np.concatenate([backend.alloc(max(1, 42 >> o), o, "file", compact=False,
+                                                  gfp="noretry") for o in range(6)]))
+        if len(read) > 8 and rng.random() < 0.5:
+            old = read[int(rng.integers(len(read) - 1))]
+            backend.touch(old[rng.random(len(old)) < 0.1])
+    count = backend.total_pages // 3 >> 4
+    if step == "fault_anon":
+        got = backend.fault_anon(count, [4], gfp="transhuge")[4]
+    else:
+        got = backend.alloc(count, 4, "anon")
+    assert len(got)
+    # every live handle names a folio head; kcompactd may have split some 64K folios it
+    # migrated (no free target of their order), leaving the head piece smaller
+    orders = backend.folio_orders(backend._live(got))
+    assert np.all(orders <= 4) and (orders == 4).sum() > len(got) // 2
+    backend.machine.check()
