@@ -305,3 +305,31 @@ def test_backend_turns_keep_handles_of_folios_a_later_turn_moved(step):
     orders = backend.folio_orders(backend._live(got))
     assert np.all(orders <= 4) and (orders == 4).sum() > len(got) // 2
     backend.machine.check()
+
+
+def test_pgsteal_counts_the_pages_of_the_folios_freed():
+    """shrink_folio_list()'s nr_reclaimed is the pages of the folios it freed, whether they
+    went to a per-CPU list or to the buddy lists (pgsteal never above pgscan)."""
+    m = simcore.Machine(mem="64M", reclaim=True)
+    m.alloc_many(m.free_pages() - 1024, 0, "movable", "file", compact=False, cpu=0)
+    before, held = m.vmstat(), m.allocated_pages()
+    got = m.reclaim_pages(512)
+    after = m.vmstat()
+    freed = held - m.allocated_pages()
+    assert got == freed > 0
+    assert after["pgsteal_direct"] - before["pgsteal_direct"] == freed
+    assert after["pgsteal_direct"] - before["pgsteal_direct"] \
+        <= after["pgscan_direct"] - before["pgscan_direct"]
+    m.check()
+
+
+def test_touching_a_kernel_folio_whose_handle_is_past_the_lru_arrays():
+    """touch() of a folio that was never on an LRU list (GFP_ATOMIC kernel memory) whose
+    handle lies beyond the LRU's per-handle arrays does nothing (found by the soak state
+    machine: IndexError after cma_alloc() and an atomic allocation)."""
+    m = simcore.Machine(mem="64M", reclaim=True)
+    m._reserve_handles(len(m.pgdat.folio_pfn) + 64)     # the handle table grows
+    kernel = m.alloc_many(2048, 0, "unmovable", "kernel", gfp="atomic")
+    assert int(m.pgdat.mem_map["next"][kernel].max()) >= len(m.lru.list_of)
+    m.touch(kernel)
+    m.check()
