@@ -3,11 +3,13 @@ reserve_highatomic_pageblock(), unreserve_highatomic_pageblock(), rmqueue_buddy(
 ALLOC_HIGHATOMIC path and __zone_watermark_unusable_free().
 
 A high-order allocation that may not sleep (GFP_ATOMIC: __GFP_HIGH without
-__GFP_DIRECT_RECLAIM; simcore.gfp "atomic") gets ALLOC_HIGHATOMIC in the slow path. When it
-succeeds, the pageblock it came from becomes MIGRATE_HIGHATOMIC (its free pages move to the
-HIGHATOMIC lists), up to about 1% of the zone (nr_reserved_highatomic). Only ALLOC_HIGHATOMIC
-requests take from those lists first; other requests never fall back to them (fallbacks[] has
-no HIGHATOMIC), except, from 6.3, non-blocking and OOM requests once everything else failed.
+__GFP_DIRECT_RECLAIM; simcore.gfp "atomic"; from 6.3 until the 6.18 fix GFP_NOWAIT too, the
+profile's highatomic_gfp policy in simcore.gfp) gets ALLOC_HIGHATOMIC in the slow path, from
+its first try at the min watermark. When it succeeds, the pageblock it came from becomes
+MIGRATE_HIGHATOMIC (its free pages move to the HIGHATOMIC lists), up to about 1% of the zone
+(nr_reserved_highatomic). Only ALLOC_HIGHATOMIC requests take from those lists first; other
+requests never fall back to them (fallbacks[] has no HIGHATOMIC), except, from 6.3,
+non-blocking and OOM requests once everything else failed.
 Ordinary watermark checks do not count the reserve as free. A direct reclaim that still fails
 gives one reserved block back to the requester's migratetype (keeping the last one), and
 before the OOM killer the last one as well (force).
@@ -20,6 +22,12 @@ Profiles (policy `highatomic`, HIGHATOMIC_POLICIES):
   most ALIGN(managed / 100, pageblock_nr_pages).
 - aligned_free (6.12 ~): Yu Zhao, "mm/page_alloc: keep track of free highatomic" (6.12): the
   watermark check subtracts nr_free_highatomic, the reserve's free pages only.
+
+Offlining and isolation never adjust nr_reserved_highatomic (no kernel path does): an
+offlined HIGHATOMIC block, and before 6.17 one a failed offline gave back as MOVABLE
+(simcore.page_isolation ISOLATION_POLICIES), stay counted; zones[Z_STALE_HIGHATOMIC] holds
+those pages for check(). Compaction capture takes HIGHATOMIC blocks like any other
+(page_alloc.compaction_capture()).
 
 Simplifications: a reservation is one pageblock (or the 2^order pages of an order >= pageblock
 allocation), without the kernel's race-tolerant rechecks; the 6.1 rmqueue_buddy() has no
