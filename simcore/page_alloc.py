@@ -59,6 +59,7 @@ from .pgdat import (
     FA_TAIL,
     N_CAPTURE_ORDER,
     N_CAPTURE_PFN,
+    N_CAPTURE_POLICY,
     N_CAPTURE_WHERE,
     N_HANDLE_FREE,
     N_HANDLES_AVAIL,
@@ -91,6 +92,9 @@ ALLOC_CMA = 0x80
 ALLOC_NOFRAGMENT = 0x100
 ALLOC_HIGHATOMIC = 0x200     # a high-order atomic request: may use and create highatomic blocks
 ALLOC_RESERVES = ALLOC_NON_BLOCK | ALLOC_MIN_RESERVE | ALLOC_HIGHATOMIC | ALLOC_OOM
+# alloc_folio() takes, shifted up by this, the reserve bits gfp_to_alloc_flags() gives the slow
+# path: the fast path ignores them, the slow path's first try at the min watermark uses them
+ALLOC_SLOWPATH_SHIFT = 16
 
 # Error codes returned by the checked entry points (the Python layer turns them into ValueError).
 E_OK = 0
@@ -589,19 +593,23 @@ def prep_new_folio(pgdat, pfn, order, kind, flags):
 @jit
 def alloc_folio(pgdat, order, mt, kind, flags, alloc_flags):
     """__alloc_pages() without reclaim: the fast path at alloc_flags' watermark (avoiding
-    fragmentation where alloc_flags_nofragment() says so), then the slow path's min watermark.
+    fragmentation where alloc_flags_nofragment() says so), then the slow path's min watermark
+    with the reserve bits gfp_to_alloc_flags() gives the caller (passed shifted up by
+    ALLOC_SLOWPATH_SHIFT: a GFP_ATOMIC or, 6.3 .. 6.17, GFP_NOWAIT request between the min and
+    low watermarks reserves its pageblock here, as the kernel's first slow-path try does).
     Movable requests may use ZONE_MOVABLE and CMA (gfp_zone(), gfp_to_alloc_flags_cma()).
 
     Returns the folio's head PFN or -1. The caller guarantees a free handle."""
     highest = ZONE_MOVABLE if mt == MIGRATE_MOVABLE else ZONE_NORMAL
+    slowpath = alloc_flags >> ALLOC_SLOWPATH_SHIFT
+    alloc_flags &= (1 << ALLOC_SLOWPATH_SHIFT) - 1
     if mt == MIGRATE_MOVABLE:
         alloc_flags |= ALLOC_CMA
     nofragment = alloc_flags_nofragment(pgdat, preferred_zone(pgdat, highest))
     pfn, z = get_page_from_freelist(pgdat, order, mt, alloc_flags | nofragment, highest)
     if pfn < 0 and (alloc_flags & ALLOC_WMARK_MASK) != ALLOC_WMARK_MIN:
-        pfn, z = get_page_from_freelist(pgdat, order, mt,
-                                        (alloc_flags & ~ALLOC_WMARK_MASK) | ALLOC_WMARK_MIN,
-                                        highest)
+        pfn, z = get_page_from_freelist(pgdat, order, mt, (alloc_flags & ~ALLOC_WMARK_MASK)
+                                        | ALLOC_WMARK_MIN | slowpath, highest)
     if pfn < 0:
         return -1
     prep_new_folio(pgdat, pfn, order, kind, flags)
@@ -634,19 +642,37 @@ def mergeable(mt):
     return mt < MIGRATE_PCPTYPES
 
 
+# node[N_CAPTURE_POLICY] values (the profile's `capture`); 0 (a bare PgData) behaves as newest
+CAPTURE_NO_SMALL_MOVABLE = 1
+CAPTURE_MOVABLE_TO_MOVABLE = 2
+CAPTURE_POLICIES = {
+    # Mel Gorman, "mm, compaction: capture a page under direct compaction" (5.1)
+    "no_small_movable": CAPTURE_NO_SMALL_MOVABLE,
+    # Baolin Wang, "mm: page_alloc: allowing mTHP compaction to capture the freed page
+    # directly" (6.10 ~)
+    "movable_to_movable": CAPTURE_MOVABLE_TO_MOVABLE,
+}
+
+
 @jit
 def compaction_capture(pgdat, z, pfn, order, mt):
     """compaction_capture() with task_capc(): while a direct compaction of this zone waits for a
     block of its order, the first such block freed (as freed, or merged up to it) is handed to
-    it instead of the free lists; not from CMA or isolated blocks, and a MOVABLE block below a
-    pageblock only to a MOVABLE request. The block stops counting as free."""
+    it instead of the free lists. Never from CMA or isolated blocks. A MOVABLE block below a
+    pageblock: never before 6.10 (no_small_movable), from 6.10 only to a MOVABLE request
+    (movable_to_movable). HIGHATOMIC blocks are not refused by any release: a reserve page of
+    the compaction's order goes to the compacting request, atomic or not, and leaves the
+    reserve's free count (nr_free_highatomic) as any allocation from it does. The block stops
+    counting as free."""
     if pgdat.node[N_CAPTURE_PFN] != 0 or order + 1 != pgdat.node[N_CAPTURE_ORDER]:
         return False
     where = pgdat.node[N_CAPTURE_WHERE]
     want_mt = where % MIGRATE_TYPES
     if where // MIGRATE_TYPES != z or mt == MIGRATE_CMA or mt == MIGRATE_ISOLATE:
         return False
-    if order < PAGEBLOCK_ORDER and mt == MIGRATE_MOVABLE and want_mt != MIGRATE_MOVABLE:
+    if order < PAGEBLOCK_ORDER and mt == MIGRATE_MOVABLE and (
+            want_mt != MIGRATE_MOVABLE
+            or pgdat.node[N_CAPTURE_POLICY] == CAPTURE_NO_SMALL_MOVABLE):
         return False
     account_freepages(pgdat, z, -(np.int64(1) << order), mt)
     pgdat.mem_map[pfn].type = PAGE_TAIL

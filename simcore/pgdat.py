@@ -40,7 +40,11 @@ Z_COMPACT_BLOCKSKIP_FLUSH = 19
 Z_NR_ISOLATE_PAGEBLOCK = 20
 Z_NR_RESERVED_HIGHATOMIC = 21   # nr_reserved_highatomic: pages in MIGRATE_HIGHATOMIC blocks
 Z_FREE_HIGHATOMIC = 22          # nr_free_highatomic: free pages on the HIGHATOMIC lists
-NR_ZONE_FIELDS = 23
+# the part of nr_reserved_highatomic that stands for blocks no longer HIGHATOMIC: offlined, or
+# given the caller's migratetype by an isolation undo before 6.17 (the kernel never takes
+# them out of the count; simcore.highatomic.check() needs to know them)
+Z_STALE_HIGHATOMIC = 23
+NR_ZONE_FIELDS = 24
 
 # free_area[] last axis
 FA_HEAD = 0
@@ -60,7 +64,9 @@ N_CAPTURE_PFN = 7       # capc->page: the captured block's PFN + 1, 0 while none
 N_CAPTURE_WHERE = 15    # cc->zone * MIGRATE_TYPES + cc->migratetype
 N_KIND_PAGES = 8        # + folio kind: pages held by folios of that kind
 N_HIGHATOMIC_POLICY = 16    # the profile's highatomic policy (simcore.highatomic)
-NR_NODE_FIELDS = 17
+N_CAPTURE_POLICY = 17       # the profile's capture policy (simcore.page_alloc.CAPTURE_POLICIES)
+N_ISOLATION_POLICY = 18     # the profile's isolation policy (simcore.page_isolation)
+NR_NODE_FIELDS = 19
 
 from numba import types as nbtypes
 from numba.extending import intrinsic, overload_attribute

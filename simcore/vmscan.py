@@ -381,6 +381,7 @@ def mark_accessed(m, pfns):
     already referenced is activated, otherwise PG_referenced is set."""
     lru_sync(m)
     lru = m.lru
+    lru.grow(len(m.pgdat.folio_pfn))     # a non-LRU folio's handle may lie past the LRU's
     handles = m.pgdat.mem_map["next"][pfns].astype(np.int64)
     lists = lru.list_of[handles]
     on = lists != NOT_ON_LRU
@@ -501,7 +502,10 @@ def shrink_folio_list(m, handles, lst, kswapd, may_writepage=True):
     _rotate(m, handles[stay], np.full(int(stay.sum()), lst))
     go = ~keep & ~ref
     victims = handles[go]
-    before = m.free_pages()
+    # nr_reclaimed: the pages of the folios freed (pages held by folios, before and after:
+    # swap-out and freeing allocate none). Not the free-page count, which leaves out what the
+    # frees put on per-CPU lists and adds what a list drain gave back.
+    before = m.allocated_pages()
     if anon:
         _swap_out(m, victims)
     else:
@@ -515,7 +519,7 @@ def shrink_folio_list(m, handles, lst, kswapd, may_writepage=True):
         m._free_reclaimed(pfns[go])
         gone = victims[m.pgdat.folio_pfn[victims] < 0]
         lru.gen[gone] += 1
-    reclaimed = m.free_pages() - before
+    reclaimed = before - m.allocated_pages()
     scanned = int(pages.sum())
     who = "kswapd" if kswapd else "direct"
     typ = "anon" if anon else "file"
