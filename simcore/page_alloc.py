@@ -761,6 +761,11 @@ def free_folio(pgdat, pfn):
     return E_OK
 
 
+# free_folios() prefetches this many folios ahead (8..16 measured best on this project's VM:
+# far enough to hide a miss, near enough that the lines are still in L1/L2 when used)
+FREE_PREFETCH_DISTANCE = 8
+
+
 @jit
 def prefetch_buddy(pgdat, pfn, order):
     """prefetch_buddy(), which the kernel's free_pcppages_bulk() once had: start fetching the
@@ -792,9 +797,10 @@ def free_folios(pgdat, pfns):
 
     Returns (E_OK, -1) or (error, index of the offending entry).
 
-    The checking pass also prefetches what each free will touch (prefetch_free_folio()): the
-    folios of a batch lie anywhere in mem_map, and without it every free stalls on its own
-    cache misses one after another."""
+    The freeing pass prefetches ahead (FREE_PREFETCH_DISTANCE): the folios of a batch lie
+    anywhere in mem_map, and without it every free stalls on its own cache misses one after
+    another. The folio record 2 * distance frees ahead, then what freeing it writes
+    (prefetch_free_folio(), which reads the record) distance frees ahead."""
     mem_map = pgdat.mem_map
     n = pfns.shape[0]
     # Mark each head isolated while checking: a second entry for the same folio then fails the
@@ -808,8 +814,12 @@ def free_folios(pgdat, pfns):
                     err = E_DUPLICATE
             return err, i
         mem_map[pfns[i]].prev = FOLIO_ISOLATED
-        prefetch_free_folio(pgdat, pfns[i])
+    d = FREE_PREFETCH_DISTANCE
     for i in range(n):
+        if i + 2 * d < n:
+            prefetchw(mem_map, pfns[i + 2 * d])
+        if i + d < n:
+            prefetch_free_folio(pgdat, pfns[i + d])
         pfn = pfns[i]
         order = np.int64(mem_map[pfn].order)
         release_folio(pgdat, pfn)
