@@ -73,6 +73,7 @@ from .pgdat import (
     Z_LOWMEM_RESERVE,
     Z_START,
     Z_WMARK_MIN,
+    prefetchw,
     view_at,
 )
 from .tracelog import trace_extfrag, tracing
@@ -288,12 +289,25 @@ def page_del_and_expand(pgdat, z, pfn, low, high, mt):
 
 
 @jit
+def prefetch_next_pop(mem_map, head):
+    """A pop from the head of a list (buddy or pcp) writes the prev link of the block after
+    the one it takes, a cache miss when the list is long and cold; each pop waits for the one
+    before it. Start fetching, for the next pop from this list, the block after the new `head`
+    (a hint to the CPU only: nothing simulated changes)."""
+    if head >= 0:
+        nxt = np.int64(mem_map[head].next)
+        if nxt >= 0:
+            prefetchw(mem_map, nxt)
+
+
+@jit
 def rmqueue_smallest(pgdat, z, order, mt):
     """__rmqueue_smallest(): first block on the smallest non-empty list of `mt` at >= order."""
     for current_order in range(order, NR_PAGE_ORDERS):
         pfn = pgdat.free_area[z, current_order, mt, FA_HEAD]
         if pfn >= 0:
             page_del_and_expand(pgdat, z, pfn, order, current_order, mt)
+            prefetch_next_pop(pgdat.mem_map, pgdat.free_area[z, current_order, mt, FA_HEAD])
             return pfn
     return -1
 
@@ -562,10 +576,16 @@ def get_page_from_freelist(pgdat, order, mt, alloc_flags, highest_zoneidx):
 
 @jit
 def take_handle(pgdat, pfn):
+    """The first free handle of the chain, now naming pfn. The chain runs through the free
+    slots, so the next take reads the slot of the new first: it starts being fetched now (a
+    hint only, as prefetch_next_pop())."""
     h = pgdat.node[N_HANDLE_FREE]
-    pgdat.node[N_HANDLE_FREE] = -2 - pgdat.folio_pfn[h]
+    nxt = -2 - pgdat.folio_pfn[h]
+    pgdat.node[N_HANDLE_FREE] = nxt
     pgdat.node[N_HANDLES_AVAIL] -= 1
     pgdat.folio_pfn[h] = pfn
+    if nxt >= 0:
+        prefetchw(pgdat.folio_pfn, nxt)
     return h
 
 
@@ -767,11 +787,46 @@ def free_folio(pgdat, pfn):
     return E_OK
 
 
+# free_folios() prefetches this many folios ahead (8..16 measured best on this project's VM:
+# far enough to hide a miss, near enough that the lines are still in L1/L2 when used)
+FREE_PREFETCH_DISTANCE = 8
+
+
+@jit
+def prefetch_buddy(pgdat, pfn, order):
+    """prefetch_buddy(), which the kernel's free_pcppages_bulk() once had: start fetching the
+    mem_map records that freeing the block at pfn looks at first, its buddy and the buddy one
+    order up (whether the merged block goes to the tail). A hint to the CPU only: nothing
+    simulated changes, the cache misses of a batch of frees overlap instead of stalling one
+    after another."""
+    mem_map = pgdat.mem_map
+    buddy = pfn ^ (np.int64(1) << order)
+    if order < MAX_PAGE_ORDER and buddy < mem_map.shape[0]:
+        prefetchw(mem_map, buddy)
+    higher = (pfn & ~(np.int64(1) << order)) ^ (np.int64(2) << order)
+    if order < MAX_PAGE_ORDER - 1 and higher < mem_map.shape[0]:
+        prefetchw(mem_map, higher)
+
+
+@jit
+def prefetch_free_folio(pgdat, pfn):
+    """prefetch_buddy() of the folio headed at pfn, and its handle's slot, which freeing it
+    writes (a hint only, as prefetch_buddy())."""
+    mem_map = pgdat.mem_map
+    prefetchw(pgdat.folio_pfn, np.int64(mem_map[pfn].next))
+    prefetch_buddy(pgdat, pfn, np.int64(mem_map[pfn].order))
+
+
 @jit
 def free_folios(pgdat, pfns):
     """free_many: all heads are checked (and duplicates caught) before anything is freed.
 
-    Returns (E_OK, -1) or (error, index of the offending entry)."""
+    Returns (E_OK, -1) or (error, index of the offending entry).
+
+    The freeing pass prefetches ahead (FREE_PREFETCH_DISTANCE): the folios of a batch lie
+    anywhere in mem_map, and without it every free stalls on its own cache misses one after
+    another. The folio record 2 * distance frees ahead, then what freeing it writes
+    (prefetch_free_folio(), which reads the record) distance frees ahead."""
     mem_map = pgdat.mem_map
     n = pfns.shape[0]
     # Mark each head isolated while checking: a second entry for the same folio then fails the
@@ -785,7 +840,12 @@ def free_folios(pgdat, pfns):
                     err = E_DUPLICATE
             return err, i
         mem_map[pfns[i]].prev = FOLIO_ISOLATED
+    d = FREE_PREFETCH_DISTANCE
     for i in range(n):
+        if i + 2 * d < n:
+            prefetchw(mem_map, pfns[i + 2 * d])
+        if i + d < n:
+            prefetch_free_folio(pgdat, pfns[i + d])
         pfn = pfns[i]
         order = np.int64(mem_map[pfn].order)
         release_folio(pgdat, pfn)

@@ -68,7 +68,9 @@ N_CAPTURE_POLICY = 17       # the profile's capture policy (simcore.page_alloc.C
 N_ISOLATION_POLICY = 18     # the profile's isolation policy (simcore.page_isolation)
 NR_NODE_FIELDS = 19
 
+from llvmlite import ir
 from numba import types as nbtypes
+from numba.core import cgutils
 from numba.extending import intrinsic, overload_attribute
 
 from . import vm_event
@@ -153,6 +155,30 @@ def _voidptr(typingctx, addr):
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(nbtypes.voidptr))
     return nbtypes.voidptr(nbtypes.int64), codegen
+
+
+@intrinsic
+def prefetchw(typingctx, arr, index):
+    """prefetchw() (include/linux/prefetch.h): start fetching the cache line of arr[index] for
+    writing. A hint to the CPU only (llvm.prefetch: no effect on any value), so that the misses
+    of a batch overlap instead of stalling one after another; `index` must lie inside `arr`."""
+    if not isinstance(arr, nbtypes.Array) or arr.ndim != 1 \
+            or not isinstance(index, nbtypes.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = context.cast(builder, args[1], idxty, nbtypes.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [idx])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = builder.module.declare_intrinsic(
+            "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+        # rw 1 (write), locality 3 (keep in all cache levels), cache type 1 (data)
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return nbtypes.void(arr, index), codegen
 
 
 VIEW_BLOCK_LEN = 18
