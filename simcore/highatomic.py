@@ -3,11 +3,13 @@ reserve_highatomic_pageblock(), unreserve_highatomic_pageblock(), rmqueue_buddy(
 ALLOC_HIGHATOMIC path and __zone_watermark_unusable_free().
 
 A high-order allocation that may not sleep (GFP_ATOMIC: __GFP_HIGH without
-__GFP_DIRECT_RECLAIM; simcore.gfp "atomic") gets ALLOC_HIGHATOMIC in the slow path. When it
-succeeds, the pageblock it came from becomes MIGRATE_HIGHATOMIC (its free pages move to the
-HIGHATOMIC lists), up to about 1% of the zone (nr_reserved_highatomic). Only ALLOC_HIGHATOMIC
-requests take from those lists first; other requests never fall back to them (fallbacks[] has
-no HIGHATOMIC), except, from 6.3, non-blocking and OOM requests once everything else failed.
+__GFP_DIRECT_RECLAIM; simcore.gfp "atomic"; from 6.3 until the 6.18 fix GFP_NOWAIT too, the
+profile's highatomic_gfp policy in simcore.gfp) gets ALLOC_HIGHATOMIC in the slow path, from
+its first try at the min watermark. When it succeeds, the pageblock it came from becomes
+MIGRATE_HIGHATOMIC (its free pages move to the HIGHATOMIC lists), up to about 1% of the zone
+(nr_reserved_highatomic). Only ALLOC_HIGHATOMIC requests take from those lists first; other
+requests never fall back to them (fallbacks[] has no HIGHATOMIC), except, from 6.3,
+non-blocking and OOM requests once everything else failed.
 Ordinary watermark checks do not count the reserve as free. A direct reclaim that still fails
 gives one reserved block back to the requester's migratetype (keeping the last one), and
 before the OOM killer the last one as well (force).
@@ -20,6 +22,12 @@ Profiles (policy `highatomic`, HIGHATOMIC_POLICIES):
   most ALIGN(managed / 100, pageblock_nr_pages).
 - aligned_free (6.12 ~): Yu Zhao, "mm/page_alloc: keep track of free highatomic" (6.12): the
   watermark check subtracts nr_free_highatomic, the reserve's free pages only.
+
+Offlining and isolation never adjust nr_reserved_highatomic (no kernel path does): an
+offlined HIGHATOMIC block, and before 6.17 one a failed offline gave back as MOVABLE
+(simcore.page_isolation ISOLATION_POLICIES), stay counted; zones[Z_STALE_HIGHATOMIC] holds
+those pages for check(). Compaction capture takes HIGHATOMIC blocks like any other
+(page_alloc.compaction_capture()).
 
 Simplifications: a reservation is one pageblock (or the 2^order pages of an order >= pageblock
 allocation), without the kernel's race-tolerant rechecks; the 6.1 rmqueue_buddy() has no
@@ -44,6 +52,7 @@ from .pgdat import (
     Z_FREE_HIGHATOMIC,
     Z_MANAGED,
     Z_NR_RESERVED_HIGHATOMIC,
+    Z_STALE_HIGHATOMIC,
     Z_START,
 )
 
@@ -150,19 +159,23 @@ def zone_unusable_free(pgdat, z):
 def check(pgdat):
     """Highatomic accounting: per zone, nr_reserved_highatomic is a multiple of a pageblock
     covering exactly the zone's HIGHATOMIC blocks, plus isolated blocks that were HIGHATOMIC
-    when isolated; nr_free_highatomic is what the HIGHATOMIC lists hold. Returns a problem
-    sentence or ''."""
+    when isolated, plus the stale part the kernel never takes back (blocks offlined, or turned
+    MOVABLE by an undone isolation before 6.17); nr_free_highatomic is what the HIGHATOMIC
+    lists hold. Returns a problem sentence or ''."""
     types = pgdat.pageblock_flags & 0x7
     fa = pgdat.free_area
     for z in range(pgdat.zones.shape[0]):
         start, end = int(pgdat.zones[z, Z_START]), int(pgdat.zones[z, Z_END])
         blocks = types[start // PAGEBLOCK_NR_PAGES:end // PAGEBLOCK_NR_PAGES]
-        reserved = int(pgdat.zones[z, Z_NR_RESERVED_HIGHATOMIC])
+        stale = int(pgdat.zones[z, Z_STALE_HIGHATOMIC])
+        reserved = int(pgdat.zones[z, Z_NR_RESERVED_HIGHATOMIC]) - stale
         in_blocks = int((blocks == MIGRATE_HIGHATOMIC).sum()) * PAGEBLOCK_NR_PAGES
         isolated = int((blocks == MIGRATE_ISOLATE).sum()) * PAGEBLOCK_NR_PAGES
-        if reserved % PAGEBLOCK_NR_PAGES or not in_blocks <= reserved <= in_blocks + isolated:
-            return (f"zone {z}: nr_reserved_highatomic {reserved} does not match its "
-                    f"{in_blocks // PAGEBLOCK_NR_PAGES} HIGHATOMIC pageblocks")
+        if stale % PAGEBLOCK_NR_PAGES or reserved % PAGEBLOCK_NR_PAGES \
+                or not in_blocks <= reserved <= in_blocks + isolated:
+            return (f"zone {z}: nr_reserved_highatomic {reserved + stale} ({stale} stale) "
+                    f"does not match its {in_blocks // PAGEBLOCK_NR_PAGES} HIGHATOMIC "
+                    f"pageblocks")
         free = int((fa[z, :, MIGRATE_HIGHATOMIC, FA_COUNT]
                     << np.arange(NR_PAGE_ORDERS, dtype=np.int64)).sum())
         if free != int(pgdat.zones[z, Z_FREE_HIGHATOMIC]):

@@ -84,10 +84,12 @@ from .pgdat import (
 )
 from .pgdat import (
     FA_COUNT,
+    N_CAPTURE_POLICY,
     N_DEFERRED_SPLIT_POLICY,
     N_HANDLE_FREE,
     N_HANDLES_AVAIL,
     N_HIGHATOMIC_POLICY,
+    N_ISOLATION_POLICY,
     N_KIND_PAGES,
     N_NR_FOLIOS,
     NR_NODE_FIELDS,
@@ -101,6 +103,7 @@ from .pgdat import (
     Z_LOWMEM_RESERVE,
     Z_MANAGED,
     Z_NR_RESERVED_HIGHATOMIC,
+    Z_STALE_HIGHATOMIC,
     Z_START,
     Z_WMARK_HIGH,
     Z_WMARK_LOW,
@@ -286,6 +289,8 @@ class Machine:
         node = np.zeros(NR_NODE_FIELDS, dtype=np.int64)
         node[N_HANDLE_FREE] = -1
         node[N_HIGHATOMIC_POLICY] = highatomic.HIGHATOMIC_POLICIES[self.profile.highatomic]
+        node[N_CAPTURE_POLICY] = page_alloc.CAPTURE_POLICIES[self.profile.capture]
+        node[N_ISOLATION_POLICY] = page_isolation.ISOLATION_POLICIES[self.profile.isolation]
         node[N_DEFERRED_SPLIT_POLICY] = \
             _deferred_split.DEFERRED_SPLIT_POLICIES[self.profile.deferred_split]
         folio_pfn = grown_handle_table(np.empty(0, dtype=np.int64), node, 1024)
@@ -434,7 +439,8 @@ class Machine:
         compact: when the free lists cannot serve an order above 0, run direct compaction
         (async, then sync_light) as __alloc_pages_slowpath() does, and try again.
         gfp: with reclaim on, what the slow path may do (simcore.gfp.GFP_NAMES); default "user"
-        (direct reclaim, no OOM killer), or "nowait" when compact is False. A "kernel"
+        (direct reclaim, no OOM killer), or "kswapd_only" (wake kswapd, never stall, no reserves)
+        when compact is False. A "kernel"
         allocation that cannot be served raises simcore.OutOfMemory."""
         if type(order) is not int or not 0 <= order <= MAX_PAGE_ORDER:
             _order(order)
@@ -460,7 +466,8 @@ class Machine:
         if self.reclaim:                                          # reclaim hook (vmscan)
             got = self._alloc_reclaim(order, mt, k, flags, compact, gfp)
         else:
-            pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, _ALLOC_WMARK_LOW)
+            pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags,
+                                    self._fast_flags(gfp, order))
             if pfn >= 0 and self.page_event_log is None:
                 return pfn
             got = self._alloc_retry(pfn, order, mt, k, flags, compact, gfp)
@@ -474,9 +481,10 @@ class Machine:
         and the try repeated, GFP_ATOMIC's reserves, or direct compaction. The PFN or None."""
         if pfn == -2:
             self._reserve_handles(1)
-            pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, _ALLOC_WMARK_LOW)
-        reserves = _gfp.gfp_to_alloc_flags(_gfp.get_gfp(gfp), order) if gfp is not None else 0
-        if pfn == -1 and reserves:                                # GFP_ATOMIC: no compaction
+            pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags,
+                                    self._fast_flags(gfp, order))
+        reserves = self._reserves(_gfp.get_gfp(gfp), order) if gfp is not None else 0
+        if pfn == -1 and reserves:                # GFP_ATOMIC (and NOWAIT): no compaction
             pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags,
                                     page_alloc.ALLOC_WMARK_MIN | reserves)
         elif pfn == -1 and order > 0 and compact:
@@ -522,7 +530,7 @@ class Machine:
                 kept = self._kswapd_keeping(out[:n])
                 n = len(kept)
                 out[:n] = kept
-        elif order > 0 and compact and not (gfp and _gfp.get_gfp(gfp).high):
+        elif order > 0 and compact and not (gfp and self._reserves(_gfp.get_gfp(gfp), order)):
             self._reserve_for_compaction(count)
             n = self._slowpath_many(self.pgdat, out, order, mt, k, flags, self._cc, self._pool,
                                     self._migratepages, self.knobs, self.costs,
@@ -530,8 +538,8 @@ class Machine:
         else:
             self._reserve_handles(count)
             n = self._alloc_folios(self.pgdat.view, out, order, mt, k, flags,
-                                   page_alloc.ALLOC_WMARK_LOW)
-            reserves = _gfp.gfp_to_alloc_flags(_gfp.get_gfp(gfp), order) if gfp else 0
+                                   self._fast_flags(gfp, order))
+            reserves = self._reserves(_gfp.get_gfp(gfp), order) if gfp else 0
             if n < count and reserves:                            # GFP_ATOMIC's slow path
                 n += self._alloc_folios(self.pgdat.view, out[n:], order, mt, k, flags,
                                         page_alloc.ALLOC_WMARK_MIN | reserves)
@@ -621,7 +629,21 @@ class Machine:
     # -- reclaim (simcore.vmscan) ---------------------------------------------------------
 
     def _gfp(self, gfp, compact):
-        return _gfp.get_gfp(("user" if compact else "nowait") if gfp is None else gfp)
+        return _gfp.get_gfp(("user" if compact else "kswapd_only") if gfp is None else gfp)
+
+    def _reserves(self, g, order):
+        """gfp_to_alloc_flags()'s reserve bits for Gfp `g` under this profile's
+        highatomic_gfp policy (simcore.gfp)."""
+        return _gfp.gfp_to_alloc_flags(g, order, self.profile.highatomic_gfp)
+
+    def _fast_flags(self, gfp, order):
+        """alloc_flags for page_alloc.alloc_folio(): the fast path's low watermark, and the
+        reserve bits the slow path's first try at the min watermark adds (gfp: a name, a Gfp
+        or None for none)."""
+        if gfp is None:
+            return _ALLOC_WMARK_LOW
+        reserves = self._reserves(_gfp.get_gfp(gfp), order)
+        return _ALLOC_WMARK_LOW | (reserves << page_alloc.ALLOC_SLOWPATH_SHIFT)
 
     @staticmethod
     def _highest_zoneidx(mt):
@@ -633,7 +655,7 @@ class Machine:
         g = self._gfp(gfp, compact)
         types_before = _boost.before_alloc(self)
         self._reserve_handles(1)
-        pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, page_alloc.ALLOC_WMARK_LOW)
+        pfn = self._alloc_folio(self.pgdat.view, order, mt, k, flags, self._fast_flags(g, order))
         if pfn < 0:
             pfn = self._alloc_slow(order, mt, k, flags, compact, g)
         if pfn < 0:
@@ -652,7 +674,7 @@ class Machine:
         if g.kswapd_reclaim:
             vmscan.wakeup_kswapd(self, order, highest)
         compact = compact and g.direct_reclaim and order > 0
-        alloc_flags = page_alloc.ALLOC_WMARK_MIN | _gfp.gfp_to_alloc_flags(g, order)
+        alloc_flags = page_alloc.ALLOC_WMARK_MIN | self._reserves(g, order)
         got = [-1]
 
         def attempt(with_compaction=compact):
@@ -679,14 +701,14 @@ class Machine:
         count = len(out)
         self._reserve_handles(count)
         n = [self._alloc_folios(self.pgdat.view, out, order, mt, k, flags,
-                                page_alloc.ALLOC_WMARK_LOW)]
+                                self._fast_flags(g, order))]
         if n[0] == count:
             return count
         highest = self._highest_zoneidx(mt)
         if g.kswapd_reclaim:
             vmscan.wakeup_kswapd(self, order, highest)
         compact = compact and g.direct_reclaim and order > 0
-        alloc_flags = page_alloc.ALLOC_WMARK_MIN | _gfp.gfp_to_alloc_flags(g, order)
+        alloc_flags = page_alloc.ALLOC_WMARK_MIN | self._reserves(g, order)
 
         def attempt():
             rest = out[n[0]:]
@@ -1025,9 +1047,11 @@ class Machine:
         if err:
             return False, "EBUSY: pages could not be migrated"
         self.pgdat.zones[z, Z_MANAGED] -= end - start
-        # offlined highatomic blocks leave the reserve (the kernel leaves the count alone and
-        # so overstates the reserve after a hot-remove; we keep it what its blocks say)
-        self.pgdat.zones[z, Z_NR_RESERVED_HIGHATOMIC] -= \
+        # offlined highatomic blocks stay in nr_reserved_highatomic: neither offline_pages()
+        # nor the isolation paths adjust it, so the count overstates the reserve from now on
+        # (fewer blocks may be reserved later; before 6.12 watermarks also count it as
+        # unusable); simcore.highatomic.check() knows these pages as stale
+        self.pgdat.zones[z, Z_STALE_HIGHATOMIC] += \
             int((saved == MIGRATE_HIGHATOMIC).sum()) * PAGEBLOCK_NR_PAGES
         self._offline_blocks.add(block["index"])
         self._setup_watermarks(self.pgdat.zones, self.min_free_kbytes, False)

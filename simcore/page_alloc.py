@@ -60,6 +60,7 @@ from .pgdat import (
     FA_TAIL,
     N_CAPTURE_ORDER,
     N_CAPTURE_PFN,
+    N_CAPTURE_POLICY,
     N_CAPTURE_WHERE,
     N_HANDLE_FREE,
     N_HANDLES_AVAIL,
@@ -73,6 +74,7 @@ from .pgdat import (
     Z_LOWMEM_RESERVE,
     Z_START,
     Z_WMARK_MIN,
+    prefetchw,
     view_at,
 )
 from .tracelog import trace_extfrag, tracing
@@ -92,6 +94,9 @@ ALLOC_CMA = 0x80
 ALLOC_NOFRAGMENT = 0x100
 ALLOC_HIGHATOMIC = 0x200     # a high-order atomic request: may use and create highatomic blocks
 ALLOC_RESERVES = ALLOC_NON_BLOCK | ALLOC_MIN_RESERVE | ALLOC_HIGHATOMIC | ALLOC_OOM
+# alloc_folio() takes, shifted up by this, the reserve bits gfp_to_alloc_flags() gives the slow
+# path: the fast path ignores them, the slow path's first try at the min watermark uses them
+ALLOC_SLOWPATH_SHIFT = 16
 
 # Error codes returned by the checked entry points (the Python layer turns them into ValueError).
 E_OK = 0
@@ -285,12 +290,25 @@ def page_del_and_expand(pgdat, z, pfn, low, high, mt):
 
 
 @jit
+def prefetch_next_pop(mem_map, head):
+    """A pop from the head of a list (buddy or pcp) writes the prev link of the block after
+    the one it takes, a cache miss when the list is long and cold; each pop waits for the one
+    before it. Start fetching, for the next pop from this list, the block after the new `head`
+    (a hint to the CPU only: nothing simulated changes)."""
+    if head >= 0:
+        nxt = np.int64(mem_map[head].next)
+        if nxt >= 0:
+            prefetchw(mem_map, nxt)
+
+
+@jit
 def rmqueue_smallest(pgdat, z, order, mt):
     """__rmqueue_smallest(): first block on the smallest non-empty list of `mt` at >= order."""
     for current_order in range(order, NR_PAGE_ORDERS):
         pfn = pgdat.free_area[z, current_order, mt, FA_HEAD]
         if pfn >= 0:
             page_del_and_expand(pgdat, z, pfn, order, current_order, mt)
+            prefetch_next_pop(pgdat.mem_map, pgdat.free_area[z, current_order, mt, FA_HEAD])
             return pfn
     return -1
 
@@ -559,10 +577,16 @@ def get_page_from_freelist(pgdat, order, mt, alloc_flags, highest_zoneidx):
 
 @jit
 def take_handle(pgdat, pfn):
+    """The first free handle of the chain, now naming pfn. The chain runs through the free
+    slots, so the next take reads the slot of the new first: it starts being fetched now (a
+    hint only, as prefetch_next_pop())."""
     h = pgdat.node[N_HANDLE_FREE]
-    pgdat.node[N_HANDLE_FREE] = -2 - pgdat.folio_pfn[h]
+    nxt = -2 - pgdat.folio_pfn[h]
+    pgdat.node[N_HANDLE_FREE] = nxt
     pgdat.node[N_HANDLES_AVAIL] -= 1
     pgdat.folio_pfn[h] = pfn
+    if nxt >= 0:
+        prefetchw(pgdat.folio_pfn, nxt)
     return h
 
 
@@ -590,19 +614,23 @@ def prep_new_folio(pgdat, pfn, order, kind, flags):
 @jit
 def alloc_folio(pgdat, order, mt, kind, flags, alloc_flags):
     """__alloc_pages() without reclaim: the fast path at alloc_flags' watermark (avoiding
-    fragmentation where alloc_flags_nofragment() says so), then the slow path's min watermark.
+    fragmentation where alloc_flags_nofragment() says so), then the slow path's min watermark
+    with the reserve bits gfp_to_alloc_flags() gives the caller (passed shifted up by
+    ALLOC_SLOWPATH_SHIFT: a GFP_ATOMIC or, 6.3 .. 6.17, GFP_NOWAIT request between the min and
+    low watermarks reserves its pageblock here, as the kernel's first slow-path try does).
     Movable requests may use ZONE_MOVABLE and CMA (gfp_zone(), gfp_to_alloc_flags_cma()).
 
     Returns the folio's head PFN or -1. The caller guarantees a free handle."""
     highest = ZONE_MOVABLE if mt == MIGRATE_MOVABLE else ZONE_NORMAL
+    slowpath = alloc_flags >> ALLOC_SLOWPATH_SHIFT
+    alloc_flags &= (1 << ALLOC_SLOWPATH_SHIFT) - 1
     if mt == MIGRATE_MOVABLE:
         alloc_flags |= ALLOC_CMA
     nofragment = alloc_flags_nofragment(pgdat, preferred_zone(pgdat, highest))
     pfn, z = get_page_from_freelist(pgdat, order, mt, alloc_flags | nofragment, highest)
     if pfn < 0 and (alloc_flags & ALLOC_WMARK_MASK) != ALLOC_WMARK_MIN:
-        pfn, z = get_page_from_freelist(pgdat, order, mt,
-                                        (alloc_flags & ~ALLOC_WMARK_MASK) | ALLOC_WMARK_MIN,
-                                        highest)
+        pfn, z = get_page_from_freelist(pgdat, order, mt, (alloc_flags & ~ALLOC_WMARK_MASK)
+                                        | ALLOC_WMARK_MIN | slowpath, highest)
     if pfn < 0:
         return -1
     prep_new_folio(pgdat, pfn, order, kind, flags)
@@ -635,19 +663,37 @@ def mergeable(mt):
     return mt < MIGRATE_PCPTYPES
 
 
+# node[N_CAPTURE_POLICY] values (the profile's `capture`); 0 (a bare PgData) behaves as newest
+CAPTURE_NO_SMALL_MOVABLE = 1
+CAPTURE_MOVABLE_TO_MOVABLE = 2
+CAPTURE_POLICIES = {
+    # Mel Gorman, "mm, compaction: capture a page under direct compaction" (5.1)
+    "no_small_movable": CAPTURE_NO_SMALL_MOVABLE,
+    # Baolin Wang, "mm: page_alloc: allowing mTHP compaction to capture the freed page
+    # directly" (6.10 ~)
+    "movable_to_movable": CAPTURE_MOVABLE_TO_MOVABLE,
+}
+
+
 @jit
 def compaction_capture(pgdat, z, pfn, order, mt):
     """compaction_capture() with task_capc(): while a direct compaction of this zone waits for a
     block of its order, the first such block freed (as freed, or merged up to it) is handed to
-    it instead of the free lists; not from CMA or isolated blocks, and a MOVABLE block below a
-    pageblock only to a MOVABLE request. The block stops counting as free."""
+    it instead of the free lists. Never from CMA or isolated blocks. A MOVABLE block below a
+    pageblock: never before 6.10 (no_small_movable), from 6.10 only to a MOVABLE request
+    (movable_to_movable). HIGHATOMIC blocks are not refused by any release: a reserve page of
+    the compaction's order goes to the compacting request, atomic or not, and leaves the
+    reserve's free count (nr_free_highatomic) as any allocation from it does. The block stops
+    counting as free."""
     if pgdat.node[N_CAPTURE_PFN] != 0 or order + 1 != pgdat.node[N_CAPTURE_ORDER]:
         return False
     where = pgdat.node[N_CAPTURE_WHERE]
     want_mt = where % MIGRATE_TYPES
     if where // MIGRATE_TYPES != z or mt == MIGRATE_CMA or mt == MIGRATE_ISOLATE:
         return False
-    if order < PAGEBLOCK_ORDER and mt == MIGRATE_MOVABLE and want_mt != MIGRATE_MOVABLE:
+    if order < PAGEBLOCK_ORDER and mt == MIGRATE_MOVABLE and (
+            want_mt != MIGRATE_MOVABLE
+            or pgdat.node[N_CAPTURE_POLICY] == CAPTURE_NO_SMALL_MOVABLE):
         return False
     account_freepages(pgdat, z, -(np.int64(1) << order), mt)
     pgdat.mem_map[pfn].type = PAGE_TAIL
@@ -743,11 +789,46 @@ def free_folio(pgdat, pfn):
     return E_OK
 
 
+# free_folios() prefetches this many folios ahead (8..16 measured best on this project's VM:
+# far enough to hide a miss, near enough that the lines are still in L1/L2 when used)
+FREE_PREFETCH_DISTANCE = 8
+
+
+@jit
+def prefetch_buddy(pgdat, pfn, order):
+    """prefetch_buddy(), which the kernel's free_pcppages_bulk() once had: start fetching the
+    mem_map records that freeing the block at pfn looks at first, its buddy and the buddy one
+    order up (whether the merged block goes to the tail). A hint to the CPU only: nothing
+    simulated changes, the cache misses of a batch of frees overlap instead of stalling one
+    after another."""
+    mem_map = pgdat.mem_map
+    buddy = pfn ^ (np.int64(1) << order)
+    if order < MAX_PAGE_ORDER and buddy < mem_map.shape[0]:
+        prefetchw(mem_map, buddy)
+    higher = (pfn & ~(np.int64(1) << order)) ^ (np.int64(2) << order)
+    if order < MAX_PAGE_ORDER - 1 and higher < mem_map.shape[0]:
+        prefetchw(mem_map, higher)
+
+
+@jit
+def prefetch_free_folio(pgdat, pfn):
+    """prefetch_buddy() of the folio headed at pfn, and its handle's slot, which freeing it
+    writes (a hint only, as prefetch_buddy())."""
+    mem_map = pgdat.mem_map
+    prefetchw(pgdat.folio_pfn, np.int64(mem_map[pfn].next))
+    prefetch_buddy(pgdat, pfn, np.int64(mem_map[pfn].order))
+
+
 @jit
 def free_folios(pgdat, pfns):
     """free_many: all heads are checked (and duplicates caught) before anything is freed.
 
-    Returns (E_OK, -1) or (error, index of the offending entry)."""
+    Returns (E_OK, -1) or (error, index of the offending entry).
+
+    The freeing pass prefetches ahead (FREE_PREFETCH_DISTANCE): the folios of a batch lie
+    anywhere in mem_map, and without it every free stalls on its own cache misses one after
+    another. The folio record 2 * distance frees ahead, then what freeing it writes
+    (prefetch_free_folio(), which reads the record) distance frees ahead."""
     mem_map = pgdat.mem_map
     n = pfns.shape[0]
     # Mark each head isolated while checking: a second entry for the same folio then fails the
@@ -761,7 +842,12 @@ def free_folios(pgdat, pfns):
                     err = E_DUPLICATE
             return err, i
         mem_map[pfns[i]].prev = FOLIO_ISOLATED
+    d = FREE_PREFETCH_DISTANCE
     for i in range(n):
+        if i + 2 * d < n:
+            prefetchw(mem_map, pfns[i + 2 * d])
+        if i + d < n:
+            prefetch_free_folio(pgdat, pfns[i + d])
         pfn = pfns[i]
         order = np.int64(mem_map[pfn].order)
         release_folio(pgdat, pfn)

@@ -19,7 +19,9 @@ from .mmzone import (
     KIND_KERNEL,
     MAX_PAGE_ORDER,
     MIGRATE_CMA,
+    MIGRATE_HIGHATOMIC,
     MIGRATE_ISOLATE,
+    MIGRATE_MOVABLE,
     PAGE_BUDDY,
     PAGE_HEAD,
     PAGE_OFFLINE,
@@ -29,7 +31,7 @@ from .mmzone import (
     PB_MIGRATETYPE_MASK,
     PG_HWPOISON,
 )
-from .pgdat import Z_END, Z_START
+from .pgdat import N_ISOLATION_POLICY, Z_END, Z_STALE_HIGHATOMIC, Z_START
 
 jit = nb.njit(cache=True, nogil=True)
 
@@ -44,6 +46,23 @@ RANGE_MIGRATION_POLICIES = {
 }
 EINVAL = 22
 ALLOC_CONTIG_RETRIES = 5
+
+# What an isolated pageblock's migratetype becomes when the isolation is undone (the profile's
+# `isolation` policy; node[N_ISOLATION_POLICY], 0 behaving as the newest):
+# - overwrite_type (before 6.17): set_migratetype_isolate() overwrites the block's type with
+#   MIGRATE_ISOLATE, and undo_isolate_page_range(start, end, migratetype) gives every block the
+#   caller's type: MIGRATE_MOVABLE after a failed offline_pages(), MIGRATE_CMA for cma_alloc().
+#   A HIGHATOMIC block so becomes MOVABLE while nr_reserved_highatomic, which no isolation path
+#   touches, keeps counting it.
+# - standalone_bit (6.17 ~): Zi Yan, "mm/page_isolation: make page isolation a standalone bit"
+#   (posted May 2025): isolation is a pageblock bit of its own, the migratetype is kept, and
+#   undo restores it (a HIGHATOMIC block comes back HIGHATOMIC).
+ISOLATION_OVERWRITE_TYPE = 1
+ISOLATION_STANDALONE_BIT = 2
+ISOLATION_POLICIES = {
+    "overwrite_type": ISOLATION_OVERWRITE_TYPE,
+    "standalone_bit": ISOLATION_STANDALONE_BIT,
+}
 
 
 @jit
@@ -239,9 +258,22 @@ def alloc_contig_range(pgdat, z, start, end, for_cma, costs, stats, saved_mt):
     reason = migrate.MR_CONTIG_RANGE if for_cma else migrate.MR_MEMORY_HOTPLUG
     evacuate_range(pgdat, start, end, migrate.MIGRATE_SYNC, reason, costs, stats)
     if not test_range_free(pgdat, start, end):
+        if pgdat.node[N_ISOLATION_POLICY] == ISOLATION_OVERWRITE_TYPE:
+            undo_to_caller_type(pgdat, z, saved_mt, MIGRATE_CMA if for_cma else MIGRATE_MOVABLE)
         undo_isolate_range(pgdat, z, start, end, saved_mt)
         return EBUSY
     return 0
+
+
+@jit
+def undo_to_caller_type(pgdat, z, saved_mt, caller_mt):
+    """Before 6.17 the undo gives every block the caller's migratetype, not its own: a
+    HIGHATOMIC block's pages stay in nr_reserved_highatomic (nothing in the isolation paths
+    adjusts it), now for a block that is not HIGHATOMIC (Z_STALE_HIGHATOMIC)."""
+    for i in range(saved_mt.shape[0]):
+        if saved_mt[i] == MIGRATE_HIGHATOMIC:
+            pgdat.zones[z, Z_STALE_HIGHATOMIC] += PAGEBLOCK_NR_PAGES
+        saved_mt[i] = caller_mt
 
 
 @jit

@@ -281,6 +281,10 @@ def free_pcppages_bulk(pgdat, z, b, count, pindex):
             list_del(pgdat, b, pindex, pfn)
             count -= nr_pages
             pcp[b + P_COUNT] -= nr_pages
+            # prefetch_buddy() of the next page to go while this one merges (a hint only)
+            nxt = pcp[b + P_LISTS + 3 * pindex + L_TAIL]
+            if count > 0 and nxt >= 0:
+                page_alloc.prefetch_buddy(pgdat, nxt, order)
             mt = page_alloc.get_pageblock_migratetype(pgdat, pfn)
             page_alloc.free_one_page(pgdat, z, pfn, order, mt, False)
             if count <= 0 or pcp[b + P_LISTS + 3 * pindex + L_LEN] == 0:
@@ -413,6 +417,7 @@ def rmqueue_pcplist(pgdat, z, order, mt, alloc_flags, policy):
             return -1
     pfn = pcp[lst + L_HEAD]
     list_del(pgdat, b, pindex, pfn)
+    page_alloc.prefetch_next_pop(pgdat.mem_map, pcp[lst + L_HEAD])
     pcp[b + P_COUNT] -= np.int64(1) << order
     return pfn
 

@@ -40,7 +40,11 @@ Z_COMPACT_BLOCKSKIP_FLUSH = 19
 Z_NR_ISOLATE_PAGEBLOCK = 20
 Z_NR_RESERVED_HIGHATOMIC = 21   # nr_reserved_highatomic: pages in MIGRATE_HIGHATOMIC blocks
 Z_FREE_HIGHATOMIC = 22          # nr_free_highatomic: free pages on the HIGHATOMIC lists
-NR_ZONE_FIELDS = 23
+# the part of nr_reserved_highatomic that stands for blocks no longer HIGHATOMIC: offlined, or
+# given the caller's migratetype by an isolation undo before 6.17 (the kernel never takes
+# them out of the count; simcore.highatomic.check() needs to know them)
+Z_STALE_HIGHATOMIC = 23
+NR_ZONE_FIELDS = 24
 
 # free_area[] last axis
 FA_HEAD = 0
@@ -60,10 +64,14 @@ N_CAPTURE_PFN = 7       # capc->page: the captured block's PFN + 1, 0 while none
 N_CAPTURE_WHERE = 15    # cc->zone * MIGRATE_TYPES + cc->migratetype
 N_KIND_PAGES = 8        # + folio kind: pages held by folios of that kind
 N_HIGHATOMIC_POLICY = 16    # the profile's highatomic policy (simcore.highatomic)
-N_DEFERRED_SPLIT_POLICY = 17    # the profile's deferred_split policy (simcore.deferred_split)
-NR_NODE_FIELDS = 18
+N_CAPTURE_POLICY = 17       # the profile's capture policy (simcore.page_alloc.CAPTURE_POLICIES)
+N_ISOLATION_POLICY = 18     # the profile's isolation policy (simcore.page_isolation)
+N_DEFERRED_SPLIT_POLICY = 19    # the profile's deferred_split policy (simcore.deferred_split)
+NR_NODE_FIELDS = 20
 
+from llvmlite import ir
 from numba import types as nbtypes
+from numba.core import cgutils
 from numba.extending import intrinsic, overload_attribute
 
 from . import vm_event
@@ -148,6 +156,30 @@ def _voidptr(typingctx, addr):
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(nbtypes.voidptr))
     return nbtypes.voidptr(nbtypes.int64), codegen
+
+
+@intrinsic
+def prefetchw(typingctx, arr, index):
+    """prefetchw() (include/linux/prefetch.h): start fetching the cache line of arr[index] for
+    writing. A hint to the CPU only (llvm.prefetch: no effect on any value), so that the misses
+    of a batch overlap instead of stalling one after another; `index` must lie inside `arr`."""
+    if not isinstance(arr, nbtypes.Array) or arr.ndim != 1 \
+            or not isinstance(index, nbtypes.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = context.cast(builder, args[1], idxty, nbtypes.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [idx])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = builder.module.declare_intrinsic(
+            "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+        # rw 1 (write), locality 3 (keep in all cache levels), cache type 1 (data)
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return nbtypes.void(arr, index), codegen
 
 
 VIEW_BLOCK_LEN = 18

@@ -19,6 +19,12 @@ mechanism module that implements it (the allowed names live there):
 - watermark_boost: which fallbacks boost the watermarks (simcore.boost.BOOST_POLICIES)
 - highatomic: the highatomic reserve's size and watermark accounting
   (simcore.highatomic.HIGHATOMIC_POLICIES)
+- highatomic_gfp: which requests that cannot sleep get ALLOC_NON_BLOCK and ALLOC_HIGHATOMIC
+  (simcore.gfp.HIGHATOMIC_GFP_POLICIES)
+- capture: which free blocks compaction_capture() hands to a direct compactor
+  (simcore.page_alloc.CAPTURE_POLICIES)
+- isolation: what an undone pageblock isolation gives the block back (its own type, or the
+  caller's) (simcore.page_isolation.ISOLATION_POLICIES)
 - deferred_split: whether migration leaves PTE-mapped anonymous mTHP on the deferred split
   queue flagged partially mapped, and migrate_pages() splits such folios before moving them
   (simcore.deferred_split.DEFERRED_SPLIT_POLICIES). linux-6.12 and later: yes; older profiles:
@@ -29,13 +35,15 @@ mechanism module that implements it (the allowed names live there):
     simcore.Machine(mem="4G", profile="linux-6.1")
 
 `sources` names, per policy that changed, the upstream series (and release) that changed it.
-Versions come from merge windows; where the notes mark a version (~) it was inferred.
+Versions come from merge windows; where the notes mark a version (~) it was inferred. A profile
+models the release's first version (x.y.0): a fix backported to the x.y stable tree later is
+named in `sources` but not modelled.
 """
 import dataclasses
 
 POLICY_FIELDS = ("compaction", "swap_alloc", "swapin", "zswap_store", "ksm", "memory_failure",
                  "khugepaged", "numa_balancing", "hotunplug", "cma", "pcp", "watermark_boost",
-                 "highatomic", "deferred_split")
+                 "highatomic", "highatomic_gfp", "capture", "isolation", "deferred_split")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +64,9 @@ class KernelProfile:
     pcp: str
     watermark_boost: str = "every_fallback"     # simcore.boost.BOOST_POLICIES
     highatomic: str = "reserved_plus_block"     # simcore.highatomic.HIGHATOMIC_POLICIES
+    highatomic_gfp: str = "gfp_atomic"          # simcore.gfp.HIGHATOMIC_GFP_POLICIES
+    capture: str = "no_small_movable"           # simcore.page_alloc.CAPTURE_POLICIES
+    isolation: str = "overwrite_type"           # simcore.page_isolation.ISOLATION_POLICIES
     deferred_split: str = "not_queued"  # simcore.deferred_split.DEFERRED_SPLIT_POLICIES
     sources: tuple = ()          # ((policy field, "what changed, series, release"), ...)
 
@@ -106,6 +117,17 @@ BASELINE_SOURCES = (
                    "allocations on demand\" (4.4): a successful high-order ALLOC_HARDER "
                    "(GFP_ATOMIC) allocation reserves its pageblock, up to managed / 100 + one "
                    "pageblock per zone; watermark checks subtract nr_reserved_highatomic"),
+    ("highatomic_gfp", "gfp_to_alloc_flags(): only __GFP_ATOMIC (GFP_ATOMIC) without "
+                       "__GFP_NOMEMALLOC gets ALLOC_HARDER, which reserves and uses highatomic "
+                       "blocks above order 0; GFP_NOWAIT gets no reserves"),
+    ("capture", "Mel Gorman, \"mm, compaction: capture a page under direct compaction\" "
+                "(5.1): compaction_capture() refuses CMA and isolated blocks and every "
+                "MOVABLE block below pageblock_order; HIGHATOMIC blocks are captured like any "
+                "other"),
+    ("isolation", "set_migratetype_isolate() overwrites the pageblock's migratetype with "
+                  "MIGRATE_ISOLATE; undo_isolate_page_range() gives every block the caller's "
+                  "type (MOVABLE after a failed offline); no isolation or offline path adjusts "
+                  "nr_reserved_highatomic"),
     ("deferred_split", "migration leaves no deferred-split state: a migrated mTHP is not "
                        "queued and migrate_pages_batch() never splits a folio for being on the "
                        "deferred split queue"),
@@ -122,11 +144,13 @@ def register_profile(profile):
     from . import (
         boost,
         deferred_split,
+        gfp,
         highatomic,
         khugepaged,
         ksm,
         memory_failure,
         numa,
+        page_alloc,
         page_isolation,
         pcp,
         swap,
@@ -143,6 +167,9 @@ def register_profile(profile):
         "pcp": pcp.PCP_POLICIES,
         "watermark_boost": boost.BOOST_POLICIES,
         "highatomic": highatomic.HIGHATOMIC_POLICIES,
+        "highatomic_gfp": gfp.HIGHATOMIC_GFP_POLICIES,
+        "capture": page_alloc.CAPTURE_POLICIES,
+        "isolation": page_isolation.ISOLATION_POLICIES,
         "deferred_split": deferred_split.DEFERRED_SPLIT_POLICIES,
     }
     get_strategy(profile.compaction)
@@ -188,6 +215,7 @@ _V69 = dataclasses.replace(
     _V61, name="linux-6.9", version="6.9",
     description="6.9: anonymous mTHP (6.8) and folio compaction; swap still splits mTHP",
     compaction="folio", pcp="auto_high", highatomic="aligned_reserved",
+    highatomic_gfp="nonblocking",
     sources=_V61.sources + (
         ("highatomic", "Charan Teja Kalla, \"mm: page_alloc: fixes for high atomic reserve "
                        "calculations\" (6.8): no reserve when 1% of the zone is below a "
@@ -195,6 +223,13 @@ _V69 = dataclasses.replace(
                        "Gorman, \"mm/page_alloc: explicitly define how __GFP_HIGH non-blocking "
                        "allocations accesses reserves\" (6.3 ~): non-blocking requests fall "
                        "back to the reserve when all else fails"),
+        ("highatomic_gfp", "Mel Gorman, \"mm/page_alloc: explicitly record high-order atomic "
+                           "allocations in alloc_flags\" (eb2e2b425c69) and \"mm/page_alloc: "
+                           "explicitly define how __GFP_HIGH non-blocking allocations accesses "
+                           "reserves\" (1ebbb21811b7), 6.3 (~): every request without "
+                           "__GFP_DIRECT_RECLAIM or __GFP_NOMEMALLOC gets ALLOC_NON_BLOCK and, "
+                           "above order 0, ALLOC_HIGHATOMIC: high-order GFP_NOWAIT creates and "
+                           "uses highatomic blocks"),
         ("compaction", "Zi Yan, \"enable >0 order folio memory compaction\" (6.9): large "
                        "folios below cc->order isolated, per-order free lists, "
                        "compaction_alloc() splits free pages buddy-style"),
@@ -208,8 +243,12 @@ _V69 = dataclasses.replace(
 _V610 = dataclasses.replace(
     _V69, name="linux-6.10", version="6.10",
     description="6.10: mTHP swapped out whole into free clusters, mTHP NUMA balancing",
-    swap_alloc="free_cluster", numa_balancing="whole",
+    swap_alloc="free_cluster", numa_balancing="whole", capture="movable_to_movable",
     sources=_V69.sources + (
+        ("capture", "Baolin Wang, \"mm: page_alloc: allowing mTHP compaction to capture the "
+                    "freed page directly\" (posted April 2024, 6.10 ~): a MOVABLE block below "
+                    "pageblock_order is captured when the compaction is for a MOVABLE request; "
+                    "HIGHATOMIC blocks still captured by any request"),
         ("swap_alloc", "Ryan Roberts, \"Swap-out mTHP without splitting\" (6.10): "
                        "folio_alloc_swap() for every order from a per-order per-cpu cluster; "
                        "only free clusters start one, else split (swpout_fallback)"),
@@ -223,6 +262,9 @@ _V612 = dataclasses.replace(
     swap_alloc="nonfull_cluster", swapin="sync_io_large", highatomic="aligned_free",
     deferred_split="partially_mapped",
     sources=_V610.sources + (
+        ("highatomic_gfp", "as 6.3 (6.12.0): high-order GFP_NOWAIT creates and uses "
+                           "highatomic blocks; the 6.18 fix (6a204d4b14c9) reached the stable "
+                           "tree in 6.12.54, which this profile does not model"),
         ("deferred_split", "Usama Arif, \"mm: introduce a pageflag for partially mapped "
                            "folios\" (6.12, the underused-THP shrinker series): "
                            "__folio_remove_rmap() queues a partially unmapped anon folio with "
@@ -248,8 +290,17 @@ _V612 = dataclasses.replace(
 _V618 = dataclasses.replace(
     _V612, name="linux-6.18", version="6.18",
     description="6.18 (newest): zswap stores large folios page by page",
-    zswap_store="per_page", watermark_boost="claim_only",
+    zswap_store="per_page", watermark_boost="claim_only", highatomic_gfp="gfp_high",
+    isolation="standalone_bit",
     sources=_V612.sources + (
+        ("isolation", "Zi Yan, \"mm/page_isolation: make page isolation a standalone bit\" "
+                      "(posted May 2025, 6.17 ~): the migratetype survives isolation and undo "
+                      "restores it, so a HIGHATOMIC block whose offline failed is HIGHATOMIC "
+                      "again; a successful offline still leaves nr_reserved_highatomic alone"),
+        ("highatomic_gfp", "Thadeu Lima de Souza Cascardo, \"mm/page_alloc: only set "
+                           "ALLOC_HIGHATOMIC for __GPF_HIGH allocations\" (6a204d4b14c9, "
+                           "6.18 ~: backported to 6.17.y, 6.12.54 and 6.1.y): ALLOC_HIGHATOMIC "
+                           "only with __GFP_HIGH; GFP_NOWAIT keeps ALLOC_NON_BLOCK"),
         ("watermark_boost", "Brendan Jackman, \"mm/page_alloc: some clarifications for "
                             "migratetype fallback\", and Johannes Weiner, \"mm: page_alloc: "
                             "speed up fallbacks in rmqueue_bulk()\" (6.15): the boost moved "

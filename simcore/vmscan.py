@@ -309,32 +309,55 @@ def lru_sync(m, exclude=None):
     table = m.pgdat.folio_pfn
     n = len(table)
     lru.grow(n)
-    handles = np.flatnonzero(table >= 0)
-    recs = m.pgdat.mem_map[table[handles]]
-    kinds = recs["kind"].astype(np.int64)
-    on = KIND_IS_LRU[kinds] == 1
-    lru_handles = handles[on]
-    want = np.zeros(n, dtype=bool)
-    want[lru_handles] = True
-    listed = lru.list_of[:n] != NOT_ON_LRU
-    stale = np.flatnonzero(listed & ~want)
-    lru.list_of[stale] = NOT_ON_LRU
-    lru.referenced[stale] = False
-    new_mask = want & ~listed
-    if exclude is not None and len(exclude):
-        new_mask[m.pgdat.mem_map["next"][exclude].astype(np.int64)] = False
-    new = np.flatnonzero(new_mask)
-    if len(new):
-        kind_of = np.zeros(n, dtype=np.int64)
-        kind_of[handles] = kinds
-        swap_backed = (kind_of[new] == KIND_ANON) | (kind_of[new] == KIND_SHMEM)
-        lru._put(new[swap_backed], LRU_INACTIVE_ANON)
-        lru._put(new[~swap_backed], LRU_INACTIVE_FILE)
-    lists = lru.list_of[lru_handles].astype(np.int64)
-    pages = np.int64(1) << recs["order"][on].astype(np.int64)
-    listed_now = lists != NOT_ON_LRU
-    lru.nr_pages[:] = np.bincount(lists[listed_now], weights=pages[listed_now],
-                                  minlength=len(LRU_NAMES)).astype(np.int64)
+    excluded = np.zeros(n if exclude is not None and len(exclude) else 0, dtype=bool)
+    if len(excluded):
+        excluded[m.pgdat.mem_map["next"][exclude].astype(np.int64)] = True
+    new_anon, new_file = _lru_sync_scan(m.pgdat.view, table, lru.list_of, lru.referenced,
+                                        excluded)
+    lru._put(new_anon, LRU_INACTIVE_ANON)
+    lru._put(new_file, LRU_INACTIVE_FILE)
+    _lru_recount(m.pgdat.view, table, lru.list_of, lru.nr_pages)
+
+
+@jit
+def _lru_sync_scan(view, table, list_of, referenced, excluded):
+    """lru_sync()'s pass over the handle table: handles on a list whose folio is gone or not
+    of an LRU kind leave it (unreferenced); live LRU folios on no list, but those `excluded`
+    (empty: none), are returned to be added, swap-backed (anon, shmem) and file ones apart,
+    each ascending."""
+    mem_map = view_at(view).mem_map
+    n = len(table)
+    new_anon = np.empty(n, dtype=np.int64)
+    new_file = np.empty(n, dtype=np.int64)
+    na = nf = 0
+    for h in range(n):
+        pfn = table[h]
+        kind = -1
+        if pfn >= 0 and KIND_IS_LRU[mem_map[pfn].kind] == 1:
+            kind = mem_map[pfn].kind
+        listed = list_of[h] != NOT_ON_LRU
+        if listed and kind < 0:
+            list_of[h] = NOT_ON_LRU
+            referenced[h] = False
+        elif kind >= 0 and not listed and not (len(excluded) and excluded[h]):
+            if kind == KIND_ANON or kind == KIND_SHMEM:
+                new_anon[na] = h
+                na += 1
+            else:
+                new_file[nf] = h
+                nf += 1
+    return new_anon[:na], new_file[:nf]
+
+
+@jit
+def _lru_recount(view, table, list_of, nr_pages):
+    """Pages per list, recounted from the live LRU folios on them."""
+    mem_map = view_at(view).mem_map
+    nr_pages[:] = 0
+    for h in range(len(table)):
+        pfn = table[h]
+        if pfn >= 0 and list_of[h] != NOT_ON_LRU and KIND_IS_LRU[mem_map[pfn].kind] == 1:
+            nr_pages[list_of[h]] += np.int64(1) << mem_map[pfn].order
 
 
 def check_lru(m):
@@ -381,6 +404,7 @@ def mark_accessed(m, pfns):
     already referenced is activated, otherwise PG_referenced is set."""
     lru_sync(m)
     lru = m.lru
+    lru.grow(len(m.pgdat.folio_pfn))     # a non-LRU folio's handle may lie past the LRU's
     handles = m.pgdat.mem_map["next"][pfns].astype(np.int64)
     lists = lru.list_of[handles]
     on = lists != NOT_ON_LRU
@@ -501,7 +525,10 @@ def shrink_folio_list(m, handles, lst, kswapd, may_writepage=True):
     _rotate(m, handles[stay], np.full(int(stay.sum()), lst))
     go = ~keep & ~ref
     victims = handles[go]
-    before = m.free_pages()
+    # nr_reclaimed: the pages of the folios freed (pages held by folios, before and after:
+    # swap-out and freeing allocate none). Not the free-page count, which leaves out what the
+    # frees put on per-CPU lists and adds what a list drain gave back.
+    before = m.allocated_pages()
     if anon:
         _swap_out(m, victims)
     else:
@@ -515,7 +542,7 @@ def shrink_folio_list(m, handles, lst, kswapd, may_writepage=True):
         m._free_reclaimed(pfns[go])
         gone = victims[m.pgdat.folio_pfn[victims] < 0]
         lru.gen[gone] += 1
-    reclaimed = m.free_pages() - before
+    reclaimed = before - m.allocated_pages()
     scanned = int(pages.sum())
     who = "kswapd" if kswapd else "direct"
     typ = "anon" if anon else "file"

@@ -1,6 +1,7 @@
 """The compaction shortcuts of mm/compaction.c: fast_isolate_freepages(),
 fast_find_migrateblock() and compaction capture, each on a zone built by hand."""
 import numpy as np
+import pytest
 from buddy_only import pcp_disabled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -256,3 +257,22 @@ def test_free_scanner_resumes_inside_the_block_where_it_stopped():
     assert freescan.entry_take_smallest_fit(m.pgdat, cc, pool, 0) == second
     assert cc[freescan.CC_TOTAL_FREE_SCANNED] - scanned == second - first
     assert cc[CC_FREE_PFN] == second + 1
+
+
+@pytest.mark.parametrize("profile, captured", [("linux-6.1", False), ("linux-6.9", False),
+                                               ("linux-6.10", True), ("linux-6.18", True)])
+def test_capture_of_a_movable_block_below_a_pageblock_by_profile(profile, captured):
+    """compaction_capture() refused every MOVABLE block below pageblock_order until 6.10
+    (Baolin Wang, mTHP capture); since then a MOVABLE compaction captures it. Captured
+    blocks are not counted in pgalloc, so the counter tells which path served the request."""
+    m = simcore.Machine("64M", seed=0, profile=profile, compaction="folio", min_free_kbytes=0)
+    big = m.alloc_many(m.nr_pages, 4, "movable", "anon", compact=False)
+    m.free_many(big[m.rng.random(len(big)) < 0.3])
+    assert m.alloc(7, compact=False) is None
+    before = m.vmstat()
+    pfn = m.alloc(7)
+    after = m.vmstat()
+    assert pfn is not None
+    assert after["compact_stall"] > before["compact_stall"]
+    assert (pgalloc(after) == pgalloc(before)) == captured
+    m.check()

@@ -141,12 +141,136 @@ def test_compact_unevictable_allowed_must_be_0_or_1():
         simcore.Machine(mem="32M", compact_unevictable_allowed=2)
 
 
-def test_gfp_to_alloc_flags():
+@pytest.mark.parametrize("policy, nowait3, nowait0", [
+    ("gfp_atomic", (), ()),                                 # 6.1: only __GFP_ATOMIC
+    ("nonblocking", ("NON_BLOCK", "HIGHATOMIC"), ("NON_BLOCK",)),   # 6.3 .. 6.17
+    ("gfp_high", ("NON_BLOCK",), ("NON_BLOCK",)),           # 6.18: 6a204d4b14c9
+])
+def test_gfp_to_alloc_flags_by_policy(policy, nowait3, nowait0):
     from simcore import gfp, page_alloc
+
+    def bits(names):
+        return sum(getattr(page_alloc, "ALLOC_" + name) for name in names)
     atomic = gfp.get_gfp("atomic")
-    assert gfp.gfp_to_alloc_flags(atomic, 3) & page_alloc.ALLOC_HIGHATOMIC
-    assert not gfp.gfp_to_alloc_flags(atomic, 0) & page_alloc.ALLOC_HIGHATOMIC
-    assert gfp.gfp_to_alloc_flags(gfp.get_gfp("nowait"), 3) == 0
+    assert gfp.gfp_to_alloc_flags(atomic, 3, policy) == (
+        page_alloc.ALLOC_MIN_RESERVE | page_alloc.ALLOC_NON_BLOCK | page_alloc.ALLOC_HIGHATOMIC)
+    assert not gfp.gfp_to_alloc_flags(atomic, 0, policy) & page_alloc.ALLOC_HIGHATOMIC
+    assert gfp.gfp_to_alloc_flags(gfp.get_gfp("nowait"), 3, policy) == bits(nowait3)
+    assert gfp.gfp_to_alloc_flags(gfp.get_gfp("nowait"), 0, policy) == bits(nowait0)
+    for name in ("kswapd_only", "light", "user", "kernel"):     # NOMEMALLOC, or may sleep
+        assert gfp.gfp_to_alloc_flags(gfp.get_gfp(name), 3, policy) == 0
+
+
+def test_gfp_to_alloc_flags_refuses_an_unknown_policy():
+    from simcore import gfp
+    with pytest.raises(ValueError, match="highatomic_gfp policy 'sometimes'"):
+        gfp.gfp_to_alloc_flags(gfp.get_gfp("nowait"), 3, "sometimes")
+
+
+@pytest.mark.parametrize("profile, blocks", [
+    ("linux-6.1", 0), ("linux-6.9", 1), ("linux-6.12", 1), ("linux-6.18", 0)])
+def test_high_order_nowait_reserves_from_6_3_until_the_fix(profile, blocks):
+    """Between 6.3 and 6.18 a high-order GFP_NOWAIT request below the low watermark gets
+    ALLOC_HIGHATOMIC and reserves its pageblock as GFP_ATOMIC does. Without __GFP_HIGH it
+    may not go below the min watermark: the zone is filled to between min and low."""
+    m = simcore.Machine(mem="256M", profile=profile)
+    zone = m.zoneinfo()["DMA32"]
+    target = (zone["min"] + zone["low"]) // 2
+    while m.free_pages() > target:
+        m.alloc_many(max(1, (m.free_pages() - target) // 2), 0, "movable", "file",
+                     compact=False)
+    assert m.free_pages() > zone["min"] + 8
+    pfn = m.alloc(3, "unmovable", "slab", gfp="nowait")
+    assert _highatomic_blocks(m) == blocks
+    assert _reserved(m) == blocks * PAGEBLOCK_NR_PAGES
+    if blocks:
+        assert m.pgdat.pageblock_flags[pfn >> PAGEBLOCK_ORDER] & 0x7 == MIGRATE_HIGHATOMIC
+    m.check()
+
+
+def test_compact_false_without_gfp_gets_no_reserves():
+    """Machine.alloc(compact=False) stands for a request with __GFP_NOMEMALLOC
+    ("kswapd_only"): no kernel gives it ALLOC_HIGHATOMIC."""
+    m = _atomic_machine("linux-6.9")
+    m.alloc(3, "unmovable", "slab", compact=False)
+    assert _reserved(m) == 0
+
+
+@pytest.mark.parametrize("profile, reserves", [("linux-6.12", True), ("linux-6.18", False)])
+def test_pagecache_churn_nowait_knob(profile, reserves):
+    made = []
+
+    def factory(**kw):
+        made.append(SimBackend(profile=profile, **kw))
+        return made[-1]
+    row = run_one("pagecache-churn", "folio", quick=True,
+                  params={"nowait": 0.2, "cache": 0.95, "highorder": 0},
+                  backend_factory=factory)
+    assert row["nowait_granted"] > 0
+    m = made[0].machine
+    assert (_reserved(m) > 0) == reserves
+    m.check()
+
+
+def _offlinable_highatomic_block(profile, pin_one=False):
+    """A machine whose reserve holds one HIGHATOMIC pageblock with nothing unmovable in it,
+    and the memory block that holds it. pin_one: keep one pinned anonymous folio in that
+    memory block, so that offlining it fails after the isolation (migration cannot move it)."""
+    m = simcore.Machine(mem="512M", profile=profile)
+    fill = []
+    while True:
+        got = m.alloc_many(4096, 0, "movable", "anon", compact=False)
+        fill.append(got)
+        if len(got) < 4096:
+            break
+    fill = np.concatenate(fill)
+    pfn = m.alloc(3, "unmovable", "kernel", gfp="atomic")
+    assert pfn is not None and _highatomic_blocks(m) == 1
+    m.free(pfn)
+    blocks = m.memory_blocks()
+    index = next(i for i, b in enumerate(blocks)
+                 if b["start_pfn"] <= pfn < b["start_pfn"] + b["nr_pages"])
+    start = blocks[index]["start_pfn"]
+    keep = np.empty(0, dtype=np.int64)
+    if pin_one:
+        inside = fill[(fill >= start) & (fill < start + blocks[index]["nr_pages"])
+                      & (fill >> PAGEBLOCK_ORDER != pfn >> PAGEBLOCK_ORDER)]
+        keep = inside[:1]
+        m.set_flags(keep, "pinned")
+    m.free_many(np.setdiff1d(fill, keep))
+    m.drain_all_pages()
+    return m, index, pfn >> PAGEBLOCK_ORDER
+
+
+@pytest.mark.parametrize("profile", ["linux-6.1", "linux-6.18"])
+def test_offline_leaves_nr_reserved_highatomic_alone(profile):
+    """offline_pages() takes a HIGHATOMIC pageblock out of the zone without touching
+    nr_reserved_highatomic (no isolation or offline path adjusts it); the count overstates the
+    reserve from then on, and onlining does not give it back either."""
+    m, index, _ = _offlinable_highatomic_block(profile)
+    ok, why = m.offline_memory_block(index)
+    assert ok, why
+    assert _reserved(m) == PAGEBLOCK_NR_PAGES and _highatomic_blocks(m) == 0
+    m.check()
+    assert m.online_memory_block(index)[0]
+    assert _reserved(m) == PAGEBLOCK_NR_PAGES and _highatomic_blocks(m) == 0
+    m.check()
+
+
+@pytest.mark.parametrize("profile, highatomic_after", [("linux-6.1", False),
+                                                        ("linux-6.12", False),
+                                                        ("linux-6.18", True)])
+def test_failed_offline_undo_by_profile(profile, highatomic_after):
+    """A failed offline undoes the isolation: before 6.17 every block gets the caller's
+    MIGRATE_MOVABLE (the HIGHATOMIC block's pages stay counted), from 6.17 the isolation bit
+    is cleared and the block is HIGHATOMIC again."""
+    m, index, block = _offlinable_highatomic_block(profile, pin_one=True)
+    ok, why = m.offline_memory_block(index)
+    assert not ok and "EBUSY" in why
+    mt = int(m.pgdat.pageblock_flags[block] & 0x7)
+    assert (mt == MIGRATE_HIGHATOMIC) == highatomic_after
+    assert _reserved(m) == PAGEBLOCK_NR_PAGES
+    m.check()
 
 
 def _pageset(m, zone="DMA32", cpu=0):

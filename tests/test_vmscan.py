@@ -277,3 +277,59 @@ def test_a_poisoned_page_leaves_the_lru():
     m.check()
     m.reclaim_pages(32)
     m.check()
+
+
+@pytest.mark.parametrize("step", ["fault_anon", "alloc"])
+def test_backend_turns_keep_handles_of_folios_a_later_turn_moved(step):
+    """A backend call of many folios runs in turns (one per thread/CPU); a later turn's
+    kswapd and kcompactd may migrate or reclaim what an earlier turn got. Each turn's PFNs
+    must become handles before the next turn (this stopped the thpcompact shape, after page
+    cache had filled memory, with 'a pfn is not the head of an allocated folio')."""
+    backend = SimBackend(mem="1G", seed=0, strategy="folio")
+    rng = backend.rng
+    read = []
+    while len(read) * 256 < 1.3 * backend.total_pages:   # page cache past memory
+        read.append(np.concatenate([backend.alloc(max(1, 42 >> o), o, "file", compact=False,
+                                                  gfp="noretry") for o in range(6)]))
+        if len(read) > 8 and rng.random() < 0.5:
+            old = read[int(rng.integers(len(read) - 1))]
+            backend.touch(old[rng.random(len(old)) < 0.1])
+    count = backend.total_pages // 3 >> 4
+    if step == "fault_anon":
+        got = backend.fault_anon(count, [4], gfp="transhuge")[4]
+    else:
+        got = backend.alloc(count, 4, "anon")
+    assert len(got)
+    # every live handle names a folio head; kcompactd may have split some 64K folios it
+    # migrated (no free target of their order), leaving the head piece smaller
+    orders = backend.folio_orders(backend._live(got))
+    assert np.all(orders <= 4) and (orders == 4).sum() > len(got) // 2
+    backend.machine.check()
+
+
+def test_pgsteal_counts_the_pages_of_the_folios_freed():
+    """shrink_folio_list()'s nr_reclaimed is the pages of the folios it freed, whether they
+    went to a per-CPU list or to the buddy lists (pgsteal never above pgscan)."""
+    m = simcore.Machine(mem="64M", reclaim=True)
+    m.alloc_many(m.free_pages() - 1024, 0, "movable", "file", compact=False, cpu=0)
+    before, held = m.vmstat(), m.allocated_pages()
+    got = m.reclaim_pages(512)
+    after = m.vmstat()
+    freed = held - m.allocated_pages()
+    assert got == freed > 0
+    assert after["pgsteal_direct"] - before["pgsteal_direct"] == freed
+    assert after["pgsteal_direct"] - before["pgsteal_direct"] \
+        <= after["pgscan_direct"] - before["pgscan_direct"]
+    m.check()
+
+
+def test_touching_a_kernel_folio_whose_handle_is_past_the_lru_arrays():
+    """touch() of a folio that was never on an LRU list (GFP_ATOMIC kernel memory) whose
+    handle lies beyond the LRU's per-handle arrays does nothing (found by the soak state
+    machine: IndexError after cma_alloc() and an atomic allocation)."""
+    m = simcore.Machine(mem="64M", reclaim=True)
+    m._reserve_handles(len(m.pgdat.folio_pfn) + 64)     # the handle table grows
+    kernel = m.alloc_many(2048, 0, "unmovable", "kernel", gfp="atomic")
+    assert int(m.pgdat.mem_map["next"][kernel].max()) >= len(m.lru.list_of)
+    m.touch(kernel)
+    m.check()

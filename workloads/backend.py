@@ -216,12 +216,14 @@ class SimBackend(Backend):
             thread = (thread + 1) % self.threads
             count -= n
 
+    # Each turn's PFNs become handles at once: a later turn's kswapd and kcompactd may migrate
+    # (or reclaim) the folios an earlier turn got, and only their handles follow them.
     def fault_anon(self, count, orders, gfp=None):
         got = {}
         for cpu, n in self._turns(int(count)):
             for o, p in self.machine.fault_anon(n, orders, cpu=cpu, gfp=gfp).items():
-                got.setdefault(o, []).append(p)
-        return {o: self._handles(np.concatenate(p)) for o, p in got.items()}
+                got.setdefault(o, []).append(self._handles(p))
+        return {o: np.concatenate(h) for o, h in got.items()}
 
     def alloc(self, count, order, kind="anon", migratetype="movable", flags=0, compact=True,
               gfp=None):
@@ -233,10 +235,10 @@ class SimBackend(Backend):
         for cpu, n in self._turns(count):
             pfns = self.machine.alloc_many(n, order, migratetype, kind, flags, compact=compact,
                                            cpu=cpu, gfp=gfp)
-            parts.append(pfns)
+            parts.append(self._handles(pfns))       # before a later turn moves them
             if len(pfns) < n:
                 break
-        return self._handles(np.concatenate(parts) if parts else np.empty(0, dtype=np.int64))
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
     def free(self, handles):
         """Free the folios; those reclaim already took are gone and skipped."""

@@ -34,6 +34,12 @@ class PagecacheChurn(Workload):
         # highatomic reserves (simcore.highatomic); 0 keeps the workload as it was
         "atomic": Param(0.0, "order-3 GFP_ATOMIC buffers per page read, in pages, held for a "
                         "round", low=0.0, high=0.5),
+        # slab caches refilled by kmalloc(GFP_NOWAIT) callers (under a spinlock, in RCU
+        # callbacks): SLUB's allocate_slab() asks for an order-3 slab without
+        # __GFP_NOMEMALLOC, so from 6.3 until the 6.18 fix these requests use and create
+        # highatomic reserves too (simcore.gfp, policy highatomic_gfp); 0 keeps the workload
+        "nowait": Param(0.0, "order-3 GFP_NOWAIT slab pages per page read, held for a round",
+                        low=0.0, high=0.5),
     }
 
     def run(self, backend, p, extra):
@@ -48,6 +54,8 @@ class PagecacheChurn(Workload):
         hot = []                         # files that stay cached, re-read every round
         atomic_debt = 0.0
         atomic = {"atomic_requested": 0, "atomic_granted": 0}
+        nowait_debt = 0.0
+        nowait = {"nowait_requested": 0, "nowait_granted": 0}
         for _ in range(p["rounds"]):
             backend.set_flags(writeback, "writeback", on=False)    # last round's I/O completed
             buffers = []                 # this round's receive buffers
@@ -78,6 +86,13 @@ class PagecacheChurn(Workload):
                     atomic["atomic_requested"] += n
                     atomic["atomic_granted"] += len(buffers[-1])
                     atomic_debt -= n
+                nowait_debt += SLICE_PAGES * p["nowait"] / 8
+                if nowait_debt >= 1:
+                    n = int(nowait_debt)
+                    buffers.append(backend.alloc(n, 3, "slab", "unmovable", gfp="nowait"))
+                    nowait["nowait_requested"] += n
+                    nowait["nowait_granted"] += len(buffers[-1])
+                    nowait_debt -= n
             new = np.concatenate(new)
             backend.set_flags(new[rng.random(len(new)) < p["dirty"]], "dirty")
             writeback = new[rng.random(len(new)) < p["writeback"]]
@@ -90,7 +105,7 @@ class PagecacheChurn(Workload):
                 backend.free(handles)
                 cached -= pages
             if buffers:
-                backend.free(np.concatenate(buffers))    # the round's packets consumed
+                backend.free(np.concatenate(buffers))    # the round's packets and slabs gone
             backend.tick(100)
         want = int(total * p["highorder"]) >> 9
         # Reclaim makes room first, as kswapd would before the requests: old slices dropped.
@@ -108,4 +123,6 @@ class PagecacheChurn(Workload):
                    "cache_pages_end": cached, "writeback_pages_end": len(writeback)}
         if p["atomic"]:
             figures.update(atomic)
+        if p["nowait"]:
+            figures.update(nowait)
         return figures
