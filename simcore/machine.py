@@ -34,6 +34,7 @@ from . import (
     vmstat,
     zswap,
 )
+from . import deferred_split as _deferred_split
 from . import gfp as _gfp
 from . import handles as _handles
 from . import profiles as _profiles
@@ -84,6 +85,7 @@ from .pgdat import (
 from .pgdat import (
     FA_COUNT,
     N_CAPTURE_POLICY,
+    N_DEFERRED_SPLIT_POLICY,
     N_HANDLE_FREE,
     N_HANDLES_AVAIL,
     N_HIGHATOMIC_POLICY,
@@ -289,6 +291,8 @@ class Machine:
         node[N_HIGHATOMIC_POLICY] = highatomic.HIGHATOMIC_POLICIES[self.profile.highatomic]
         node[N_CAPTURE_POLICY] = page_alloc.CAPTURE_POLICIES[self.profile.capture]
         node[N_ISOLATION_POLICY] = page_isolation.ISOLATION_POLICIES[self.profile.isolation]
+        node[N_DEFERRED_SPLIT_POLICY] = \
+            _deferred_split.DEFERRED_SPLIT_POLICIES[self.profile.deferred_split]
         folio_pfn = grown_handle_table(np.empty(0, dtype=np.int64), node, 1024)
         # the migrate_pages() counters, and the tracepoint log after them when tracing is on
         # (simcore.tracelog): pgdat.trace_log is the same array
@@ -1418,7 +1422,8 @@ class Machine:
             problem = self.swap_device.check()
             if problem:
                 raise InvariantError(problem)
-        problem = vmscan.check_lru(self) or highatomic.check(self.pgdat)
+        problem = vmscan.check_lru(self) or highatomic.check(self.pgdat) \
+            or _deferred_split.check(self.pgdat)
         if problem:
             raise InvariantError(problem)
         mem_map = self.pgdat.mem_map

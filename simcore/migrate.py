@@ -7,14 +7,23 @@ isolated free pages or the buddy allocator, as cc[CC_TARGET_POLICY] says, or a u
 own compiled functions passed in as get_new_folio/put_new_folio (None selects the built-ins:
 compiled code that takes functions as values cannot be cached, so the built-ins never do).
 
-Simplifications: no folio locks held by others (so async never meets a locked folio), no
-deferred split queue, hugetlb folios migrate like others but never split; the source folio is
-freed straight to the buddy allocator when its last reference goes.
+The deferred split queue (simcore.deferred_split), on profiles with the partially_mapped policy
+(6.12 and later): migrating a PTE-mapped anonymous mTHP unmaps it one PTE at a time, so the
+source is queued and flagged partially mapped on the way and the destination is queued again
+with that state (migrate_folio_move()); migrate_pages_batch() splits a flagged folio of order
+> 1 to base pages before migrating it, for every migrate reason, as a failed folio
+(nr_failed, nr_split; thp_split at PMD size). So a 64K folio migrated once stays whole but
+flagged, and migrated again moves as 16 base pages. Older profiles keep no such state.
+
+Simplifications: no folio locks held by others (so async never meets a locked folio), the
+deferred split shrinker is not modelled (a flagged folio stays whole until something splits or
+frees it), hugetlb folios migrate like others but never split; the source folio is freed
+straight to the buddy allocator when its last reference goes.
 """
 import numba as nb
 import numpy as np
 
-from . import freescan, page_alloc, pcp
+from . import deferred_split, freescan, page_alloc, pcp
 from . import vm_event as ev
 from .costs import COST_COPY_PAGE, COST_FIXED, COST_WRITEBACK_WAIT
 from .mmzone import (
@@ -64,7 +73,7 @@ MS_FAILED_PAGES = 1       # base pages that finally failed
 MS_THP_SUCCEEDED = 2      # PMD-size folios migrated whole
 MS_THP_FAILED = 3
 MS_THP_SPLIT = 4
-MS_NR_SPLIT = 5           # large folios split because no target of their order was found
+MS_NR_SPLIT = 5           # large folios split: no target of their order, or partially mapped
 MS_LARGE_SUCCEEDED = 6    # folios of order > 0 migrated whole
 MS_LARGE_SUCCEEDED_PAGES = 7
 MS_NR_FAILED = 8          # folios not migrated (a split folio counts once)
@@ -138,13 +147,23 @@ def migrate_folio(pgdat, src, mode, get_new_folio, put_new_folio, target, costs,
             return EBUSY
         mem_map[src].flags = (flags & ~PG_DIRTY) | PG_WRITEBACK
         return EAGAIN
+    # try_to_migrate() unmaps a PTE-mapped anon mTHP PTE by PTE: partially mapped on the way
+    queued = deferred_split.migration_queues(pgdat, src)
     if flags & PG_PINNED:
         # Unmapped and mapped again: folio_migrate_mapping() finds references beyond the
         # expected count.
+        if queued:
+            deferred_split.deferred_split_folio(pgdat, src)
         stats[MS_TIME_NS] += costs[COST_FIXED]
         put_folio(pgdat, target, dst, order, put_new_folio)
         return EAGAIN
+    if queued:
+        deferred_split.deferred_split_folio(pgdat, src)
+        # __folio_migrate_mapping() unqueues the source; migrate_folio_move() queues dst again
+        deferred_split.folio_unqueue_deferred_split(pgdat, src)
     move_folio(pgdat, src, dst)
+    if queued:
+        deferred_split.deferred_split_folio(pgdat, dst)
     nr = np.int64(1) << order
     stats[MS_TIME_NS] += costs[COST_FIXED] + costs[COST_COPY_PAGE] * nr
     stats[MS_SUCCEEDED] += nr
@@ -161,14 +180,16 @@ def migrate_pages_batch(pgdat, folios, nr, split, split_cap, mode, reason, get_n
                         put_new_folio, target, costs, stats, nr_pass):
     """migrate_pages_batch(): up to nr_pass passes over folios[:nr], retrying EAGAIN.
 
-    A large folio that finds no target is split to order 0 (try_split_folio(); not for NUMA
-    balancing) and its pieces appended to `split` (split[0] counts them, room for split_cap - 1;
-    split_cap < 0 forbids splitting); it counts as one failed folio but its pages are not failed
-    pages. Where the split fails as the kernel's does (page_alloc.folio_split(): hugetlb,
-    writeback, a dirty page-cache folio, pins), the folio's ENOMEM ends the batch: its pages
-    and those queued for retry are failed pages, the untried folios go back as they are, and
-    migrate_pages() returns ENOMEM (compact_zone() then ends the zone COMPACT_CONTENDED unless
-    the scanners met).
+    A folio of order > 1 on the deferred split queue and flagged partially mapped
+    (simcore.deferred_split) is split to order 0 before it is tried, for every reason, and
+    counted as below. A large folio that finds no target is split to order 0
+    (try_split_folio(); not for NUMA balancing) and its pieces appended to `split` (split[0]
+    counts them, room for split_cap - 1; split_cap < 0 forbids splitting); it counts as one
+    failed folio but its pages are not failed pages. Where the split fails as the kernel's
+    does (page_alloc.folio_split(): hugetlb, writeback, a dirty page-cache folio, pins), the
+    folio's ENOMEM ends the batch: its pages and those queued for retry are failed pages, the
+    untried folios go back as they are, and migrate_pages() returns ENOMEM (compact_zone() then
+    ends the zone COMPACT_CONTENDED unless the scanners met).
 
     Returns (left, nr_failed, rc): folios[:left] are the ones not migrated (still isolated),
     nr_failed the failed folios, rc ENOMEM on abort else 0."""
@@ -189,6 +210,20 @@ def migrate_pages_batch(pgdat, folios, nr, split, split_cap, mode, reason, get_n
             i += 1
             order = np.int64(mem_map[src].order)
             n = np.int64(1) << order
+            if deferred_split.folio_test_partially_mapped(mem_map, src) and split_cap >= 0 \
+                    and split[0] + n < split_cap \
+                    and page_alloc.folio_split(pgdat, src, 0) == page_alloc.E_OK:
+                # On the deferred split queue and partially mapped: split first, the pieces
+                # migrate as base pages (a failed split migrates the folio whole).
+                for p in range(src, src + n):
+                    split[0] += 1
+                    split[split[0]] = p
+                stats[MS_NR_SPLIT] += 1
+                if order == HPAGE_PMD_ORDER:
+                    stats[MS_THP_FAILED] += 1
+                    stats[MS_THP_SPLIT] += 1
+                nr_failed += 1
+                continue
             r = migrate_folio(pgdat, src, mode, get_new_folio, put_new_folio, target, costs,
                               stats)
             if r == SUCCESS:

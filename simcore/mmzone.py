@@ -76,6 +76,12 @@ PG_HWPOISON = 1 << 6
 # Not a page flag but a property of the folio's mapping: its address_space_operations have no
 # migrate_folio, so migration falls back to writing dirty folios out (fallback_migrate_folio()).
 AS_NO_MIGRATE_FOLIO = 1 << 7
+# Folio state kept in a large folio's second page (folio->_flags_1 in the kernel), never in
+# the head's flags and never set by users: mem_map[head + 1].flags (simcore.deferred_split).
+# It reuses PG_HWPOISON's bit, as the kernel's PG_partially_mapped reuses PG_reclaim's: a
+# freed head's flags can linger on the page once it merges into a larger free block, but a
+# poisoned page is never freed, so this bit never lingers on a tail page.
+PG_PARTIALLY_MAPPED = 1 << 6    # on the deferred split queue, partially mapped (6.12)
 PAGE_FLAG_NAMES = {
     "pinned": PG_PINNED, "dirty": PG_DIRTY, "writeback": PG_WRITEBACK, "mlocked": PG_MLOCKED,
     "unevictable": PG_UNEVICTABLE, "ksm": PG_KSM, "hwpoison": PG_HWPOISON,

@@ -21,8 +21,15 @@ Only folios in user page tables take hinting faults: task_numa_work() skips huge
 kernel memory (slab, page tables, poisoned pages) is never mapped PROT_NONE, so such folios
 are left alone without a fault counted (None).
 
+On profiles with the deferred_split policy partially_mapped (6.12+, simcore.deferred_split) a
+PTE-mapped anonymous mTHP that moves is queued on the deferred split queue flagged partially
+mapped on both nodes' counters (split_deferred), and stays flagged on the destination; a folio
+already flagged is split first and its pages migrate as base pages (nr_split; the result for
+that folio is its first page's new PFN).
+
 Simplified: one hinting fault per folio; no task placement, scan periods or rate limits.
 """
+from . import deferred_split as _deferred
 from . import migrate as _migrate
 from . import vm_event as ev
 from .costs import migration_ns
@@ -62,22 +69,52 @@ def migrate_misplaced(src, dst, pfns, policy="whole"):
         if dst.free_pages() - n <= high:          # migrate_balanced_pgdat()
             out.append(None)
             continue
-        new = None if flags & PG_PINNED else dst.alloc(order, "movable", KIND_NAMES[kind],
-                                                       flags, compact=False)
-        stats[_migrate.MS_ATTEMPTS] += 1
-        if new is None:
-            events[ev.PGMIGRATE_FAIL] += n
-            stats[_migrate.MS_FAILED_PAGES] += n
+        if _deferred.flagged(mem_map, pfn) and src.split(pfn, 0):
+            # migrate_pages_batch(): on the deferred split queue and partially mapped, split
+            # first (a failed folio, nr_split); the pieces migrate as base pages
+            stats[_migrate.MS_NR_SPLIT] += 1
             stats[_migrate.MS_NR_FAILED] += 1
             if order == HPAGE_PMD_ORDER:
-                events[ev.THP_MIGRATION_FAIL] += 1
                 stats[_migrate.MS_THP_FAILED] += 1
-            out.append(None)
+                stats[_migrate.MS_THP_SPLIT] += 1
+                events[ev.THP_MIGRATION_FAIL] += 1
+                events[ev.THP_MIGRATION_SPLIT] += 1
+            moved = [_move(src, dst, p, 0, kind, int(mem_map[p]["flags"]), events, stats,
+                           piece=True) for p in range(pfn, pfn + n)]
+            out.append(moved[0])
             continue
-        src.free(pfn)
-        _count_success(src, events, stats, order)
-        out.append(new)
+        out.append(_move(src, dst, pfn, order, kind, flags, events, stats))
     return out
+
+
+def _move(src, dst, pfn, order, kind, flags, events, stats, piece=False):
+    """One folio to a new folio of the same order on dst: its PFN there, or None. A piece of
+    a folio split first does not count as a failed folio again."""
+    n = 1 << order
+    # try_to_migrate() unmaps a PTE-mapped anon mTHP PTE by PTE: partially mapped on the way
+    queued = src.profile.deferred_split == "partially_mapped" \
+        and _deferred.pte_mapped_anon(src.pgdat.mem_map, pfn)
+    if queued and flags & PG_PINNED:
+        _deferred.queue(src.pgdat, pfn)         # unmapped and mapped again
+    new = None if flags & PG_PINNED else dst.alloc(order, "movable", KIND_NAMES[kind], flags,
+                                                   compact=False)
+    stats[_migrate.MS_ATTEMPTS] += 1
+    if new is None:
+        events[ev.PGMIGRATE_FAIL] += n
+        stats[_migrate.MS_FAILED_PAGES] += n
+        stats[_migrate.MS_NR_FAILED] += 0 if piece else 1
+        if order == HPAGE_PMD_ORDER:
+            events[ev.THP_MIGRATION_FAIL] += 1
+            stats[_migrate.MS_THP_FAILED] += 1
+        return None
+    if queued:
+        # unmapped PTE by PTE: the source is queued on the way, the destination again
+        _deferred.queue(src.pgdat, pfn)
+    src.free(pfn)
+    if queued:
+        _deferred.queue(dst.pgdat, new)
+    _count_success(src, events, stats, order)
+    return new
 
 
 def _count_success(src, events, stats, order):

@@ -16,6 +16,7 @@ import numba as nb
 import numpy as np
 
 from . import (
+    deferred_split,
     highatomic,  # noqa: F401  (highatomic hooks; it imports this module back)
     pcp,  # noqa: F401  (pcp hooks; pcp imports this module back)
 )
@@ -754,6 +755,7 @@ def free_pages_range(pgdat, pfn, order, to_tail):
 def release_folio(pgdat, pfn):
     """Drop a folio's identity (handle, kind accounting) before its pages return to the buddy."""
     page = pgdat.mem_map[pfn]
+    deferred_split.folio_unqueue_deferred_split(pgdat, pfn)
     put_handle(pgdat, page.next)
     pgdat.node[N_NR_FOLIOS] -= 1
     pgdat.node[N_KIND_PAGES + page.kind] -= 1 << page.order
@@ -865,8 +867,9 @@ def split_folio(pgdat, pfn, new_order):
 @jit
 def folio_split(pgdat, pfn, new_order):
     """__folio_split() to a uniform new_order: the head keeps its handle, every other piece
-    becomes a folio of its own with the same kind, flags and isolation state. Returns an error
-    code. The caller guarantees enough free handles (one per new folio).
+    becomes a folio of its own with the same kind, flags and isolation state; the folio leaves
+    the deferred split queue (simcore.deferred_split). Returns an error code. The caller
+    guarantees enough free handles (one per new folio).
 
     Refused without counting, as the kernel's checks before it starts: hugetlb, order-1 anon.
     Failed and counted (split_failed of the folio's order, thp_split_page_failed at PMD order),
@@ -903,6 +906,7 @@ def folio_split(pgdat, pfn, new_order):
         if order == HPAGE_PMD_ORDER:
             pgdat.events[ev.THP_SPLIT_PAGE_FAILED] += 1
         return err
+    deferred_split.folio_unqueue_deferred_split(pgdat, pfn)    # the pieces are not flagged
     lru = mem_map[pfn].prev
     mem_map[pfn].order = new_order
     step = 1 << new_order

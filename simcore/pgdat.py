@@ -66,7 +66,8 @@ N_KIND_PAGES = 8        # + folio kind: pages held by folios of that kind
 N_HIGHATOMIC_POLICY = 16    # the profile's highatomic policy (simcore.highatomic)
 N_CAPTURE_POLICY = 17       # the profile's capture policy (simcore.page_alloc.CAPTURE_POLICIES)
 N_ISOLATION_POLICY = 18     # the profile's isolation policy (simcore.page_isolation)
-NR_NODE_FIELDS = 19
+N_DEFERRED_SPLIT_POLICY = 19    # the profile's deferred_split policy (simcore.deferred_split)
+NR_NODE_FIELDS = 20
 
 from llvmlite import ir
 from numba import types as nbtypes

@@ -25,6 +25,11 @@ mechanism module that implements it (the allowed names live there):
   (simcore.page_alloc.CAPTURE_POLICIES)
 - isolation: what an undone pageblock isolation gives the block back (its own type, or the
   caller's) (simcore.page_isolation.ISOLATION_POLICIES)
+- deferred_split: whether migration leaves PTE-mapped anonymous mTHP on the deferred split
+  queue flagged partially mapped, and migrate_pages() splits such folios before moving them
+  (simcore.deferred_split.DEFERRED_SPLIT_POLICIES). linux-6.12 and later: yes; older profiles:
+  no (6.10 and 6.11, which split folios on the queue without the flag, are not modelled:
+  their behaviour is unknown here)
 
     simcore.profiles.profiles()                 -> ["linux-6.1", ..., "linux-6.18"]
     simcore.Machine(mem="4G", profile="linux-6.1")
@@ -38,7 +43,7 @@ import dataclasses
 
 POLICY_FIELDS = ("compaction", "swap_alloc", "swapin", "zswap_store", "ksm", "memory_failure",
                  "khugepaged", "numa_balancing", "hotunplug", "cma", "pcp", "watermark_boost",
-                 "highatomic", "highatomic_gfp", "capture", "isolation")
+                 "highatomic", "highatomic_gfp", "capture", "isolation", "deferred_split")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +67,7 @@ class KernelProfile:
     highatomic_gfp: str = "gfp_atomic"          # simcore.gfp.HIGHATOMIC_GFP_POLICIES
     capture: str = "no_small_movable"           # simcore.page_alloc.CAPTURE_POLICIES
     isolation: str = "overwrite_type"           # simcore.page_isolation.ISOLATION_POLICIES
+    deferred_split: str = "not_queued"  # simcore.deferred_split.DEFERRED_SPLIT_POLICIES
     sources: tuple = ()          # ((policy field, "what changed, series, release"), ...)
 
     def policies(self):
@@ -122,6 +128,9 @@ BASELINE_SOURCES = (
                   "MIGRATE_ISOLATE; undo_isolate_page_range() gives every block the caller's "
                   "type (MOVABLE after a failed offline); no isolation or offline path adjusts "
                   "nr_reserved_highatomic"),
+    ("deferred_split", "migration leaves no deferred-split state: a migrated mTHP is not "
+                       "queued and migrate_pages_batch() never splits a folio for being on the "
+                       "deferred split queue"),
 )
 
 _REGISTRY = {}
@@ -134,6 +143,7 @@ def register_profile(profile):
         raise ValueError(f"profile {profile!r} must be a KernelProfile")
     from . import (
         boost,
+        deferred_split,
         gfp,
         highatomic,
         khugepaged,
@@ -160,6 +170,7 @@ def register_profile(profile):
         "highatomic_gfp": gfp.HIGHATOMIC_GFP_POLICIES,
         "capture": page_alloc.CAPTURE_POLICIES,
         "isolation": page_isolation.ISOLATION_POLICIES,
+        "deferred_split": deferred_split.DEFERRED_SPLIT_POLICIES,
     }
     get_strategy(profile.compaction)
     for field, table in tables.items():
@@ -249,10 +260,23 @@ _V612 = dataclasses.replace(
     description="6.12: per-order non-full swap clusters, large swap-in from synchronous "
                 "devices",
     swap_alloc="nonfull_cluster", swapin="sync_io_large", highatomic="aligned_free",
+    deferred_split="partially_mapped",
     sources=_V610.sources + (
         ("highatomic_gfp", "as 6.3 (6.12.0): high-order GFP_NOWAIT creates and uses "
                            "highatomic blocks; the 6.18 fix (6a204d4b14c9) reached the stable "
                            "tree in 6.12.54, which this profile does not model"),
+        ("deferred_split", "Usama Arif, \"mm: introduce a pageflag for partially mapped "
+                           "folios\" (6.12, the underused-THP shrinker series): "
+                           "__folio_remove_rmap() queues a partially unmapped anon folio with "
+                           "PG_partially_mapped, so migration (PTE-by-PTE unmap) flags every "
+                           "PTE-mapped mTHP it moves, and the destination is queued again "
+                           "(migrate_folio_move(), \"mm: fix deferred split queue races during "
+                           "migration\", mm tree); 7262f208ca68 \"mm/migrate: split source "
+                           "folio if it is on deferred split list\" (6.10), tested with the "
+                           "flag since 6.12: migrate_pages_batch() splits a flagged folio first. "
+                           "Measured on 6.12.118 (2-node guest: split_deferred +2 and "
+                           "nr_anon_partially_mapped +1 per 64K folio migrated once, nr_split 1 "
+                           "on the second migration) and 6.18.44 (host)"),
         ("highatomic", "Yu Zhao, \"mm/page_alloc: keep track of free highatomic\" (6.12 ~): "
                        "watermark checks subtract nr_free_highatomic, the reserve's free "
                        "pages, instead of all of nr_reserved_highatomic"),

@@ -74,6 +74,7 @@ from .mmzone import (
     ZONE_NAMES,
 )
 from .pgdat import (
+    N_DEFERRED_SPLIT_POLICY,
     N_HANDLE_FREE,
     N_HANDLES_AVAIL,
     N_HIGHATOMIC_POLICY,
@@ -626,9 +627,11 @@ def build(machine, rec, deferred="absent", consume=False):
             int((blocks == MIGRATE_HIGHATOMIC).sum()) * PAGEBLOCK_NR_PAGES
     node = p.node
     policy = node[N_HIGHATOMIC_POLICY]
+    split_policy = node[N_DEFERRED_SPLIT_POLICY]
     node[:] = 0
     node[N_HANDLE_FREE] = -1
     node[N_HIGHATOMIC_POLICY] = policy
+    node[N_DEFERRED_SPLIT_POLICY] = split_policy
     nr_folios = len(rec.folio_pfn)
     table = _handle_room(rec.folio_pfn) if consume else None
     if table is None:
