@@ -67,6 +67,9 @@ N_HIGHATOMIC_POLICY = 16    # the profile's highatomic policy (simcore.highatomi
 N_CAPTURE_POLICY = 17       # the profile's capture policy (simcore.page_alloc.CAPTURE_POLICIES)
 N_ISOLATION_POLICY = 18     # the profile's isolation policy (simcore.page_isolation)
 N_DEFERRED_SPLIT_POLICY = 19    # the profile's deferred_split policy (simcore.deferred_split)
+# the node fields a profile sets once at build: kept when a twin rebuilds the node (snapshot)
+POLICY_FIELDS = (N_HIGHATOMIC_POLICY, N_CAPTURE_POLICY, N_ISOLATION_POLICY,
+                 N_DEFERRED_SPLIT_POLICY)
 NR_NODE_FIELDS = 20
 
 from llvmlite import ir

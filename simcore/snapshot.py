@@ -74,12 +74,11 @@ from .mmzone import (
     ZONE_NAMES,
 )
 from .pgdat import (
-    N_DEFERRED_SPLIT_POLICY,
     N_HANDLE_FREE,
     N_HANDLES_AVAIL,
-    N_HIGHATOMIC_POLICY,
     N_KIND_PAGES,
     N_NR_FOLIOS,
+    POLICY_FIELDS,
     Z_END,
     Z_LOWMEM_RESERVE,
     Z_MANAGED,
@@ -626,12 +625,10 @@ def build(machine, rec, deferred="absent", consume=False):
         zones[t, Z_NR_RESERVED_HIGHATOMIC] = \
             int((blocks == MIGRATE_HIGHATOMIC).sum()) * PAGEBLOCK_NR_PAGES
     node = p.node
-    policy = node[N_HIGHATOMIC_POLICY]
-    split_policy = node[N_DEFERRED_SPLIT_POLICY]
+    policies = node[list(POLICY_FIELDS)].copy()     # the profile's, set when it was built
     node[:] = 0
     node[N_HANDLE_FREE] = -1
-    node[N_HIGHATOMIC_POLICY] = policy
-    node[N_DEFERRED_SPLIT_POLICY] = split_policy
+    node[list(POLICY_FIELDS)] = policies
     nr_folios = len(rec.folio_pfn)
     table = _handle_room(rec.folio_pfn) if consume else None
     if table is None:

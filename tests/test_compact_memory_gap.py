@@ -12,7 +12,7 @@ from buddy_only import pcp_disabled
 import simcore
 from simcore import snapshot, snapshot_export, tracepoints
 from simcore.mmzone import PAGE_HEAD, PAGEBLOCK_NR_PAGES
-from simcore.pgdat import Z_END, Z_START
+from simcore.pgdat import POLICY_FIELDS, Z_END, Z_START
 
 DEFERRED = 4096          # an uninitialised tail of 16 MiB: longer than snapshot.LONG_RUN
 
@@ -116,3 +116,14 @@ def test_the_same_folio_clean_splits_and_the_zone_completes():
     assert m.mthp_stats()["hugepages-64kB"]["split"] == 1
     assert m.vmstat()["pgmigrate_success"] > 16
     m.check()
+
+
+@pytest.mark.parametrize("profile", ["linux-6.1", "linux-6.12"])
+def test_a_twin_keeps_every_policy_of_its_profile(profile):
+    """The node's policy fields (highatomic, capture, isolation, deferred split) are the
+    profile's in a twin as in the machine it was exported from: the twin rebuilds the node
+    array and must not fall back to the newest release's behaviour."""
+    m = simcore.Machine("64M", seed=0, profile=profile)
+    twin = simcore.Machine.from_snapshot(snapshot_export.export(m), profile=profile)
+    fields = list(POLICY_FIELDS)
+    assert twin.pgdat.node[fields].tolist() == m.pgdat.node[fields].tolist()
