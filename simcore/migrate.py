@@ -176,6 +176,24 @@ def migrate_folio(pgdat, src, mode, get_new_folio, put_new_folio, target, costs,
 
 
 @jit
+def try_split_folio(pgdat, src, n, split, split_cap, stats):
+    """try_split_folio(): split the folio at src (n pages) to order 0 and queue its pieces on
+    `split` (split[0] counts them; split_cap < 0 forbids splitting), counting nr_split and,
+    for a PMD folio, thp_split. False where there is no room or the split fails as the
+    kernel's does (page_alloc.folio_split())."""
+    if split_cap < 0 or split[0] + n >= split_cap \
+            or page_alloc.folio_split(pgdat, src, 0) != page_alloc.E_OK:
+        return False
+    for p in range(src, src + n):
+        split[0] += 1
+        split[split[0]] = p
+    stats[MS_NR_SPLIT] += 1
+    if n == np.int64(1) << HPAGE_PMD_ORDER:
+        stats[MS_THP_SPLIT] += 1
+    return True
+
+
+@jit
 def migrate_pages_batch(pgdat, folios, nr, split, split_cap, mode, reason, get_new_folio,
                         put_new_folio, target, costs, stats, nr_pass):
     """migrate_pages_batch(): up to nr_pass passes over folios[:nr], retrying EAGAIN.
@@ -210,18 +228,12 @@ def migrate_pages_batch(pgdat, folios, nr, split, split_cap, mode, reason, get_n
             i += 1
             order = np.int64(mem_map[src].order)
             n = np.int64(1) << order
-            if deferred_split.folio_test_partially_mapped(mem_map, src) and split_cap >= 0 \
-                    and split[0] + n < split_cap \
-                    and page_alloc.folio_split(pgdat, src, 0) == page_alloc.E_OK:
+            if deferred_split.folio_test_partially_mapped(mem_map, src) \
+                    and try_split_folio(pgdat, src, n, split, split_cap, stats):
                 # On the deferred split queue and partially mapped: split first, the pieces
                 # migrate as base pages (a failed split migrates the folio whole).
-                for p in range(src, src + n):
-                    split[0] += 1
-                    split[split[0]] = p
-                stats[MS_NR_SPLIT] += 1
                 if order == HPAGE_PMD_ORDER:
                     stats[MS_THP_FAILED] += 1
-                    stats[MS_THP_SPLIT] += 1
                 nr_failed += 1
                 continue
             r = migrate_folio(pgdat, src, mode, get_new_folio, put_new_folio, target, costs,
@@ -235,15 +247,8 @@ def migrate_pages_batch(pgdat, folios, nr, split, split_cap, mode, reason, get_n
             if r == ENOMEM and order > 0:
                 if order == HPAGE_PMD_ORDER:
                     stats[MS_THP_FAILED] += 1
-                if split_cap >= 0 and reason != MR_NUMA_MISPLACED \
-                        and split[0] + n < split_cap \
-                        and page_alloc.folio_split(pgdat, src, 0) == page_alloc.E_OK:
-                    for p in range(src, src + n):
-                        split[0] += 1
-                        split[split[0]] = p
-                    stats[MS_NR_SPLIT] += 1
-                    if order == HPAGE_PMD_ORDER:
-                        stats[MS_THP_SPLIT] += 1
+                if reason != MR_NUMA_MISPLACED \
+                        and try_split_folio(pgdat, src, n, split, split_cap, stats):
                     nr_failed += 1
                     continue
             failed[nfail] = src

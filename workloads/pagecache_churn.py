@@ -10,6 +10,30 @@ from .base import Param, Workload, register
 SLICE_PAGES = 256      # 1 MiB of reads between slab allocations
 
 
+class _Buffers:
+    """Order-3 non-blocking kernel buffers taken as pages are read (GFP_ATOMIC receive buffers,
+    GFP_NOWAIT slab): `share` pages per page read, one request for the whole order-3 blocks
+    owed so far; figures counts the blocks requested and granted."""
+
+    def __init__(self, name, kind, gfp, share):
+        self.kind, self.gfp, self.share = kind, gfp, share
+        self.debt = 0.0
+        self.requested, self.granted = f"{name}_requested", f"{name}_granted"
+        self.figures = {self.requested: 0, self.granted: 0}
+
+    def take(self, backend, pages):
+        """The blocks granted for `pages` more pages read, or None when none is owed yet."""
+        self.debt += pages * self.share / 8
+        if self.debt < 1:
+            return None
+        n = int(self.debt)
+        got = backend.alloc(n, 3, self.kind, "unmovable", gfp=self.gfp)
+        self.figures[self.requested] += n
+        self.figures[self.granted] += len(got)
+        self.debt -= n
+        return got
+
+
 @register
 class PagecacheChurn(Workload):
     name = "pagecache-churn"
@@ -52,10 +76,8 @@ class PagecacheChurn(Workload):
         writeback = np.empty(0, dtype=np.int64)
         slab_debt = 0.0
         hot = []                         # files that stay cached, re-read every round
-        atomic_debt = 0.0
-        atomic = {"atomic_requested": 0, "atomic_granted": 0}
-        nowait_debt = 0.0
-        nowait = {"nowait_requested": 0, "nowait_granted": 0}
+        atomic = _Buffers("atomic", "kernel", "atomic", p["atomic"])
+        nowait = _Buffers("nowait", "slab", "nowait", p["nowait"])
         for _ in range(p["rounds"]):
             backend.set_flags(writeback, "writeback", on=False)    # last round's I/O completed
             buffers = []                 # this round's receive buffers
@@ -79,20 +101,10 @@ class PagecacheChurn(Workload):
                 if slab_debt >= 1:
                     backend.alloc(int(slab_debt), 0, "slab", "unmovable", compact=False)
                     slab_debt -= int(slab_debt)
-                atomic_debt += SLICE_PAGES * p["atomic"] / 8
-                if atomic_debt >= 1:
-                    n = int(atomic_debt)
-                    buffers.append(backend.alloc(n, 3, "kernel", "unmovable", gfp="atomic"))
-                    atomic["atomic_requested"] += n
-                    atomic["atomic_granted"] += len(buffers[-1])
-                    atomic_debt -= n
-                nowait_debt += SLICE_PAGES * p["nowait"] / 8
-                if nowait_debt >= 1:
-                    n = int(nowait_debt)
-                    buffers.append(backend.alloc(n, 3, "slab", "unmovable", gfp="nowait"))
-                    nowait["nowait_requested"] += n
-                    nowait["nowait_granted"] += len(buffers[-1])
-                    nowait_debt -= n
+                for source in (atomic, nowait):
+                    got = source.take(backend, SLICE_PAGES)
+                    if got is not None:
+                        buffers.append(got)
             new = np.concatenate(new)
             backend.set_flags(new[rng.random(len(new)) < p["dirty"]], "dirty")
             writeback = new[rng.random(len(new)) < p["writeback"]]
@@ -122,7 +134,7 @@ class PagecacheChurn(Workload):
         figures = {"requested": want, "granted": len(got),
                    "cache_pages_end": cached, "writeback_pages_end": len(writeback)}
         if p["atomic"]:
-            figures.update(atomic)
+            figures.update(atomic.figures)
         if p["nowait"]:
-            figures.update(nowait)
+            figures.update(nowait.figures)
         return figures
