@@ -452,8 +452,9 @@ def probe_numa(backend, order, seed):
     d = snap.delta()
     done = sum(moved)
     pages = n << order
-    # NUMA balancing migrates a folio whole or not at all; the live backend observes it
-    # (numa_observed: the moved folios' orders read back), the simulator's model assumes it
+    # the live backend reads the moved folios' orders back (numa_observed); the simulator's
+    # sample is fresh, never migrated, so never queued for the deferred split that would
+    # split it on the way (simcore.deferred_split): it moves whole or not at all
     seen = getattr(backend, "numa_observed", None) or {}
     kept = (1.0 if done else None) if order else None
     split_to = {order: done} if order and done else {}
