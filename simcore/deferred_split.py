@@ -92,7 +92,8 @@ def folio_unqueue_deferred_split(pgdat, pfn):
         pgdat.mthp_stats[order, ev.MTHP_STAT_NR_ANON_PARTIALLY_MAPPED] -= 1
 
 
-# The same from Python, for the paths modelled there (simcore.numa).
+# The same from Python, for the paths modelled there (simcore.numa): the compiled ones take
+# the PgData as compiled code sees it, which a Python caller cannot pass.
 
 def flagged(mem_map, pfn):
     """folio_test_partially_mapped() of the folio headed at pfn."""
