@@ -179,6 +179,11 @@ def _run_request(args):
     if "live" not in backends and live_opts:
         raise UsageError("--dry-run, --allow-offline, --mem-cap and --sim-mem apply to live "
                          "runs: add --backend live")
+    if args.twin and (set(backends) != {"sim", "live"} or args.dry_run or args.snapshot
+                      or args.costs or args.sim_mem):
+        raise UsageError("--twin starts the simulator from the live machine's memory: it needs "
+                         "--backend sim --backend live, and no --dry-run, --snapshot, --costs "
+                         "or --sim-mem")
     # a side-by-side run compares the kernel with the strategy of kernels 6.9 and later
     strategies = args.strategy or (["folio"] if "live" in backends else simcore.strategies())
     for s in strategies:
@@ -211,13 +216,15 @@ def _backends(args, backends, costs):
     if live is not None:
         from livekernel.compare import live_machine_size
         sim_mem = args.sim_mem or live_machine_size()
-        sim_backend = sim_factory(live.arena, costs, args.cpus, args.threads)
+        # --twin: _execute() builds each seed's twin factory from its snapshot
+        sim_backend = None if args.twin else sim_factory(
+            live.arena, costs, args.cpus, args.threads, budget_hugetlb=not live.disposable)
     else:
         sim_mem, sim_backend = args.mem, sim_factory(None, costs, args.cpus, args.threads)
     if args.snapshot:
         if live is not None or costs:
             raise UsageError("--snapshot runs on the simulator only, without --costs")
-        sim_backend = twin_cli.snapshot_factory(args.snapshot)
+        sim_backend, sim_mem = twin_cli.snapshot_factory(args.snapshot)
     if "sim" in backends:
         # one machine alive at a time: a row keeps its maps and counters, never its machine
         check_memory(sim_mem or (QUICK_MEM if args.quick else DEFAULT_MEM),
@@ -225,9 +232,26 @@ def _backends(args, backends, costs):
     return live, backends, sim_mem, sim_backend
 
 
-def _execute(args, plan, params, live, sim_mem, sim_backend):
+def _twin_of_live(live, snapshot_dir, seed):
+    """Snapshot the live machine now (livekernel.snapshot) and return (path, a factory of its
+    twin with the workload sized to the live arena)."""
+    from livekernel import snapshot
+
+    from .replay import twin_factory
+    path = str(pathlib.Path(snapshot_dir) / f"snapshot-seed{seed}.npz")
+    try:
+        snapshot.write(path)
+    except snapshot.SnapshotError as exc:
+        raise UsageError(f"--twin: {exc}") from None
+    return path, twin_factory(path, arena_pages=live.arena // 4096,
+                              budget_hugetlb=not live.disposable)
+
+
+def _execute(args, plan, params, live, sim_mem, sim_backend, snapshot_dir=None):
     """Run the plan: (rows, keeps, exit status of an interruption or 0). Ctrl-C and SIGTERM
-    (Terminated here, SystemExit(143) from the live journal) keep the rows that completed."""
+    (Terminated here, SystemExit(143) from the live journal) keep the rows that completed.
+    With --twin, every live row is preceded by a snapshot of the live machine, and the
+    simulator rows of its seed start from that snapshot's twin."""
     progress = _Progress(len(plan), args.progress)
     rows, keeps = [], []
     interrupted = 0
@@ -236,6 +260,8 @@ def _execute(args, plan, params, live, sim_mem, sim_backend):
             label = f"{name} {backend} {strategy} seed {seed}"
             progress.step(label)
             keep = {}
+            if backend == "live" and args.twin:
+                keep["twin_snapshot"], sim_backend = _twin_of_live(live, snapshot_dir, seed)
             if backend == "live":
                 row = run_one(name, strategy, live.mem, seed, params, args.quick, keep=keep,
                               backend_factory=live.factory)
@@ -256,11 +282,22 @@ def _run(args):
     names, backends, strategies, params = _run_request(args)
     costs = _load_costs(args.costs) if args.costs else None
     live, backends, sim_mem, sim_backend = _backends(args, backends, costs)
+    if args.twin:                # each seed's snapshot is taken right before its live row
+        backends = ["live", "sim"]
     plan = [(name, backend, s, args.seed + r)
             for name in names for r in range(args.repeat) for backend in backends
             for s in (strategies if backend == "sim" else ["kernel"])]
-    with live if live is not None else contextlib.nullcontext():
-        rows, keeps, interrupted = _execute(args, plan, params, live, sim_mem, sim_backend)
+    # --twin's snapshots live until the run directory has copied them
+    snapshots = (tempfile.TemporaryDirectory(prefix="foliobench-twin-") if args.twin
+                 else contextlib.nullcontext())
+    with snapshots as snapshot_dir:
+        with live if live is not None else contextlib.nullcontext():
+            rows, keeps, interrupted = _execute(args, plan, params, live, sim_mem, sim_backend,
+                                                snapshot_dir)
+        return _report(args, names, rows, keeps, interrupted, live)
+
+
+def _report(args, names, rows, keeps, interrupted, live):
     if live is not None and live.journal.errors:
         print("foliobench: some settings could not be restored (see above)", file=sys.stderr)
     if args.dry_run:
@@ -330,8 +367,15 @@ def _write_run(run_dir, df, keeps, names, args):
         # a trace:FILE workload's name holds a path: file names keep only safe characters
         tag = _file_tag(f"{row['workload']}-{row['strategy']}-seed{row['seed']}")
         results.write_json(run_dir, f"vmstat-delta-{tag}", keep.get("vmstat_delta", {}))
-        results.write_text(run_dir, f"buddyinfo-before-{tag}.txt", keep.get("buddyinfo_before", ""))
-        results.write_text(run_dir, f"buddyinfo-after-{tag}.txt", keep.get("buddyinfo_after", ""))
+        if "twin_snapshot" in keep:         # what the twin rows of this seed started from
+            path = pathlib.Path(keep["twin_snapshot"])
+            results.write_bytes(run_dir, path.name, path.read_bytes())
+        # before and after the workload, and any the workload kept between its phases
+        for key in ["buddyinfo_before", "buddyinfo_after"] + sorted(
+                k for k in keep if k.startswith("buddyinfo_") and k not in (
+                    "buddyinfo_before", "buddyinfo_after")):
+            name = key.replace("_", "-")
+            results.write_text(run_dir, f"{name}-{tag}.txt", keep.get(key, ""))
     for name in names:
         sub = df[df["workload"] == name]
         if sub.empty:                      # interrupted before this workload ran
@@ -597,6 +641,11 @@ def build_parser():
                           "QEMU's TCG, matplotlib takes minutes to draw them)")
     run.add_argument("--snapshot", help="sim: start from the digital twin of this snapshot "
                                         "('foliobench live snapshot'; --mem is ignored)")
+    run.add_argument("--twin", action="store_true",
+                     help="with --backend sim --backend live: snapshot the live machine right "
+                          "before each seed's live row and start that seed's simulator rows "
+                          "from its digital twin, sized to the live arena (the snapshots are "
+                          "saved with the run; rerun one with --snapshot)")
     run.add_argument("--progress", choices=("auto", "lines", "none"), default="auto",
                      help="on stderr: a bar on a terminal (auto), a line per completed run "
                           "(lines), or nothing")

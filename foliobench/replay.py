@@ -11,13 +11,14 @@ Actions:
 Per strategy: what was granted, the counter deltas, buddyinfo and the unusable index after.
 """
 import functools
+import pathlib
 import re
 
 from simcore import Machine
 from simcore import vm_event as ev
 from simcore.mmzone import MAX_PAGE_ORDER, PAGE_SIZE, PAGEBLOCK_ORDER
 from simcore.units import parse_size
-from workloads.backend import SimBackend
+from workloads.backend import ArenaBudget, SimBackend
 
 from . import compaction_trace
 
@@ -114,27 +115,36 @@ def format_rows(rows):
 
 
 
-class TwinBackend(SimBackend):
+class TwinBackend(ArenaBudget, SimBackend):
     """The simulator backend on a snapshot's twin (`foliobench run W --snapshot FILE`): the
     workload starts from the captured memory instead of an empty machine. `mem` is ignored (the
     snapshot sets the size); Machine options a workload asks for (CMA, ZONE_MOVABLE) cannot be
-    added to captured memory and are refused."""
+    added to captured memory and are refused. arena_pages: beside a live run (`run --twin`),
+    the workload is sized to the live arena and held to its budget (ArenaBudget)."""
 
     def __init__(self, mem=None, seed=0, strategy=None, profile=None, *, snapshot, swap=None,
-                 deferred="absent", **machine_kw):
+                 deferred="absent", arena_pages=None, budget_hugetlb=True, **machine_kw):
         asked = {k: v for k, v in machine_kw.items() if v}
         if asked:
             raise ValueError(f"a twin cannot take machine options {sorted(asked)}; run this "
                              f"workload without --snapshot")
+        # reclaim on, as SimBackend's machines: the captured page cache is reclaimable
         self.machine = Machine.from_snapshot(snapshot, seed=seed, compaction=strategy,
-                                             profile=profile, deferred=deferred)
+                                             profile=profile, deferred=deferred, reclaim=True)
         self.rng = self.machine.rng
         self.threads = self.machine.cpus        # one thread per CPU, as SimBackend's default
         if swap:
             self.machine.swapon(swap)
         self.node1 = None
+        self.arena_pages = arena_pages
+        self.budget_hugetlb = budget_hugetlb
+        self.used_pages = self.arena_declined_pages = 0
+        name = snapshot if isinstance(snapshot, str) else "a snapshot"
+        self.notes = f"digital twin of {pathlib.Path(name).name}"
 
 
-def twin_factory(snapshot, deferred="absent"):
-    """A run_one() backend_factory building a twin of `snapshot` per run."""
-    return functools.partial(TwinBackend, snapshot=snapshot, deferred=deferred)
+def twin_factory(snapshot, deferred="absent", arena_pages=None, budget_hugetlb=True):
+    """A run_one() backend_factory building a twin of `snapshot` per run (the workload sized to
+    `arena_pages` and held to its budget when given)."""
+    return functools.partial(TwinBackend, snapshot=snapshot, deferred=deferred,
+                             arena_pages=arena_pages, budget_hugetlb=budget_hugetlb)

@@ -109,11 +109,13 @@ def add_parsers(sub):
 
 
 def snapshot_factory(path):
-    """The backend factory of `run --snapshot`: checks the file once before any run."""
+    """The backend factory of `run --snapshot` and the captured machine's size (the rows' mem):
+    checks the file once before any run."""
     from simcore import snapshot_file
+    from simcore.units import format_size
 
     from .replay import twin_factory
     if not pathlib.Path(path).is_file():
         raise _Refused(f"--snapshot {path!r} is not a file")
-    snapshot_file.load(path)
-    return twin_factory(path)
+    snap = snapshot_file.load(path)
+    return twin_factory(path), format_size(snap.nr_pfns * 4096)

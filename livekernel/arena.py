@@ -54,7 +54,9 @@ class HandleTable:
     def _budget(self, count, order):
         """How many of `count` folios of `order` still fit in the arena."""
         room = max(self.arena_pages - self.used_pages, 0)
-        return int(min(count, room >> order))
+        fit = int(min(count, room >> order))
+        self.arena_declined_pages += (int(count) - fit) << order
+        return fit
 
     # -- handles ---------------------------------------------------------------------------
 

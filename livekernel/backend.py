@@ -116,6 +116,7 @@ class LiveBackend(Counters, MemoryBlocks, FeatureSteps, HandleTable, Backend):
         self.rng = np.random.default_rng(seed)
         self.arena_pages = int(arena_bytes) // PAGE
         self.used_pages = 0
+        self.arena_declined_pages = 0   # pages the workload asked for past the arena
         self.allow_offline = allow_offline
         self.allow_poison = allow_poison
         self.allow_zswap = allow_zswap

@@ -334,11 +334,14 @@ class Machine:
         self._bind()
 
     @classmethod
-    def from_snapshot(cls, snapshot, *, profile=None, compaction=None, seed=0, deferred="absent"):
+    def from_snapshot(cls, snapshot, *, profile=None, compaction=None, seed=0, deferred="absent",
+                      reclaim=False):
         """A digital twin: a Machine whose memory is a captured one (`foliobench live snapshot`).
 
         snapshot: a snapshot file's path, its bytes, or a simcore.snapshot_file.Snapshot.
-        profile, compaction, seed: as for Machine(). deferred: "absent" keeps memory whose
+        profile, compaction, seed, reclaim: as for Machine() (with reclaim, the captured LRU
+        folios join their type's inactive list in PFN order when reclaim first looks: the
+        captured active/inactive split is not carried over). deferred: "absent" keeps memory whose
         struct pages the kernel had not initialised yet out of the zones, as at capture time;
         "free" gives it to the buddy allocator. The twin passes check(); what the
         reconstruction could not settle, and how its buddyinfo differs from the captured one,
@@ -347,7 +350,7 @@ class Machine:
         """
         from . import snapshot as _snapshot
         return _snapshot.twin(snapshot, profile=profile, compaction=compaction, seed=seed,
-                              deferred=deferred)
+                              deferred=deferred, reclaim=reclaim)
 
     # -- construction helpers --------------------------------------------------------------
 

@@ -698,7 +698,7 @@ def _available_bytes():
 
 
 def twin(source, *, profile=None, compaction=None, seed=0, deferred="absent",
-         available=None):
+         available=None, reclaim=False):
     """A Machine whose memory is the snapshot's (see Machine.from_snapshot)."""
     from .machine import MAX_MEM, Machine
     loaded = not isinstance(source, snapshot_file.Snapshot)
@@ -715,7 +715,7 @@ def twin(source, *, profile=None, compaction=None, seed=0, deferred="absent",
     pack_folios(rec)                            # and the per-folio ones shrink to the table
     min_free = snap.settings.get("vm/min_free_kbytes")
     machine = Machine(mem=rec.nr_pages * PAGE_SIZE, seed=seed, profile=profile,
-                      compaction=compaction,
+                      compaction=compaction, reclaim=reclaim,
                       min_free_kbytes=int(min_free) if min_free and min_free.isdigit() else None)
     build(machine, rec, deferred, consume=True)
     machine.snapshot_report = dict(rec.report, kernel=rec.kernel, deferred=deferred,

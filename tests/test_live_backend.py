@@ -197,6 +197,34 @@ def test_side_by_side_table_has_a_backend_column(capsys, tmp_path):
     assert mem_total - (2 << 20) < sim_bytes <= mem_total   # the simulator sized as this host
 
 
+@needs_hugetlb
+@needs_mthp
+def test_twin_side_by_side_starts_the_simulator_from_the_live_memory(tmp_path):
+    out = tmp_path / "out"
+    # the arena is smaller than the shape's demand: both backends decline the same pages
+    rc = cli.main(["run", "thp-heavy", "--backend", "sim", "--backend", "live", "--twin",
+                   "--mem", ARENA, "--param", "mix=64K:1", "--param", "fill=0.33",
+                   "--param", "phase2=order9", "--param", "second=0.9", "--strategy", "legacy",
+                   "--strategy", "folio", "--out", str(out), "--live-dir", str(tmp_path),
+                   "--no-plots", "--progress", "none"])
+    assert rc == 0
+    run_dir, = (out / "runs").iterdir()
+    import pandas as pd
+    df = pd.read_csv(run_dir / "results.csv")
+    assert list(df["backend"]) == ["live", "sim", "sim"]
+    assert (df["backend_notes"][1:] == "digital twin of snapshot-seed0.npz").all()
+    declined = df["arena_declined_pages"]
+    assert declined[0] > 0 and (declined == declined[0]).all()
+    assert (df["highorder_requested"] == df["highorder_requested"][0]).all()
+    snapshot = run_dir / "snapshot-seed0.npz"
+    import simcore
+    twin = simcore.Machine.from_snapshot(str(snapshot))
+    assert twin.managed_pages > workloads.base.parse_size(ARENA, "mem") // 4096
+    for strategy in ("kernel", "legacy", "folio"):
+        text = (run_dir / f"buddyinfo-before-phase2-thp-heavy-{strategy}-seed0.txt").read_text()
+        assert "Normal" in text
+
+
 @needs_root
 def test_offline_and_online_one_removable_block(tmp_path):
     blocks = [b for b in live_backend.LiveBackend.memory_blocks(None)

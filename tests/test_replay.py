@@ -92,3 +92,28 @@ def test_run_snapshot_bad_file_is_one_line(tmp_path, capsys):
 def test_twin_refuses_machine_options(snap_path):
     with pytest.raises(ValueError, match="cannot take machine options"):
         replay.TwinBackend(snapshot=str(snap_path), cma="8M")
+
+
+def test_twin_backend_reclaims_the_captured_page_cache_and_keeps_an_arena(snap_path):
+    """A twin run (`run --snapshot`, `run --twin`) has reclaim on, as every simulator row; beside
+    a live arena it serves only what fits there, and counts the rest."""
+    from foliobench.replay import TwinBackend
+    b = TwinBackend(snapshot=str(snap_path), seed=0, strategy="folio", arena_pages=4096)
+    assert b.machine.reclaim and b.total_pages == 4096
+    got = b.alloc(10, 9, kind="hugetlb", gfp="retry_mayfail")
+    assert len(got) == 8 and b.arena_declined_pages == 2 << 9
+    b.free(got[:2])
+    assert len(b.alloc(3, 9, kind="hugetlb")) == 2 and b.arena_declined_pages == 3 << 9
+    # the captured page cache sits on the LRU for reclaim to take
+    from simcore import vmscan
+    vmscan.lru_sync(b.machine)
+    assert b.machine.lru.nr_pages.sum() > 0
+    b.machine.check()
+
+
+def test_twin_option_needs_both_backends(capsys):
+    for extra in ([], ["--backend", "live", "--dry-run"], ["--backend", "sim"]):
+        rc = main(["run", "thp-heavy", "--twin", "--no-save", *extra])
+        assert rc == 2
+        err = capsys.readouterr().err
+        assert "--twin" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -215,3 +215,19 @@ def test_an_os_error_is_one_line_and_exit_1(monkeypatch, capsys):
     assert cli.main(["demo"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err
+
+
+def test_a_simulator_beside_a_live_arena_serves_what_fits_there():
+    from workloads.backend import sim_factory
+    b = sim_factory((64 << 20), budget_hugetlb=True)(mem="256M", seed=0)
+    assert b.total_pages == 16384
+    got = b.fault_anon(300, [4])                     # 4800 pages of 16384 fit
+    assert sum(len(h) for h in got.values()) == 300 and b.arena_declined_pages == 0
+    got = b.alloc(30, 9, kind="hugetlb")             # 11584 pages left: 22 of 30 fit
+    assert len(got) == 22 and b.arena_declined_pages == 8 << 9
+    pool = sim_factory((64 << 20), budget_hugetlb=False)(mem="256M", seed=0)
+    assert len(pool.alloc(40, 9, kind="hugetlb")) > 32 and pool.arena_declined_pages == 0
+    row = workloads.base.run_one("thp-heavy", "folio", "256M", 0,
+                                 {"second": 0.9, "phase2": "order9"}, True,
+                                 backend_factory=sim_factory(64 << 20))
+    assert row["arena_declined_pages"] > 0

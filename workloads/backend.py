@@ -15,7 +15,10 @@ from simcore.metrics import fragmentation_at_order9
 
 from .memory import check_memory
 
-# Folios one thread faults (or frees) before the next thread's turn (SimBackend(threads=)).
+# Folios one thread frees, and pages one thread faults or allocates, before the next thread's
+# turn (SimBackend(threads=)). A turn's allocations are at most 2 MiB, one PMD-sized folio:
+# kswapd and kcompactd, which the kernel runs beside the allocating task, run in the simulator
+# when a call returns, so a long call of large folios would otherwise starve them.
 THREAD_CHUNK = 512
 
 
@@ -164,8 +167,9 @@ class SimBackend(Backend):
         profile (default the newest); swap: size of a zram-like swap area; nodes: 2 adds a
         second node of the same size for NUMA balancing. threads: how many threads of the
         workload fault and free in parallel (default one per CPU; `cpus=` sets the machine's
-        CPUs, default 2): their faults and frees take turns in chunks of THREAD_CHUNK folios,
-        thread i on CPU i % cpus, so every CPU's per-CPU page lists see its share."""
+        CPUs, default 2): their faults and frees take turns (THREAD_CHUNK folios freed, or
+        pages allocated), thread i on CPU i % cpus, so every CPU's per-CPU page lists see its
+        share."""
         check_memory(mem, machines=nodes if nodes in (1, 2) else 1)
         machine_kw.setdefault("reclaim", True)
         self.machine = simcore.Machine(mem=mem, seed=seed, compaction=strategy, profile=profile,
@@ -206,12 +210,14 @@ class SimBackend(Backend):
             raise ValueError("a handle names a folio that reclaim has freed")
         return self.machine.handle_pfn(handles)
 
-    def _turns(self, count):
-        """(cpu, count) turns of the workload's threads for `count` folios."""
+    def _turns(self, count, order=None):
+        """(cpu, count) turns of the workload's threads for `count` folios: THREAD_CHUNK
+        folios a turn, or THREAD_CHUNK pages (at least one folio) for allocations of `order`."""
         cpus = self.machine.cpus
         thread = 0
+        chunk = THREAD_CHUNK if order is None else max(THREAD_CHUNK >> order, 1)
         while count > 0:
-            n = min(count, THREAD_CHUNK)
+            n = min(count, chunk)
             yield thread % cpus, n
             thread = (thread + 1) % self.threads
             count -= n
@@ -220,7 +226,7 @@ class SimBackend(Backend):
     # (or reclaim) the folios an earlier turn got, and only their handles follow them.
     def fault_anon(self, count, orders, gfp=None):
         got = {}
-        for cpu, n in self._turns(int(count)):
+        for cpu, n in self._turns(int(count), max(orders)):
             for o, p in self.machine.fault_anon(n, orders, cpu=cpu, gfp=gfp).items():
                 got.setdefault(o, []).append(self._handles(p))
         return {o: np.concatenate(h) for o, h in got.items()}
@@ -228,11 +234,11 @@ class SimBackend(Backend):
     def alloc(self, count, order, kind="anon", migratetype="movable", flags=0, compact=True,
               gfp=None):
         count = int(count)
-        if 0 < count <= THREAD_CHUNK:       # one thread's turn (thread 0, on CPU 0)
+        if 0 < count <= max(THREAD_CHUNK >> int(order), 1):    # one turn (thread 0, CPU 0)
             return self._handles(self.machine.alloc_many(count, order, migratetype, kind, flags,
                                                          compact=compact, cpu=0, gfp=gfp))
         parts = []
-        for cpu, n in self._turns(count):
+        for cpu, n in self._turns(count, int(order)):
             pfns = self.machine.alloc_many(n, order, migratetype, kind, flags, compact=compact,
                                            cpu=cpu, gfp=gfp)
             parts.append(self._handles(pfns))       # before a later turn moves them
@@ -361,25 +367,74 @@ class SimBackend(Backend):
         return [pfn is not None for pfn in moved]
 
 
-class ArenaSimBackend(SimBackend):
-    """simcore.Machine of `mem`, with the workload sized to `arena_pages` (a live run's arena,
-    so that simulator and kernel rows describe the same workload)."""
+class ArenaBudget:
+    """The live backend's arena budget on a simulator backend beside it, so that both serve the
+    same requests: a request that would take the workload's allocations past `arena_pages` is
+    cut to what fits, and the pages cut are counted in `arena_declined_pages` (the live backend
+    counts its own). Charged as the live backend charges: anonymous faults at the size asked,
+    hugetlb folios when granted (not cut where `budget_hugetlb` is False: a disposable guest's
+    pool may take all it can), everything else at the size asked; frees give their pages back.
+    Simplification: a folio reclaim already freed is not given back when the workload frees
+    it (the live backend never learns of reclaim and gives it back)."""
 
-    def __init__(self, mem="16G", seed=0, strategy="folio", *, arena_pages=None, **kw):
-        super().__init__(mem=mem, seed=seed, strategy=strategy, **kw)
-        self.arena_pages = arena_pages
+    arena_pages = None
+    budget_hugetlb = True
 
     @property
     def total_pages(self):
         managed = self.machine.managed_pages
         return managed if self.arena_pages is None else min(self.arena_pages, managed)
 
+    def _fit(self, count, order):
+        count = int(count)
+        if self.arena_pages is None:
+            return count
+        room = max(self.arena_pages - self.used_pages, 0)
+        fit = min(count, room >> order)
+        self.arena_declined_pages += (count - fit) << order
+        return fit
 
-def sim_factory(arena_bytes=None, costs=None, cpus=None, threads=None):
-    """A SimBackend factory for the runner: the workload sized to `arena_bytes` when given,
-    the simulator's migration costs from `costs` (a calibrated cost model) when given, the
+    def fault_anon(self, count, orders, gfp=None):
+        count = self._fit(count, max(orders))
+        self.used_pages += count << max(orders)
+        return super().fault_anon(count, orders, gfp=gfp) if count > 0 else {}
+
+    def alloc(self, count, order, kind="anon", migratetype="movable", flags=0, compact=True,
+              gfp=None):
+        pool = kind == "hugetlb" or (order == 9 and compact)
+        if not pool or self.budget_hugetlb:
+            count = self._fit(count, order)
+        got = super().alloc(count, order, kind, migratetype, flags, compact, gfp)
+        self.used_pages += (len(got) if pool else count) << order
+        return got
+
+    def free(self, handles):
+        live = self._live(handles) if self.arena_pages is not None else ()
+        if len(live):
+            self.used_pages -= int((np.int64(1) << self.folio_orders(live)).sum())
+        super().free(handles)
+
+
+class ArenaSimBackend(ArenaBudget, SimBackend):
+    """simcore.Machine of `mem`, with the workload sized to `arena_pages` (a live run's arena,
+    so that simulator and kernel rows describe the same workload) and held to its budget
+    (ArenaBudget)."""
+
+    def __init__(self, mem="16G", seed=0, strategy="folio", *, arena_pages=None,
+                 budget_hugetlb=True, **kw):
+        super().__init__(mem=mem, seed=seed, strategy=strategy, **kw)
+        self.arena_pages = arena_pages
+        self.budget_hugetlb = budget_hugetlb
+        self.used_pages = self.arena_declined_pages = 0
+
+
+def sim_factory(arena_bytes=None, costs=None, cpus=None, threads=None, budget_hugetlb=True):
+    """A SimBackend factory for the runner: the workload sized to `arena_bytes` when given and
+    held to its budget (ArenaBudget; hugetlb too unless `budget_hugetlb` is False), the
+    simulator's migration costs from `costs` (a calibrated cost model) when given, the
     machine's CPUs and the workload's threads (SimBackend) when given."""
-    kw = {"arena_pages": None if arena_bytes is None else int(arena_bytes) // 4096}
+    kw = {"arena_pages": None if arena_bytes is None else int(arena_bytes) // 4096,
+          "budget_hugetlb": budget_hugetlb}
     if costs:
         kw["costs"] = costs
     if cpus is not None:

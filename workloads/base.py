@@ -184,6 +184,9 @@ def _run_on(cls, p, backend, strategy, mem, seed, keep):
            "commit": git_commit(), "unsupported": unsupported}
     if getattr(backend, "notes", ""):
         row["backend_notes"] = backend.notes
+    if getattr(backend, "arena_pages", None) is not None:
+        # a live run's arena (and a simulator beside it) serves only what fits in it
+        row["arena_declined_pages"] = backend.arena_declined_pages
     row.update({f"param_{k}": v for k, v in p.items()})
     row.update(compaction_metrics(d, migration=migration,
                                   requested=figures.pop("requested", None),

@@ -3,7 +3,8 @@
 Fault an anonymous region with an mTHP size mix, unmap the first half of every 2 MiB chunk,
 refill the holes with page cache, then fault a second region with the same mix (or request
 order-9 allocations). Reports huge-pct: the share of second-phase faults served at the size
-asked, fallbacks per size, and the compaction figures."""
+asked, fallbacks per size, the unusable free index at order 9 just before the second phase
+(unusable_9_phase2, x1000; its buddyinfo is kept with the run), and the compaction figures."""
 import numpy as np
 
 from simcore.gfp import DEFRAG_MODES, vma_thp_gfp_mask
@@ -17,7 +18,7 @@ ROUNDS = 16
 @register
 class ThpHeavy(Workload):
     name = "thp-heavy"
-    headline = ("huge_pct", "fallback_*")
+    headline = ("huge_pct", "unusable_9_phase2", "fallback_*")
     description = " ".join(__doc__.split("\n\n")[0].split()).split(": ", 1)[1]
     params = {
         "mix": Param("16K:1,64K:2,2M:2", "mTHP size mix of the faults (size:weight,...)"),
@@ -68,6 +69,9 @@ class ThpHeavy(Workload):
         backend.free(handles[first_half])
         backend.alloc(int(holes * p["refill"]), 0, kind="file", compact=False)
         extra["map_before"] = backend.pageblock_map()
+        # the free memory the second phase meets (thpcompact's picture before its THP faults)
+        extra["buddyinfo_before_phase2"] = backend.buddyinfo()
+        unusable_phase2 = backend.fragmentation()["unusable"]
         # Phase 2: fault the second region one 2 MiB chunk's worth at a time, or ask for THPs.
         figures = {}
         if p["phase2"] == "order9":
@@ -88,4 +92,5 @@ class ThpHeavy(Workload):
                     figures[key] = figures.get(key, 0) + count - at_order
             figures.update(requested=requested, granted=granted)
         figures["huge_pct"] = 100 * share(figures["granted"], figures["requested"])
+        figures["unusable_9_phase2"] = unusable_phase2
         return figures
