@@ -711,6 +711,10 @@ def twin(source, *, profile=None, compaction=None, seed=0, deferred="absent",
         raise ValueError(f"snapshot of {format_size(snap.nr_pfns * PAGE_SIZE)} needs about "
                          f"{format_size(need)} to simulate; this host has "
                          f"{format_size(available)} free")
+    # one bit per PFN (an eighth of a byte) of the heads on an active LRU list, read before
+    # reconstruct() may release the per-PFN words
+    active = np.packbits(_bit(snap.kpageflags, "active") & _bit(snap.kpageflags, "lru")) \
+        if reclaim else None
     rec = reconstruct(snap, release=loaded)     # the per-PFN arrays go before mem_map comes
     pack_folios(rec)                            # and the per-folio ones shrink to the table
     min_free = snap.settings.get("vm/min_free_kbytes")
@@ -718,10 +722,29 @@ def twin(source, *, profile=None, compaction=None, seed=0, deferred="absent",
                       compaction=compaction, reclaim=reclaim,
                       min_free_kbytes=int(min_free) if min_free and min_free.isdigit() else None)
     build(machine, rec, deferred, consume=True)
+    if active is not None:
+        _place_on_lru(machine, active)
     machine.snapshot_report = dict(rec.report, kernel=rec.kernel, deferred=deferred,
                                    buddyinfo=compare_buddyinfo(machine, rec),
                                    buddyinfo_after=_after(snap, machine, rec))
     return machine
+
+
+def _place_on_lru(machine, active_bits):
+    """The twin's LRU lists as captured, as far as kpageflags tells: every LRU folio on its
+    type's list, active where its head had KPF_ACTIVE. Simplification: the kernel's order within
+    each list (its age) is not exported; the twin's lists are in PFN order, and no folio is
+    marked referenced."""
+    from . import vmscan
+    vmscan.lru_sync(machine)
+    table = machine.pgdat.folio_pfn
+    handles = np.flatnonzero(table >= 0)
+    heads = table[handles]
+    bits = np.unpackbits(active_bits)
+    on = heads < len(bits)
+    handles, heads = handles[on], heads[on]
+    handles = handles[bits[heads].astype(bool)]
+    vmscan.activate_captured(machine, handles)
 
 
 def _after(snap, machine, rec):

@@ -249,3 +249,24 @@ def test_folio_chunks_never_cut_a_compound_run(monkeypatch):
         assert np.array_equal(a, b)
     assert whole[4] == chunked[4] > 0               # the broken runs counted alike
     assert 4096 in whole[0] and 5120 in whole[0]    # the 2048-page run: two order-10 pieces
+
+
+def test_a_twin_with_reclaim_keeps_the_captured_active_lists():
+    from simcore import vmscan
+    snap = snapshot_export.export(fragmented("64M", seed=3))
+    lru_heads = np.flatnonzero((snap.kpageflags >> np.uint64(5)) & np.uint64(1))  # KPF_LRU
+    compound_tail = ((snap.kpageflags >> np.uint64(16)) & np.uint64(1)).astype(bool)  # TAIL
+    lru_heads = lru_heads[~compound_tail[lru_heads]]
+    chosen = lru_heads[::3]
+    snap.kpageflags[chosen] |= np.uint64(1 << 6)                                # KPF_ACTIVE
+    m = Machine.from_snapshot(snap, reclaim=True)
+    m.check()
+    handles = m.pgdat.mem_map["next"][lru_heads].astype(np.int64)
+    lists = m.lru.list_of[handles]
+    active = np.isin(lru_heads, chosen)
+    assert set(lists[active]) <= {vmscan.LRU_ACTIVE_ANON, vmscan.LRU_ACTIVE_FILE}
+    assert set(lists[~active]) <= {vmscan.LRU_INACTIVE_ANON, vmscan.LRU_INACTIVE_FILE}
+    assert active.any() and (~active).any()
+    assert m.vmstat()["pgactivate"] == 0            # placed as captured, not activated
+    plain = Machine.from_snapshot(snap)
+    assert not plain.reclaim
