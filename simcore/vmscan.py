@@ -676,14 +676,23 @@ def try_to_free_pages(m, order, highest_zoneidx, nr_to_reclaim, exclude=None):
 
 
 def reclaim_target(m, order, want_pages, highest_zoneidx):
-    """How much one direct reclaim frees: enough for the request above the high watermark, and
-    for a costly order until compaction is suitable (should_continue_reclaim()'s
-    compact_gap())."""
+    """How much one reclaim frees (direct reclaim, and each of kswapd's balance_pgdat() passes):
+    enough for the request above the high watermark, and for a costly order until compaction
+    is suitable (should_continue_reclaim()'s compact_gap()).
+
+    The free pages are counted as __zone_watermark_ok() counts them, without the highatomic
+    reserve's unusable part (simcore.highatomic.unusable_free(): 6.1 .. 6.11 the whole
+    nr_reserved_highatomic, from 6.12 nr_free_highatomic), as the retry's watermark check and
+    kswapd's pgdat_balanced() do. The kernel has no such target (direct reclaim asks for
+    SWAP_CLUSTER_MAX per round, kswapd reclaims until pgdat_balanced() holds), so a target
+    short of the reserve would make kswapd stop before its own balance check passes and a
+    direct reclaim's retry fail whenever the reserve exceeds high - min."""
     deficit = 0
     for z in range(highest_zoneidx + 1):
         zone = m.pgdat.zones[z]
         if zone[Z_END] > zone[Z_START]:
-            deficit = max(deficit, int(zone[Z_WMARK_HIGH] - zone[Z_FREE]))
+            usable = int(zone[Z_FREE]) - highatomic.zone_unusable_free(m.pgdat, z)
+            deficit = max(deficit, int(zone[Z_WMARK_HIGH]) - usable)
     gap = compact_gap(order) if order > PAGE_ALLOC_COSTLY_ORDER else 0
     return max(SWAP_CLUSTER_MAX, deficit + want_pages + gap)
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import simcore
-from simcore.mmzone import MIGRATE_HIGHATOMIC, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
+from simcore import highatomic, vmscan
+from simcore.mmzone import MIGRATE_HIGHATOMIC, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, ZONE_NAMES
+from simcore.vmscan import SWAP_CLUSTER_MAX
 from workloads.backend import SimBackend
 from workloads.base import run_one
 
@@ -317,3 +319,61 @@ def test_folios_kcompactd_moves_before_the_call_returns_are_returned_where_they_
                   params={"atomic": 0.2, "cache": 0.95, "highorder": 0},
                   backend_factory=functools.partial(SimBackend, profile="linux-6.1"))
     assert row["pages_migrated"] > 0
+
+
+def _file_cache_and_a_reserve(monkeypatch, profile):
+    """1G of order-0 file cache down to the min watermark and a highatomic reserve built by
+    GFP_ATOMIC order-3 requests (six blocks, 3,072 pages), as in the pagecache-churn runs of
+    docs/reclaim.md. kswapd stays asleep while it is built. Returns the machine and the file
+    folios' PFNs."""
+    m = simcore.Machine(mem="1G", profile=profile, reclaim=True)
+    files = []
+    with monkeypatch.context() as patch:
+        patch.setattr(vmscan, "run_kswapd", lambda machine: 0)
+        while len(files) == 0 or len(files[-1]) == 4096:
+            files.append(m.alloc_many(4096, 0, "movable", "file", gfp="light"))
+        for _ in range(40):
+            m.alloc(3, "unmovable", "kernel", gfp="atomic")
+    m.lru.kswapd_order = -1
+    m.drain_all_pages()
+    assert _reserved(m) == 6 * PAGEBLOCK_NR_PAGES
+    return m, np.concatenate(files)
+
+
+def test_direct_reclaim_target_counts_the_unusable_reserve(monkeypatch):
+    """The retry after direct reclaim checks the min watermark without the reserve (6.1:
+    __zone_watermark_unusable_free() subtracts all of nr_reserved_highatomic), so reclaim
+    aims above the high watermark counted the same way: a __GFP_NORETRY request's one round
+    succeeds and gives no block back (before, it always failed once the reserve exceeded
+    high - min, and unreserve_highatomic_pageblock() took a block: the churn of
+    docs/reclaim.md's 6.1 pagecache-churn runs)."""
+    m, _ = _file_cache_and_a_reserve(monkeypatch, "linux-6.1")
+    zone = m.zoneinfo()["DMA32"]
+    assert highatomic.zone_unusable_free(m.pgdat, 0) > zone["high"] - zone["min"]
+    reserved = _reserved(m)
+    stalls = m.vmstat()["allocstall_movable"]
+    assert m.alloc(0, "movable", "file", gfp="noretry") is not None
+    assert m.vmstat()["allocstall_movable"] == stalls + 1, "the request reclaimed directly"
+    assert _reserved(m) == reserved
+    m.check()
+
+
+@pytest.mark.parametrize("profile", ["linux-6.1", "linux-6.12"])
+def test_kswapd_reclaims_until_balanced_with_a_reserve(monkeypatch, profile):
+    """balance_pgdat() reclaims until pgdat_balanced(), whose watermark check leaves out the
+    reserve's unusable pages; each pass's target counts them too, so kswapd woken with the
+    zone just above its high watermark does not stop short of its own check (before, every
+    pass asked for SWAP_CLUSTER_MAX there and it slept unbalanced,
+    kswapd_high_wmark_hit_quickly)."""
+    m, files = _file_cache_and_a_reserve(monkeypatch, profile)
+    zone = m.zoneinfo()["DMA32"]
+    m.free_many(files[:zone["high"] - zone["nr_free_pages"] + SWAP_CLUSTER_MAX])
+    m.drain_all_pages()
+    assert m.zoneinfo()["DMA32"]["nr_free_pages"] > zone["high"]
+    highest = len(ZONE_NAMES) - 1
+    assert not vmscan.pgdat_balanced(m, 0, highest)
+    m.lru.kswapd_order = 0
+    vmscan.run_kswapd(m)
+    assert vmscan.pgdat_balanced(m, 0, highest)
+    assert m.vmstat()["kswapd_high_wmark_hit_quickly"] == 0
+    m.check()
