@@ -79,7 +79,14 @@ from .pgdat import (
 )
 from .tracelog import trace_extfrag, tracing
 
-jit = nb.njit(cache=True, nogil=True)
+# Compiled functions call each other through numba's calling convention: every call passes
+# the PgView (18 words) on the stack and checks a status word on return, which cost more than
+# the work of the small functions of the allocation and free paths. Those are `jit_inline`
+# (LLVM's alwaysinline): their code goes into each caller. The rest say forceinline=False
+# explicitly, as numba would otherwise let a callee inherit its caller's forceinline. Inlining
+# changes no result, only where the instructions sit.
+jit = nb.njit(cache=True, nogil=True, forceinline=False)
+jit_inline = nb.njit(cache=True, nogil=True, forceinline=True)
 
 # alloc_flags (mm/internal.h): the watermark index sits in the low bits.
 ALLOC_WMARK_MIN = 0
@@ -166,12 +173,12 @@ def setup_per_zone_lowmem_reserve(managed, ratios):
 
 # ---- pageblocks ----------------------------------------------------------------------------
 
-@jit
+@jit_inline
 def get_pageblock_migratetype(pgdat, pfn):
     return np.int64(pgdat.pageblock_flags[pfn >> PAGEBLOCK_ORDER] & PB_MIGRATETYPE_MASK)
 
 
-@jit
+@jit_inline
 def set_pageblock_migratetype(pgdat, pfn, mt):
     pb = pfn >> PAGEBLOCK_ORDER
     pgdat.pageblock_flags[pb] = (pgdat.pageblock_flags[pb] & ~PB_MIGRATETYPE_MASK) | mt
@@ -185,7 +192,7 @@ def change_pageblock_range(pgdat, pfn, order, mt):
         set_pageblock_migratetype(pgdat, pfn + i * PAGEBLOCK_NR_PAGES, mt)
 
 
-@jit
+@jit_inline
 def page_zone(pgdat, pfn):
     zones = pgdat.zones
     for z in range(zones.shape[0]):
@@ -196,7 +203,7 @@ def page_zone(pgdat, pfn):
 
 # ---- free lists ----------------------------------------------------------------------------
 
-@jit
+@jit_inline
 def account_freepages(pgdat, z, nr_pages, mt):
     """account_freepages(): isolated free pages do not count as free; CMA and HIGHATOMIC ones
     are counted apart as well (NR_FREE_CMA_PAGES, nr_free_highatomic)."""
@@ -209,7 +216,7 @@ def account_freepages(pgdat, z, nr_pages, mt):
         pgdat.zones[z, Z_FREE_HIGHATOMIC] += nr_pages
 
 
-@jit
+@jit_inline
 def add_to_free_list(pgdat, z, pfn, order, mt, tail):
     """__add_to_free_list(): mark pfn a buddy of `order` and link it at the head or the tail."""
     mem_map = pgdat.mem_map
@@ -237,7 +244,7 @@ def add_to_free_list(pgdat, z, pfn, order, mt, tail):
     area[FA_COUNT] += 1
 
 
-@jit
+@jit_inline
 def del_from_free_list(pgdat, z, pfn, order, mt):
     """__del_page_from_free_list(): unlink; the page stops being a buddy (becomes a tail)."""
     mem_map = pgdat.mem_map
@@ -267,7 +274,7 @@ def move_to_free_list(pgdat, z, pfn, order, old_mt, new_mt):
     account_freepages(pgdat, z, 1 << order, new_mt)
 
 
-@jit
+@jit_inline
 def expand(pgdat, z, pfn, low, high, mt):
     """expand(): split a block of order `high` down to `low`, freeing the upper halves.
 
@@ -282,14 +289,14 @@ def expand(pgdat, z, pfn, low, high, mt):
     return nr_added
 
 
-@jit
+@jit_inline
 def page_del_and_expand(pgdat, z, pfn, low, high, mt):
     del_from_free_list(pgdat, z, pfn, high, mt)
     nr_added = expand(pgdat, z, pfn, low, high, mt)
     account_freepages(pgdat, z, -((1 << high) - nr_added), mt)
 
 
-@jit
+@jit_inline
 def prefetch_next_pop(mem_map, head):
     """A pop from the head of a list (buddy or pcp) writes the prev link of the block after
     the one it takes, a cache miss when the list is long and cold; each pop waits for the one
@@ -301,7 +308,7 @@ def prefetch_next_pop(mem_map, head):
             prefetchw(mem_map, nxt)
 
 
-@jit
+@jit_inline
 def rmqueue_smallest(pgdat, z, order, mt):
     """__rmqueue_smallest(): first block on the smallest non-empty list of `mt` at >= order."""
     for current_order in range(order, NR_PAGE_ORDERS):
@@ -450,7 +457,7 @@ def rmqueue_steal(pgdat, z, order, start_mt):
     return -1
 
 
-@jit
+@jit_inline
 def rmqueue(pgdat, z, order, mt, alloc_flags):
     """__rmqueue(): own lists, then CMA, then claim a fallback block, then steal."""
     zone = pgdat.zones[z]
@@ -492,7 +499,7 @@ def rmqueue_buddy(pgdat, z, order, mt, alloc_flags):
 
 # ---- watermarks and the zonelist walk ------------------------------------------------------
 
-@jit
+@jit_inline
 def zone_watermark_ok(pgdat, z, order, highest_zoneidx, alloc_flags):
     """__zone_watermark_ok(): free pages above the mark plus lowmem_reserve, and for order > 0
     a free block of at least `order` on a list this request may use. Without ALLOC_RESERVES the
@@ -529,7 +536,7 @@ def zone_watermark_ok(pgdat, z, order, highest_zoneidx, alloc_flags):
     return False
 
 
-@jit
+@jit_inline
 def alloc_flags_nofragment(pgdat, zone_idx):
     """alloc_flags_nofragment(): Normal avoids fragmenting while DMA32 below it has memory."""
     dma32 = pgdat.zones[ZONE_DMA32]
@@ -538,7 +545,7 @@ def alloc_flags_nofragment(pgdat, zone_idx):
     return 0
 
 
-@jit
+@jit_inline
 def preferred_zone(pgdat, highest_zoneidx):
     """The first populated zone of the zonelist (ac->preferred_zoneref), -1 if none."""
     for z in range(highest_zoneidx, -1, -1):
@@ -547,7 +554,7 @@ def preferred_zone(pgdat, highest_zoneidx):
     return -1
 
 
-@jit
+@jit_inline
 def get_page_from_freelist(pgdat, order, mt, alloc_flags, highest_zoneidx):
     """get_page_from_freelist(): walk the zonelist from highest_zoneidx down; if every zone
     failed while avoiding fragmentation, walk it again without. Returns (pfn, zone index)."""
@@ -575,7 +582,7 @@ def get_page_from_freelist(pgdat, order, mt, alloc_flags, highest_zoneidx):
 
 # ---- folios --------------------------------------------------------------------------------
 
-@jit
+@jit_inline
 def take_handle(pgdat, pfn):
     """The first free handle of the chain, now naming pfn. The chain runs through the free
     slots, so the next take reads the slot of the new first: it starts being fetched now (a
@@ -590,14 +597,14 @@ def take_handle(pgdat, pfn):
     return h
 
 
-@jit
+@jit_inline
 def put_handle(pgdat, h):
     pgdat.folio_pfn[h] = -2 - pgdat.node[N_HANDLE_FREE]
     pgdat.node[N_HANDLE_FREE] = h
     pgdat.node[N_HANDLES_AVAIL] += 1
 
 
-@jit
+@jit_inline
 def prep_new_folio(pgdat, pfn, order, kind, flags):
     """prep_new_page() + folio setup: pfn becomes a folio head holding a fresh handle."""
     mem_map = pgdat.mem_map
@@ -649,7 +656,7 @@ def alloc_folios(pgdat, out, order, mt, kind, flags, alloc_flags):
     return out.shape[0]
 
 
-@jit
+@jit_inline
 def page_is_buddy(pgdat, buddy, order, z):
     if buddy < pgdat.zones[z, Z_START] or buddy >= pgdat.zones[z, Z_END]:
         return False
@@ -657,7 +664,7 @@ def page_is_buddy(pgdat, buddy, order, z):
     return page.type == PAGE_BUDDY and page.order == order
 
 
-@jit
+@jit_inline
 def mergeable(mt):
     """migratetype_is_mergeable(): only the three PCP types merge across pageblocks."""
     return mt < MIGRATE_PCPTYPES
@@ -702,7 +709,7 @@ def compaction_capture(pgdat, z, pfn, order, mt):
     return True
 
 
-@jit
+@jit_inline
 def free_one_page(pgdat, z, pfn, order, mt, to_tail):
     """__free_one_page(): merge with free buddies, then link head or tail.
 
@@ -751,7 +758,7 @@ def free_pages_range(pgdat, pfn, order, to_tail):
     pgdat.events[ev.PGFREE] += 1 << order
 
 
-@jit
+@jit_inline
 def release_folio(pgdat, pfn):
     """Drop a folio's identity (handle, kind accounting) before its pages return to the buddy."""
     page = pgdat.mem_map[pfn]
@@ -762,7 +769,7 @@ def release_folio(pgdat, pfn):
     pgdat.mem_map[pfn].type = PAGE_TAIL
 
 
-@jit
+@jit_inline
 def check_folio_head(pgdat, pfn):
     if pfn < 0 or pfn >= pgdat.mem_map.shape[0]:
         return E_RANGE
@@ -794,7 +801,7 @@ def free_folio(pgdat, pfn):
 FREE_PREFETCH_DISTANCE = 8
 
 
-@jit
+@jit_inline
 def prefetch_buddy(pgdat, pfn, order):
     """prefetch_buddy(), which the kernel's free_pcppages_bulk() once had: start fetching the
     mem_map records that freeing the block at pfn looks at first, its buddy and the buddy one
@@ -810,7 +817,7 @@ def prefetch_buddy(pgdat, pfn, order):
         prefetchw(mem_map, higher)
 
 
-@jit
+@jit_inline
 def prefetch_free_folio(pgdat, pfn):
     """prefetch_buddy() of the folio headed at pfn, and its handle's slot, which freeing it
     writes (a hint only, as prefetch_buddy())."""
@@ -947,7 +954,7 @@ def free_area_init(pgdat):
 
 # The single-call entry points (Machine.alloc()/free(), one folio per call from Python) keep
 # the GIL: releasing and taking it back costs more than the allocator's own work on a call
-jit_gil = nb.njit(cache=True)
+jit_gil = nb.njit(cache=True, forceinline=False)
 
 
 @jit_gil

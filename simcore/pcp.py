@@ -52,7 +52,10 @@ from .mmzone import (
 )
 from .pgdat import Z_END, Z_START
 
-jit = nb.njit(cache=True, nogil=True)
+# jit_inline: the hot small functions of the allocation and free paths, inlined into their
+# callers; the rest explicitly not (see simcore.page_alloc's jit)
+jit = nb.njit(cache=True, nogil=True, forceinline=False)
+jit_inline = nb.njit(cache=True, nogil=True, forceinline=True)
 
 NR_ZONES = len(ZONE_NAMES)
 NR_LOWORDER_PCP_LISTS = MIGRATE_PCPTYPES * (PAGE_ALLOC_COSTLY_ORDER + 1)
@@ -175,18 +178,18 @@ def nr_pcp_pages(pcp):
 
 # ---- list layout ---------------------------------------------------------------------------
 
-@jit
+@jit_inline
 def pcp_base(cpu, z):
     return H_SIZE + (cpu * NR_ZONES + z) * P_SIZE
 
 
-@jit
+@jit_inline
 def pcp_allowed_order(order):
     """pcp_allowed_order(): orders up to PAGE_ALLOC_COSTLY_ORDER and the PMD order."""
     return order <= PAGE_ALLOC_COSTLY_ORDER or order == HPAGE_PMD_ORDER
 
 
-@jit
+@jit_inline
 def order_to_pindex(policy, mt, order):
     """order_to_pindex(): MIGRATE_PCPTYPES lists per low order; the PMD order has one list
     (fixed_high) or MOVABLE apart from the rest (auto_high)."""
@@ -197,14 +200,14 @@ def order_to_pindex(policy, mt, order):
     return MIGRATE_PCPTYPES * order + mt
 
 
-@jit
+@jit_inline
 def pindex_to_order(pindex):
     if pindex >= NR_LOWORDER_PCP_LISTS:
         return HPAGE_PMD_ORDER
     return pindex // MIGRATE_PCPTYPES
 
 
-@jit
+@jit_inline
 def list_add(pgdat, b, pindex, pfn, order, tail):
     """list_add() (head) or list_add_tail() of a page onto a pcp list; it becomes PAGE_PCP."""
     pcp = pgdat.pcp
@@ -234,7 +237,7 @@ def list_add(pgdat, b, pindex, pfn, order, tail):
     pcp[lst + L_LEN] += 1
 
 
-@jit
+@jit_inline
 def list_del(pgdat, b, pindex, pfn):
     """list_del(): the page leaves its pcp list and is no longer PAGE_PCP."""
     pcp = pgdat.pcp
@@ -355,7 +358,7 @@ def entry_decay_pcp_high(node):
 
 # ---- allocation ----------------------------------------------------------------------------
 
-@jit
+@jit_inline
 def nr_pcp_alloc(pgdat, z, b, order, policy):
     """nr_pcp_alloc(): how many blocks a refill takes. auto_high: high grows by a batch per
     refill (not while the zone is below its high watermark), and order-0 refills double
@@ -387,7 +390,7 @@ def nr_pcp_alloc(pgdat, z, b, order, policy):
     return batch
 
 
-@jit
+@jit_inline
 def rmqueue_bulk(pgdat, z, b, pindex, order, count, mt, alloc_flags):
     """rmqueue_bulk(): up to `count` blocks from the buddy allocator (__rmqueue(), fallbacks
     and all) to the tail of the list. They leave NR_FREE_PAGES now. Returns how many."""
@@ -399,7 +402,7 @@ def rmqueue_bulk(pgdat, z, b, pindex, order, count, mt, alloc_flags):
     return count
 
 
-@jit
+@jit_inline
 def rmqueue_pcplist(pgdat, z, order, mt, alloc_flags, policy):
     """rmqueue_pcplist() + __rmqueue_pcplist(): the first page of this CPU's list for (mt,
     order), refilling an empty list first. An allocation halves free_count (free_factor).
@@ -422,7 +425,7 @@ def rmqueue_pcplist(pgdat, z, order, mt, alloc_flags, policy):
     return pfn
 
 
-@jit
+@jit_inline
 def rmqueue(pgdat, z, order, mt, alloc_flags):
     """rmqueue(): the per-CPU lists for the orders they hold, else the buddy allocator
     (page_alloc.rmqueue_buddy())."""
@@ -434,7 +437,7 @@ def rmqueue(pgdat, z, order, mt, alloc_flags):
     return page_alloc.rmqueue_buddy(pgdat, z, order, mt, alloc_flags)
 
 
-@jit
+@jit_inline
 def zone_above_high(pgdat, z, order, highest_zoneidx, alloc_flags):
     """The ZONE_BELOW_HIGH detection of get_page_from_freelist() (auto_high): while the flag is
     clear, a zone above its high watermark is used at once; one below it gets the flag, which
@@ -452,7 +455,7 @@ def zone_above_high(pgdat, z, order, highest_zoneidx, alloc_flags):
 
 # ---- freeing -------------------------------------------------------------------------------
 
-@jit
+@jit_inline
 def nr_pcp_free(pgdat, b, batch, high, free_high, policy):
     """nr_pcp_free(): how many pages a drain on free gives back: between batch and high -
     batch, scaled by consecutive frees (free_count; fixed_high: batch << free_factor, the
@@ -476,7 +479,7 @@ def nr_pcp_free(pgdat, b, batch, high, free_high, policy):
     return max(min(n, max_nr_free), min_nr_free)
 
 
-@jit
+@jit_inline
 def nr_pcp_high(pgdat, z, b, batch, free_high, policy):
     """nr_pcp_high(): the count at which a free drains. fixed_high: high, at most 4 batches
     while reclaim is active. auto_high: high clamped into [high_min, high_max]; it shrinks
@@ -516,7 +519,7 @@ def nr_pcp_high(pgdat, z, b, batch, free_high, policy):
     return high
 
 
-@jit
+@jit_inline
 def free_unref_page_commit(pgdat, z, pfn, order, mt, policy):
     """free_unref_page_commit(): the page to the head of this CPU's list; drain when the CPU
     holds high pages or more. Consecutive frees of orders 1..3 (free_high) drain harder, so
@@ -552,7 +555,7 @@ def free_unref_page_commit(pgdat, z, pfn, order, mt, policy):
             pcp[zf] &= ~ZONE_BELOW_HIGH
 
 
-@jit
+@jit_inline
 def free_unref_folio(pgdat, pfn, order):
     """free_unref_page()/free_unref_folios() for one block whose folio identity is gone (type
     PAGE_TAIL): orders the lists hold go to this CPU's list of the pageblock's migratetype
