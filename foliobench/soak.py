@@ -20,7 +20,8 @@ What verify() checks (the page ledger, see docs/correctness.md):
   managed_pages and the zones' nr_free_pages (which leaves the per-CPU lists out).
 - the pages swap_out() took are on the swap device or in zswap, page for page against the
   SwapRecords still outstanding; the poisoned pages are exactly those with PG_hwpoison.
-- event counters (vmstat events, mTHP stats, KSM/memory-failure counters) never decrease;
+- event counters (vmstat events, mTHP stats, KSM/memory-failure counters) never decrease
+  (the per-size gauges nr_anon and nr_anon_partially_mapped excepted);
   compact_success + compact_fail = compact_stall; pgmigrate_success/pgmigrate_fail equal
   migration_stats()'s succeeded/failed_pages.
 apply() also checks that an operation refused with ValueError changed nothing.
@@ -34,6 +35,7 @@ import numpy as np
 import simcore
 from simcore.mmzone import PAGE_BUDDY, PAGE_HEAD, PAGE_PCP, PG_HWPOISON, PG_KSM
 from simcore.pgdat import N_HANDLE_FREE, N_HANDLES_AVAIL, Z_FREE
+from simcore.vm_event import MTHP_STAT_NR_ANON, MTHP_STAT_NR_ANON_PARTIALLY_MAPPED
 
 MIGRATETYPES = ("unmovable", "movable", "reclaimable")
 # kinds per requested migratetype, as callers in the kernel pair them
@@ -497,7 +499,10 @@ class Runner:
     def _counters(self):
         m = self.m
         return np.concatenate([
-            m.pgdat.events, m.pgdat.mthp_stats.ravel(),
+            m.pgdat.events,
+            # the gauges go down when a folio leaves the queue (split, freed): not events
+            np.delete(m.pgdat.mthp_stats, [MTHP_STAT_NR_ANON, MTHP_STAT_NR_ANON_PARTIALLY_MAPPED],
+                      axis=1).ravel(),
             [m.ksm.pages_shared, m.ksm.full_scans],
             list(m.memory_failure_counts.stats().values()),
             [m.zswap.reject_large, m.zswap.pool_limit_hit],

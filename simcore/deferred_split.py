@@ -22,23 +22,42 @@ migrating it (7262f208ca68, "mm/migrate: split source folio if it is on deferred
 pages the second time.
 
 State: a large folio's flag lives in its second page's flags (folio->_flags_1 in the kernel),
-PG_PARTIALLY_MAPPED in mem_map[head + 1].flags; the queue itself is not kept (the shrinker is
-not modelled), so "queued" and "flagged" are one state here. Only anonymous folios of order
-2 .. HPAGE_PMD_ORDER - 1 are ever flagged: PMD-mapped THPs migrate through a PMD migration
-entry and are never partially unmapped, page-cache folios are never queued, order-1 folios have
-no deferred list. Any split clears the flag (the pieces do not carry it), and so does freeing
-the folio (folio_unqueue_deferred_split() from the free path).
+PG_PARTIALLY_MAPPED in mem_map[head + 1].flags; the queue itself is not kept as a list:
+"queued" and "flagged" are one state here, and the queue is the node's flagged folios. Only
+anonymous folios of order 2 .. HPAGE_PMD_ORDER - 1 are ever flagged: PMD-mapped THPs migrate
+through a PMD migration entry and are never partially unmapped, page-cache folios are never
+queued, order-1 folios have no deferred list. Any split clears the flag (the pieces do not
+carry it), and so does freeing the folio (folio_unqueue_deferred_split() from the free path).
+
+Reclaim and the queue (simcore.vmscan): shrink_folio_list() splits a flagged folio before
+add_to_swap() (simcore.swap.swap_out_folio(); 5ed890ce5147, Ryan Roberts, "mm: vmscan: avoid
+split during shrink_folio_list()", 6.10, split folios on the queue; 8422acdc97ed, Usama Arif,
+6.12, only those also flagged partially mapped), and the deferred split shrinker
+(deferred_split_count() / deferred_split_scan() below, run by shrink_slab() from every
+shrink_node() pass of kswapd, direct and proactive reclaim) splits queued folios to order 0.
+What a split frees: the kernel frees the subpages no page table maps any more
+(free_page_and_swap_cache() of each unmapped piece after the split). Every folio flagged here
+was flagged by migration, which maps every subpage of the destination again, so no subpage of a
+flagged folio is unmapped: a split frees nothing, it only turns one folio into base pages, all
+still allocated (the head keeps the owner's handle, the other pieces get handles of their own,
+as any split's pieces do). The model keeps no per-subpage mapping: a path that flags folios
+with subpages really unmapped would have to record which.
 
 Policies (node[N_DEFERRED_SPLIT_POLICY]; 0, a bare PgData, is the older behaviour):
 - not_queued: migration leaves no deferred-split state and never splits for it (profiles
   before 6.12; 6.10 and 6.11, where the queue test without the flag existed, are not modelled
   as their behaviour was not measured here);
 - partially_mapped: the 6.12+ behaviour above.
+
+Not modelled: 6.12's underused-THP half of the series (every anonymous PMD THP faulted in is
+queued unflagged, and the shrinker splits one whose zero-filled pages exceed max_ptes_none,
+thp_underused(), mapping them to the shared zero page): the model knows no page contents.
 """
 import numba as nb
 import numpy as np
 
 from . import vm_event as ev
+from .costs import split_ns
 from .mmzone import HPAGE_PMD_ORDER, KIND_ANON, PAGE_HEAD, PAGE_TAIL, PG_PARTIALLY_MAPPED
 from .pgdat import N_DEFERRED_SPLIT_POLICY
 
@@ -144,3 +163,60 @@ def check(pgdat):
         return (f"node 0: nr_anon_partially_mapped of order {o} is {int(gauge[o])} but "
                 f"{int(counts[o])} folios are flagged")
     return ""
+
+
+# -- the deferred split shrinker ("thp-deferred_split"), run by simcore.vmscan.shrink_slab() ----
+
+SHRINK_STOP = -1        # a scan_objects() return: nothing more to do
+
+
+def queued_heads(mem_map):
+    """Head PFNs of the node's flagged folios, ascending: the queue (see deferred_split_scan()).
+    The flag bit is also PG_HWPOISON on a head page, so only second pages count."""
+    second = np.flatnonzero((mem_map["type"][1:] == PAGE_TAIL)
+                            & ((mem_map["flags"][1:] & PG_PARTIALLY_MAPPED) != 0))
+    heads = second          # entry i of mem_map[1:] is pfn i + 1, the second page of pfn i
+    ok = (mem_map["type"][heads] == PAGE_HEAD) & (mem_map["order"][heads] > 1)
+    return heads[ok]
+
+
+def deferred_split_count(pgdat):
+    """deferred_split_count(): the queue's length, here the flagged folios of the node
+    (nr_anon_partially_mapped over every size)."""
+    return int(pgdat.mthp_stats[:, ev.MTHP_STAT_NR_ANON_PARTIALLY_MAPPED].sum())
+
+
+def deferred_split_scan(m, nr_to_scan, cursor):
+    """deferred_split_scan() of the node's queue: up to nr_to_scan queued folios, each flagged
+    one split to order 0 (split_folio(), which counts split of its size, thp_split_page at PMD
+    size, and on failure split_failed / thp_split_page_failed; a folio that fails stays queued
+    and flagged). split_deferred and thp_deferred_split_page were counted when the folio was
+    queued (deferred_split_folio()), not here.
+
+    The queue order is simplified: the kernel's list is in queueing order and a folio whose
+    split failed goes back to its tail; here the queue is the flagged folios in PFN order and a
+    scan starts at `cursor` (the PFN after the last folio the previous scan looked at), wrapping
+    round, so a folio that failed is looked at again only after the others. No folio lock is
+    held by anyone else (folio_trylock() always succeeds), and no folio is freed under the scan.
+
+    Returns (folios split, or SHRINK_STOP when none was and the queue is empty; the cursor for
+    the next scan). The split's modelled time goes to model_ns["reclaim"]."""
+    mem_map = m.pgdat.mem_map
+    heads = queued_heads(mem_map)
+    if not len(heads):
+        return SHRINK_STOP, cursor
+    start = int(np.searchsorted(heads, cursor))
+    batch = np.concatenate([heads[start:], heads[:start]])[:max(int(nr_to_scan), 0)]
+    split = 0
+    for pfn in batch:
+        order = int(mem_map["order"][pfn])
+        try:
+            ok = m.split(int(pfn), 0)
+        except ValueError:          # isolated or poisoned: not a folio the scan can split
+            ok = False
+        if ok:
+            split += 1
+            m.model_ns["reclaim"] += split_ns(m.costs, order)
+    if len(batch):
+        cursor = int(batch[-1]) + 1
+    return split, cursor

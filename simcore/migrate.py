@@ -15,10 +15,10 @@ with that state (migrate_folio_move()); migrate_pages_batch() splits a flagged f
 (nr_failed, nr_split; thp_split at PMD size). So a 64K folio migrated once stays whole but
 flagged, and migrated again moves as 16 base pages. Older profiles keep no such state.
 
-Simplifications: no folio locks held by others (so async never meets a locked folio), the
-deferred split shrinker is not modelled (a flagged folio stays whole until something splits or
-frees it), hugetlb folios migrate like others but never split; the source folio is freed
-straight to the buddy allocator when its last reference goes.
+Simplifications: no folio locks held by others (so async never meets a locked folio), a flagged
+folio stays whole until migration splits it, reclaim splits it (swap-out or the deferred split
+shrinker, simcore.vmscan) or it is freed; hugetlb folios migrate like others but never split;
+the source folio is freed straight to the buddy allocator when its last reference goes.
 """
 import numba as nb
 import numpy as np

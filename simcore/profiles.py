@@ -276,7 +276,13 @@ _V612 = dataclasses.replace(
                            "flag since 6.12: migrate_pages_batch() splits a flagged folio first. "
                            "Measured on 6.12.118 (2-node guest: split_deferred +2 and "
                            "nr_anon_partially_mapped +1 per 64K folio migrated once, nr_split 1 "
-                           "on the second migration) and 6.18.44 (host)"),
+                           "on the second migration) and 6.18.44 (host). Reclaim: "
+                           "shrink_folio_list() splits a flagged folio before add_to_swap() "
+                           "(5ed890ce5147, Ryan Roberts, \"mm: vmscan: avoid split during "
+                           "shrink_folio_list()\", 6.10, for folios on the queue; 8422acdc97ed "
+                           "adds the flag test, 6.12), and the deferred split shrinker "
+                           "(deferred_split_scan(), from shrink_slab()) splits flagged folios "
+                           "(not measured here)"),
         ("highatomic", "Yu Zhao, \"mm/page_alloc: keep track of free highatomic\" (6.12 ~): "
                        "watermark checks subtract nr_free_highatomic, the reserve's free "
                        "pages, instead of all of nr_reserved_highatomic"),

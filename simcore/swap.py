@@ -19,6 +19,14 @@ finds them is the profile's swap_alloc policy:
 When no slots are found the folio is split to order 0 and its pages swapped one by one
 (thp_swpout_fallback for PMD size, per-size swpout_fallback). Order-0 pages take any free slot.
 
+A folio on the deferred split queue flagged partially mapped (simcore.deferred_split, profiles
+with the partially_mapped policy, 6.12+) is split to order 0 before any slot is sought
+(shrink_folio_list(): "Split partially mapped folios right away", 5ed890ce5147 in 6.10 for
+folios on the queue, 8422acdc97ed in 6.12 only for flagged ones): split of its size counted, no
+swpout or swpout_fallback for it, its pages swapped one by one. The kernel frees the pieces no
+page table maps without IO; here every piece is mapped (see simcore.deferred_split), so every
+piece is swapped.
+
 A folio larger than a cluster (above PMD order: the simulator can allocate order 10 anon
 folios, the kernel's anonymous and shmem folios stop at PMD order) never gets slots:
 folio_alloc_swap() refuses a size above SWAPFILE_CLUSTER (WARN_ON_ONCE) in every release, so
@@ -40,6 +48,7 @@ import dataclasses
 
 import numpy as np
 
+from . import deferred_split
 from . import vm_event as ev
 from .costs import COST_INDEX, split_ns
 from .mmzone import HPAGE_PMD_ORDER, KIND_NAMES, KINDS, PG_PINNED
@@ -228,16 +237,19 @@ def swap_out_folio(m, pfn, policy):
     events, stats = m.pgdat.events, m.pgdat.mthp_stats
     record = SwapRecord(KIND_NAMES[kind], order, [], [])
     if order > 0:
-        offset = dev.alloc(order, policy)
-        if offset >= 0:
-            record.pieces.append([offset, order, _write_piece(m, dev, pfn, order, offset)])
-            return record
-        if policy != "pmd_free_cluster" or order == HPAGE_PMD_ORDER:
-            # folio_alloc_swap() found no slots: split and retry page by page
-            if order >= HPAGE_PMD_ORDER:
-                events[ev.THP_SWPOUT_FALLBACK] += 1
-            if order <= HPAGE_PMD_ORDER:
-                stats[order, ev.MTHP_STAT_SWPOUT_FALLBACK] += 1
+        # partially mapped (on the deferred split queue and flagged): split right away, before
+        # add_to_swap(); otherwise slots for the whole folio first
+        if not deferred_split.flagged(m.pgdat.mem_map, pfn):
+            offset = dev.alloc(order, policy)
+            if offset >= 0:
+                record.pieces.append([offset, order, _write_piece(m, dev, pfn, order, offset)])
+                return record
+            if policy != "pmd_free_cluster" or order == HPAGE_PMD_ORDER:
+                # folio_alloc_swap() found no slots: split and retry page by page
+                if order >= HPAGE_PMD_ORDER:
+                    events[ev.THP_SWPOUT_FALLBACK] += 1
+                if order <= HPAGE_PMD_ORDER:
+                    stats[order, ev.MTHP_STAT_SWPOUT_FALLBACK] += 1
         m.model_ns["swap_out"] += split_ns(m.costs, order)
         if not m.split(int(pfn), 0):
             return None

@@ -13,17 +13,23 @@ Reclaim takes the oldest inactive folios: a referenced one gets a second chance 
 and referenced is activated, file is rotated with the bit cleared), a pinned, mlocked,
 unevictable, KSM or writeback one stays, a clean file folio is dropped, a dirty one is written
 back first (pageout(), counted in nr_vmscan_write) and dropped, an anonymous or shmem one goes
-to swap through simcore.swap (split or whole as the profile's swap_alloc policy says) where a
-swap area exists; without one the anon lists are not scanned (get_scan_count() SCAN_FILE).
+to swap through simcore.swap (split or whole as the profile's swap_alloc policy says; a folio
+on the deferred split queue flagged partially mapped is split first, 6.12+) where a swap area
+exists; without one the anon lists are not scanned (get_scan_count() SCAN_FILE).
 shrink_active_list() deactivates the oldest active folios while inactive_is_low().
+
+Shrinkers (shrink_slab(), do_shrink_slab()): after the LRU lists at each priority, as
+shrink_node_memcgs() does, the one shrinker modelled runs: the THP deferred split queue's
+(simcore.deferred_split.deferred_split_scan()), which splits queued partially mapped folios.
 
 Where the simulator simplifies: the lists are per-handle state (list, PG_referenced, an age stamp)
 with FIFO queues for the order; new folios join when their allocation call returns
 (Lru.add_new()), and folios that compiled code creates (split pieces) at the next reclaim
-(lru_sync()) rather than next to their head; writeback of a
-dirty file folio completes at once; no refault/workingset detection, no MGLRU, no memcg, no
-shrinkers for slab; anon vs file balance is the kernel's cache_trim_mode (file only while the
-inactive file list is large enough at this priority), not the full get_scan_count() ratio.
+(lru_sync()) rather than next to their head; writeback of a dirty file folio completes at
+once; no refault/workingset detection, no MGLRU, no memcg, no slab shrinkers (the deferred
+split queue's is the only shrinker); anon vs file balance is the kernel's cache_trim_mode (file
+only while the inactive file list is large enough at this priority), not the full
+get_scan_count() ratio.
 
 A folio reclaim frees is gone from its owner: its handle's generation (Machine.handle_generation)
 moves on, so a backend can tell a stale handle from a reused one.
@@ -31,7 +37,7 @@ moves on, so a backend can tell a stale handle from a reused one.
 import numba as nb
 import numpy as np
 
-from . import highatomic
+from . import deferred_split, highatomic
 from .costs import COST_INDEX
 from .gfp import PAGE_ALLOC_COSTLY_ORDER
 from .mmzone import (
@@ -76,6 +82,8 @@ DEF_PRIORITY = 12
 MAX_RECLAIM_RETRIES = 16
 MAX_COMPACT_RETRIES = 16
 KSWAPD_NAP_NS = 100_000_000            # kswapd_try_to_sleep()'s HZ/10 short sleep
+SHRINK_BATCH = 128                      # do_shrink_slab()'s batch for a shrinker without one
+DEFAULT_SEEKS = 2                       # the deferred split shrinker's seeks (shrinker_alloc())
 KEEP_FLAGS = PG_PINNED | PG_WRITEBACK | PG_MLOCKED | PG_UNEVICTABLE | PG_KSM | PG_HWPOISON
 
 RECLAIM_EVENT_NAMES = (
@@ -159,6 +167,10 @@ class Lru:
         self.kswapd_order = -1          # -1: kswapd asleep and not woken
         self.kswapd_slept_ns = -1       # when kswapd last went to sleep (-1: never ran)
         self.swapped = []               # SwapRecords of folios reclaim swapped out
+        # the deferred split shrinker (shrink_slab()): the work do_shrink_slab() deferred
+        # (nr_deferred) and where the next deferred_split_scan() starts
+        self.split_nr_deferred = 0
+        self.split_cursor = 0
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -230,8 +242,13 @@ class Lru:
         return arrays
 
     def digest_scalars(self):
-        return (self.clock, self.split_seen, self.kswapd_order, self.kswapd_slept_ns,
-                [(r.kind, r.order, r.pieces, r.resident) for r in self.swapped])
+        scalars = (self.clock, self.split_seen, self.kswapd_order, self.kswapd_slept_ns,
+                   [(r.kind, r.order, r.pieces, r.resident) for r in self.swapped])
+        # the shrinker's state once it has any (a machine whose queue was never scanned
+        # digests as before the shrinker was modelled)
+        if self.split_nr_deferred or self.split_cursor:
+            scalars += (self.split_nr_deferred, self.split_cursor)
+        return scalars
 
 
 @jit
@@ -586,6 +603,42 @@ def _swap_out(m, handles):
             lru._put(np.array([h]), LRU_INACTIVE_ANON)
 
 
+def shrink_slab(m, priority, exclude=None):
+    """shrink_slab() of the node at `priority`, with the one shrinker modelled: the THP
+    deferred split queue's ("thp-deferred_split", deferred_split_count() and
+    deferred_split_scan() in simcore.deferred_split), through do_shrink_slab(): of the
+    `freeable` queued folios it scans (freeable >> priority) * 4 / seeks plus the deferred
+    work >> priority, at most 2 * freeable, in batches of SHRINK_BATCH (or all of them when
+    that covers the queue); the work not done is deferred to the next call (nr_deferred,
+    capped at 2 * freeable). So at DEF_PRIORITY a queue under 2048 folios is scanned only
+    through work deferred from deeper passes. Returns the folios split.
+
+    The split pieces join the LRU at once (lru_sync(), the kernel puts them next to their
+    head), so the rest of this reclaim pass sees them. Simplified: no memcg (one queue per
+    node), no other shrinker, no slabs_scanned count (the kernel's covers every shrinker)."""
+    freeable = deferred_split.deferred_split_count(m.pgdat)
+    if freeable <= 0:
+        return 0
+    lru = m.lru
+    nr, lru.split_nr_deferred = lru.split_nr_deferred, 0
+    delta = (freeable >> priority) * 4 // DEFAULT_SEEKS
+    total_scan = min((nr >> priority) + delta, 2 * freeable)
+    scanned = freed = 0
+    while total_scan >= SHRINK_BATCH or total_scan >= freeable:
+        nr_to_scan = min(SHRINK_BATCH, total_scan)
+        ret, lru.split_cursor = deferred_split.deferred_split_scan(m, nr_to_scan,
+                                                                  lru.split_cursor)
+        if ret == deferred_split.SHRINK_STOP:
+            break
+        freed += ret
+        total_scan -= nr_to_scan
+        scanned += nr_to_scan
+    lru.split_nr_deferred = min(max(nr + delta - scanned, 0), 2 * freeable)
+    if freed:
+        lru_sync(m, exclude)
+    return freed
+
+
 def _can_swap(m):
     dev = m.swap_device
     return dev is not None and dev.inuse_pages() < dev.nr_slots
@@ -618,9 +671,15 @@ def shrink_node(m, nr_to_reclaim, kswapd, exclude=None, may_swap=True, may_write
                     break
                 target -= int(_pages_of(m, batch).sum())
                 reclaimed += shrink_folio_list(m, batch, inactive, kswapd, may_writepage)
+        # shrink_node_memcgs(): the shrinkers after the lists, at the same priority (their
+        # splits free nothing here, see simcore.deferred_split)
+        shrink_slab(m, priority, exclude)
         if reclaimed >= nr_to_reclaim:
             break
-        if not any(lru.nr_pages[t] + lru.nr_pages[t + 1] for t in types):
+        # nothing left on the lists scanned: the lower priorities would only shrink the
+        # deferred split queue harder, so go on while it holds folios
+        if not any(lru.nr_pages[t] + lru.nr_pages[t + 1] for t in types) \
+                and not deferred_split.deferred_split_count(m.pgdat):
             break
     return reclaimed
 

@@ -1,7 +1,7 @@
 """Stateful property test: hypothesis drives every public Machine operation in any order, under
 each compaction strategy and profile, and after every step checks m.check() and the page ledger
 of foliobench.soak (allocated + free = managed from mem_map and the counters; swapped pages
-against the swap records; poison; event counters never decrease; compact_success +
+against the swap records; poison; event counters (not the gauges) never decrease; compact_success +
 compact_fail = compact_stall; pgmigrate_* = migration_stats()). A call refused with ValueError
 must leave the machine's digest unchanged.
 
