@@ -757,61 +757,13 @@ def alloc_folios_slowpath(pgdat, out, order, mt, kind, flags, cc, pool, migratep
     return out.shape[0]
 
 
-def kcompactd_target(order):
-    """compact_node()'s `proactive_low` for kcompactd_do_work() at `order` (-2 - order)."""
-    return -2 - int(order)
-
-
-@jit
-def kcompactd_do_work(pgdat, order, cc, pool, migratepages, knobs, get_new_folio,
-                      put_new_folio, costs, stats, results):
-    """kcompactd_do_work() after a wakeup_kcompactd() for `order`: each populated zone, low to
-    high, not deferred, where the order is not already free above the min watermark
-    (compaction_suit_allocation_order()) and compaction_suitable() holds, is compacted with
-    MIGRATE_SYNC_LIGHT, skip hints honoured, until a free block of the order exists (the
-    migratetype of GFP_KERNEL, so a stealable fallback counts too). Success resets the
-    zone's deferral; a run that ends with the scanners met defers it (the caller drains the
-    zone's per-CPU lists). Counts compact_daemon_*_scanned as well as compact_*_scanned.
-    Simplification: highest_zoneidx is the node's last zone."""
-    zones = pgdat.zones
-    highest = zones.shape[0] - 1
-    for z in range(zones.shape[0]):
-        results[z] = COMPACT_SKIPPED
-        if zones[z, Z_END] <= zones[z, Z_START]:
-            continue
-        if compaction_deferred(pgdat, z, order):
-            results[z] = COMPACT_DEFERRED
-            continue
-        if page_alloc.zone_watermark_ok(pgdat, z, order, highest, page_alloc.ALLOC_WMARK_MIN):
-            results[z] = COMPACT_SUCCESS
-            continue
-        if not compaction_suitable(pgdat, z, order, highest, knobs[K_EXTFRAG_THRESHOLD]):
-            continue
-        prepare_cc(cc, pool, knobs, z, order, migrate.MIGRATE_SYNC_LIGHT)
-        cc[CC_HIGHEST_ZONEIDX] = highest
-        status = compact_zone(pgdat, cc, pool, migratepages, get_new_folio, put_new_folio,
-                              costs, stats)
-        pgdat.events[ev.COMPACT_DAEMON_MIGRATE_SCANNED] += cc[CC_TOTAL_MIGRATE_SCANNED]
-        pgdat.events[ev.COMPACT_DAEMON_FREE_SCANNED] += cc[CC_TOTAL_FREE_SCANNED]
-        if status == COMPACT_SUCCESS:
-            compaction_defer_reset(pgdat, z, order, False)
-        elif status == COMPACT_COMPLETE or status == COMPACT_PARTIAL_SKIPPED:
-            defer_compaction(pgdat, z, order)
-        results[z] = status
-
-
 @jit
 def compact_node(pgdat, mode, proactive_low, cc, pool, migratepages, knobs, get_new_folio,
                  put_new_folio, costs, stats, results):
     """compact_node(): every populated zone compacted whole, order -1, skip hints ignored:
     mode MIGRATE_SYNC for /proc/sys/vm/compact_memory; MIGRATE_SYNC_LIGHT and proactive (stop
     at the score's low watermark, proactive_low >= 0) for kcompactd's proactive_compact_node().
-    proactive_low <= -2 is kcompactd_target(order): kcompactd_do_work() for that order.
     results[z] gets each zone's compact_result."""
-    if proactive_low <= -2:
-        kcompactd_do_work(pgdat, -2 - proactive_low, cc, pool, migratepages, knobs,
-                          get_new_folio, put_new_folio, costs, stats, results)
-        return
     zones = pgdat.zones
     for z in range(zones.shape[0]):
         results[z] = COMPACT_SKIPPED

@@ -758,17 +758,21 @@ class Machine:
             vmscan.run_kswapd(self)
 
     def _wakeup_kcompactd(self, order):
-        """wakeup_kcompactd() after kswapd balanced for a high order: kcompactd_do_work() for
-        that order (simcore.compaction), each zone compacted until a free block of the order
-        exists. Simplification: kcompactd runs at once, in the waking task's turn."""
+        """wakeup_kcompactd() after kswapd balanced for a high order: kcompactd_do_work(),
+        modelled as compaction of the node down to the proactive low score (the simulator's
+        compact_node() has no per-order stop)."""
         self.pgdat.events[ev.COMPACT_DAEMON_WAKE] += 1
+        proactiveness = int(self.knobs[_compaction.K_PROACTIVENESS]) or 20
         results = self._run_compact_node(migrate.MIGRATE_SYNC_LIGHT,
-                                         _compaction.kcompactd_target(order))
+                                         vmstat.fragmentation_score_wmark(proactiveness, low=True))
         for z, name in self.zones:
             # kcompactd_do_work(): a zone whose compaction ended without a free block of the
-            # order (COMPACT_COMPLETE, COMPACT_PARTIAL_SKIPPED) has its per-CPU lists drained:
-            # free pages stranded there could merge up to it (drain_all_pages(zone))
-            if results[name] in KCOMPACTD_DRAIN_RESULTS:
+            # order (COMPACT_COMPLETE, COMPACT_PARTIAL_SKIPPED; here also a proactive run that
+            # reached its score but not the order) has its per-CPU lists drained: free pages
+            # stranded there could merge up to it (drain_all_pages(zone))
+            if results[name] in KCOMPACTD_DRAIN_RESULTS or (
+                    results[name] == "success" and not vmscan.zone_watermark_ok(
+                        self, z, order, len(ZONE_NAMES) - 1, Z_WMARK_MIN)):
                 pcp.entry_drain_all_pages(self.pgdat, z)
 
     def _free_reclaimed(self, pfns):
