@@ -224,7 +224,7 @@ def _backends(args, backends, costs):
     if args.snapshot:
         if live is not None or costs:
             raise UsageError("--snapshot runs on the simulator only, without --costs")
-        sim_backend, sim_mem = twin_cli.snapshot_factory(args.snapshot)
+        sim_backend, sim_mem = twin_cli.snapshot_factory(args.snapshot, args.mem)
     if "sim" in backends:
         # one machine alive at a time: a row keeps its maps and counters, never its machine
         check_memory(sim_mem or (QUICK_MEM if args.quick else DEFAULT_MEM),
@@ -640,7 +640,8 @@ def build_parser():
                      help="save the results without their PNG pictures (inside a guest under "
                           "QEMU's TCG, matplotlib takes minutes to draw them)")
     run.add_argument("--snapshot", help="sim: start from the digital twin of this snapshot "
-                                        "('foliobench live snapshot'; --mem is ignored)")
+                                        "('foliobench live snapshot'); --mem, when given, is "
+                                        "the workload's arena on it, as beside a live run")
     run.add_argument("--twin", action="store_true",
                      help="with --backend sim --backend live: snapshot the live machine right "
                           "before each seed's live row and start that seed's simulator rows "

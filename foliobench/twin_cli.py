@@ -108,14 +108,16 @@ def add_parsers(sub):
     rep.set_defaults(func=_replay)
 
 
-def snapshot_factory(path):
+def snapshot_factory(path, arena=None):
     """The backend factory of `run --snapshot` and the captured machine's size (the rows' mem):
-    checks the file once before any run."""
+    checks the file once before any run. arena: --mem, the workload's size and budget on the
+    twin (as beside a live run of that arena); None sizes it to the whole twin."""
     from simcore import snapshot_file
-    from simcore.units import format_size
+    from simcore.units import format_size, parse_size
 
     from .replay import twin_factory
     if not pathlib.Path(path).is_file():
         raise _Refused(f"--snapshot {path!r} is not a file")
     snap = snapshot_file.load(path)
-    return twin_factory(path), format_size(snap.nr_pfns * 4096)
+    pages = None if arena is None else parse_size(arena, "--mem") // 4096
+    return twin_factory(path, arena_pages=pages), format_size(snap.nr_pfns * 4096)

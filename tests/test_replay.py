@@ -117,3 +117,17 @@ def test_twin_option_needs_both_backends(capsys):
         assert rc == 2
         err = capsys.readouterr().err
         assert "--twin" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_on_a_snapshot_with_mem_keeps_to_that_arena(snap_path, tmp_path):
+    import pandas as pd
+    argv = ["run", "thp-heavy", "--snapshot", str(snap_path), "--strategy", "folio",
+            "--param", "phase2=order9", "--param", "second=0.9", "--no-plots",
+            "--progress", "none"]
+    assert main(argv + ["--out", str(tmp_path / "a"), "--mem", "32M"]) == 0
+    assert main(argv + ["--out", str(tmp_path / "b")]) == 0
+    arena, = [pd.read_csv(d / "results.csv") for d in (tmp_path / "a" / "runs").iterdir()]
+    whole, = [pd.read_csv(d / "results.csv") for d in (tmp_path / "b" / "runs").iterdir()]
+    assert arena["arena_declined_pages"][0] > 0 and "arena_declined_pages" not in whole
+    assert arena["highorder_requested"][0] < whole["highorder_requested"][0]
+    assert arena["mem"][0] == whole["mem"][0] == "128M"      # the snapshot's size
