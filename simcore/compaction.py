@@ -16,7 +16,10 @@ strategy switches them.
 
 Simplifications: no lock contention or signals, no
 kswapd (so proactive compaction never waits for it), skip hints are cleared at the start of a
-run that follows a direct compaction which reached the end (compact_blockskip_flush).
+kcompactd or compact_memory run that follows a direct compaction which reached the end
+(compact_blockskip_flush; the kernel clears them when kswapd goes to sleep), and at the start
+of a direct compaction once the zone's deferral has run its longest course
+(compaction_restarting()).
 """
 import numba as nb
 import numpy as np
@@ -497,6 +500,18 @@ def compaction_deferred(pgdat, z, order):
 
 
 @jit
+def compaction_restarting(pgdat, z, order):
+    """compaction_restarting(): compaction of `order` is retried after the longest deferral
+    (defer shift COMPACT_MAX_DEFER_SHIFT, every deferred attempt considered); compact_zone()
+    then clears the zone's skip hints before it starts."""
+    zones = pgdat.zones
+    if order < zones[z, Z_COMPACT_ORDER_FAILED]:
+        return False
+    return zones[z, Z_COMPACT_DEFER_SHIFT] == COMPACT_MAX_DEFER_SHIFT and \
+        zones[z, Z_COMPACT_CONSIDERED] >= (np.int64(1) << COMPACT_MAX_DEFER_SHIFT)
+
+
+@jit
 def defer_compaction(pgdat, z, order):
     zones = pgdat.zones
     zones[z, Z_COMPACT_CONSIDERED] = 0
@@ -529,7 +544,11 @@ def compact_zone(pgdat, cc, pool, migratepages, get_new_folio, put_new_folio, co
     zones = pgdat.zones
     start = zones[z, Z_START]
     end = zones[z, Z_END]
-    if zones[z, Z_COMPACT_BLOCKSKIP_FLUSH] and not cc[CC_DIRECT]:
+    # Skip hints from a run that reached the end are cleared for kcompactd and compact_memory
+    # (standing in for kswapd going to sleep), and for direct compaction once the zone's
+    # deferral has run its longest course (compaction_restarting()).
+    if zones[z, Z_COMPACT_BLOCKSKIP_FLUSH] and (
+            not cc[CC_DIRECT] or compaction_restarting(pgdat, z, cc[CC_ORDER])):
         reset_isolation_suitable(pgdat, z)
     sync = cc[CC_MODE] != migrate.MIGRATE_ASYNC
     if cc[CC_WHOLE_ZONE]:

@@ -6,6 +6,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import simcore
+from simcore.mmzone import PB_MIGRATE_SKIP
+from simcore.pgdat import (
+    Z_COMPACT_BLOCKSKIP_FLUSH,
+    Z_COMPACT_CONSIDERED,
+    Z_COMPACT_DEFER_SHIFT,
+    Z_COMPACT_ORDER_FAILED,
+    Z_END,
+    Z_START,
+)
 from workloads.fragment import fragment
 
 STRATEGIES = ("legacy", "split", "folio")
@@ -98,6 +107,40 @@ def test_direct_compaction_counts_a_stall_and_a_success():
     assert pfn is not None
     assert v["compact_stall"] >= 1 and v["compact_success"] == 1
     assert v["compact_migrate_scanned"] > 0 and v["compact_free_scanned"] > 0
+    m.check()
+
+
+def skip_hints_left_behind(defer_shift):
+    """mthp_fragmented() with every pageblock marked skipped by a direct compaction that
+    reached the end (compact_blockskip_flush), its zone deferred `defer_shift` times and the
+    deferral about to run out (the next compaction_deferred() lets compaction run)."""
+    m, _ = mthp_fragmented("folio", mem="64M", order=4)
+    zones = m.pgdat.zones
+    for z in range(zones.shape[0]):
+        if zones[z, Z_END] > zones[z, Z_START]:
+            zones[z, Z_COMPACT_DEFER_SHIFT] = defer_shift
+            zones[z, Z_COMPACT_CONSIDERED] = (1 << defer_shift) - 1
+            zones[z, Z_COMPACT_ORDER_FAILED] = 0
+            zones[z, Z_COMPACT_BLOCKSKIP_FLUSH] = 1
+    m.pgdat.pageblock_flags[:] |= PB_MIGRATE_SKIP
+    return m
+
+
+def test_direct_compaction_keeps_skip_hints_until_the_longest_deferral():
+    # deferred five times: the hints stay, the migrate scanner skips every block
+    m = skip_hints_left_behind(5)
+    assert m.alloc(9) is None
+    assert (m.pgdat.pageblock_flags & PB_MIGRATE_SKIP).all()
+    assert m.vmstat()["compact_fail"] > 0
+
+
+def test_direct_compaction_clears_skip_hints_after_the_longest_deferral():
+    # compaction_restarting(): at COMPACT_MAX_DEFER_SHIFT with the deferral run out,
+    # compact_zone() clears the hints first (__reset_isolation_suitable()), and succeeds
+    m = skip_hints_left_behind(6)
+    assert m.alloc(9) is not None
+    assert not (m.pgdat.pageblock_flags & PB_MIGRATE_SKIP).all()
+    assert m.vmstat()["compact_success"] == 1
     m.check()
 
 

@@ -131,15 +131,56 @@ def test_high_order_request_wakes_kcompactd_after_kswapd():
     m.check()
 
 
-def test_hugetlb_pool_growth_reclaims_and_compacts():
+def half_free_cache():
+    """128M of page cache with every other page freed (half of memory free, no order-9 block)
+    and the blocks the light requests find taken."""
     m, cache = full_of_cache("128M")
     m.free_many(cache[1::2])                    # every other page free: no order-9 block
     light = m.alloc_many(8, 9, "movable", "hugetlb", gfp="light")
     assert len(light) < 8 and m.vmstat()["compact_stall"] == 0
-    got = m.alloc_many(8, 9, "movable", "hugetlb", gfp="retry_mayfail")
+    return m
+
+
+def test_hugetlb_pool_growth_compacts_without_direct_reclaim():
+    """Half of memory free: direct reclaim for order 9 finds the zone compaction_ready() and
+    reclaims nothing; the pages come from direct compaction and from the kcompactd that kswapd
+    wakes (the kernel's kswapd runs beside the resizing task; ours between its requests)."""
+    m = half_free_cache()
+    got = [m.alloc(9, "movable", "hugetlb", gfp="retry_mayfail") for _ in range(8)]
     v = m.vmstat()
-    assert len(got) == 8
-    assert v["compact_stall"] > 0 and v["pgsteal_direct"] + v["pgsteal_kswapd"] > 0
+    assert None not in got
+    assert v["compact_stall"] > 0 and v["compact_success"] > 0
+    assert v["allocstall_movable"] > 0 and v["pgsteal_direct"] == 0
+    assert v["compact_daemon_wake"] > 0
+    m.check()
+
+
+def test_async_free_scanner_stride_misses_alternating_free_pages():
+    """The same layout in one call: the first direct compaction is async, and its free
+    scanner's stride (COMPACT_CLUSTER_MAX, as in the kernel) looks only at the even PFNs, all in
+    use, so its linear walk isolates nothing and the scanners meet; the blocks it walked are
+    marked skipped, which the sync-light run after it honours (costly orders never reach
+    COMPACT_PRIO_SYNC_FULL): it gets one batch of targets from fast_isolate_around(), finds
+    every block below skipped and ends COMPLETE, so direct compaction builds blocks slowly."""
+    m = half_free_cache()
+    m.trace_events(True)
+    m.alloc_many(8, 9, "movable", "hugetlb", gfp="retry_mayfail")
+    records = m.trace_records()
+    first_end = next(i for i, r in enumerate(records)
+                     if r["event"] == "compaction:mm_compaction_end")
+    assert not records[0]["sync"] and records[first_end]["status"] == "complete"
+    walked = [r for r in records[:first_end]
+              if r["event"] == "compaction:mm_compaction_isolate_freepages"]
+    assert len(walked) > 10 and all(r["nr_taken"] == 0 for r in walked)
+    assert all(r["nr_scanned"] == 512 // 32 for r in walked)
+    second = [i for i, r in enumerate(records) if i > first_end and r["event"] in (
+        "compaction:mm_compaction_begin", "compaction:mm_compaction_end")][:2]
+    assert records[second[0]]["sync"] and records[second[1]]["status"] == "complete"
+    taken = [r["nr_taken"] for r in records[second[0]:second[1]]
+             if r["event"] == "compaction:mm_compaction_isolate_freepages"]
+    assert taken == [32]
+    v = m.vmstat()
+    assert v["compact_fail"] > 0 and v["pgsteal_direct"] == 0
     m.check()
 
 
