@@ -37,7 +37,7 @@ moves on, so a backend can tell a stale handle from a reused one.
 import numba as nb
 import numpy as np
 
-from . import deferred_split, highatomic
+from . import deferred_split, highatomic, vmstat
 from .costs import COST_INDEX
 from .gfp import PAGE_ALLOC_COSTLY_ORDER
 from .mmzone import (
@@ -68,6 +68,7 @@ from .pgdat import (
     Z_START,
     Z_WMARK_HIGH,
     Z_WMARK_LOW,
+    Z_WMARK_MIN,
     view_at,
 )
 from .vm_event import MTHP_STAT_SPLIT
@@ -686,9 +687,50 @@ def shrink_node(m, nr_to_reclaim, kswapd, exclude=None, may_swap=True, may_write
 
 # -- direct reclaim -----------------------------------------------------------------------
 
+def _compaction_suitable(m, z, order, highest_zoneidx):
+    """compaction_suitable() (simcore.compaction's compiled one, for a Python caller): free
+    memory above the watermark plus compact_gap(), and for a costly order a fragmentation index
+    above extfrag_threshold."""
+    from . import compaction
+    zone = m.pgdat.zones[z]
+    mark = int(zone[Z_WMARK_LOW] if order > PAGE_ALLOC_COSTLY_ORDER else zone[Z_WMARK_MIN])
+    if int(zone[Z_FREE]) <= mark + compact_gap(order) + int(zone[Z_LOWMEM_RESERVE
+                                                                 + highest_zoneidx]):
+        return False
+    if order > PAGE_ALLOC_COSTLY_ORDER:
+        nr_free = m.pgdat.free_area[z, :, :, FA_COUNT].sum(axis=1)
+        index = vmstat.fragmentation_index(nr_free, order)
+        if 0 <= index <= int(m.knobs[compaction.K_EXTFRAG_THRESHOLD]):
+            return False
+    return True
+
+
+def compaction_ready(m, z, order, highest_zoneidx):
+    """compaction_ready(): direct reclaim for a costly order leaves zone `z` alone when the
+    allocation could already succeed there, or compaction is suitable and free memory stands
+    above the high watermark plus compact_gap() (compaction then has room to work)."""
+    if zone_watermark_ok(m, z, order, highest_zoneidx, Z_WMARK_MIN):
+        return True
+    if not _compaction_suitable(m, z, order, highest_zoneidx):
+        return False
+    zone = m.pgdat.zones[z]
+    free = int(zone[Z_FREE]) - highatomic.zone_unusable_free(m.pgdat, z)
+    return free > int(zone[Z_WMARK_HIGH]) + compact_gap(order) \
+        + int(zone[Z_LOWMEM_RESERVE + highest_zoneidx])
+
+
 def try_to_free_pages(m, order, highest_zoneidx, nr_to_reclaim, exclude=None):
-    """try_to_free_pages(): direct reclaim by the allocating task (allocstall_<zone>)."""
+    """try_to_free_pages(): direct reclaim by the allocating task (allocstall_<zone>).
+    Returns its progress as do_try_to_free_pages() does: the pages reclaimed, or 1 when a
+    costly order found every eligible zone compaction_ready() (shrink_zones() skips those,
+    and the slow path goes back to compaction). Simplification: one node; a zone that is not
+    ready has the whole node shrunk, at every priority."""
     m.lru.events[ALLOCSTALL_FIRST + highest_zoneidx] += 1
+    if order > PAGE_ALLOC_COSTLY_ORDER:
+        zones = m.pgdat.zones
+        eligible = [z for z in range(highest_zoneidx + 1) if zones[z, Z_END] > zones[z, Z_START]]
+        if eligible and all(compaction_ready(m, z, order, highest_zoneidx) for z in eligible):
+            return 1
     return shrink_node(m, max(SWAP_CLUSTER_MAX, nr_to_reclaim), False, exclude)
 
 

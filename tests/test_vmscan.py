@@ -375,3 +375,21 @@ def test_touching_a_kernel_folio_whose_handle_is_past_the_lru_arrays():
     m.touch(kernel)
     m.check()
 
+
+def test_direct_reclaim_leaves_a_zone_ready_for_compaction_alone():
+    """compaction_ready(): for a costly order, a zone where the allocation could succeed, or
+    where compaction is suitable above high + compact_gap, is skipped (progress 1, nothing
+    reclaimed); a cheap order, or memory near the watermarks, is reclaimed."""
+    from simcore import vmscan
+    from simcore.mmzone import ZONE_NAMES
+    dma32 = ZONE_NAMES.index("DMA32")      # the only zone of a small machine
+    m = simcore.Machine(mem="256M", seed=0, reclaim=True)
+    m.alloc_many(8192, 0, kind="file", compact=False)
+    stalls = m.vmstat()["allocstall_dma32"]
+    assert vmscan.try_to_free_pages(m, 9, dma32, 64) == 1
+    assert m.vmstat()["pgsteal_direct"] == 0 and m.vmstat()["allocstall_dma32"] == stalls + 1
+    assert vmscan.try_to_free_pages(m, 3, dma32, 64) >= 64       # not a costly order
+    tight, _ = full_of_cache("64M")
+    assert not any(vmscan.compaction_ready(tight, z, 9, dma32) for z in range(dma32 + 1)
+                   if tight.pgdat.zones[z, vmscan.Z_END] > tight.pgdat.zones[z, vmscan.Z_START])
+    assert vmscan.try_to_free_pages(tight, 9, dma32, 64) >= 64
