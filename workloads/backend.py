@@ -15,10 +15,7 @@ from simcore.metrics import fragmentation_at_order9
 
 from .memory import check_memory
 
-# Folios one thread frees, and pages one thread faults or allocates, before the next thread's
-# turn (SimBackend(threads=)). A turn's allocations are at most 2 MiB, one PMD-sized folio:
-# kswapd and kcompactd, which the kernel runs beside the allocating task, run in the simulator
-# when a call returns, so a long call of large folios would otherwise starve them.
+# Folios one thread faults (or frees) before the next thread's turn (SimBackend(threads=)).
 THREAD_CHUNK = 512
 
 
@@ -167,9 +164,8 @@ class SimBackend(Backend):
         profile (default the newest); swap: size of a zram-like swap area; nodes: 2 adds a
         second node of the same size for NUMA balancing. threads: how many threads of the
         workload fault and free in parallel (default one per CPU; `cpus=` sets the machine's
-        CPUs, default 2): their faults and frees take turns (THREAD_CHUNK folios freed, or
-        pages allocated), thread i on CPU i % cpus, so every CPU's per-CPU page lists see its
-        share."""
+        CPUs, default 2): their faults and frees take turns in chunks of THREAD_CHUNK folios,
+        thread i on CPU i % cpus, so every CPU's per-CPU page lists see its share."""
         check_memory(mem, machines=nodes if nodes in (1, 2) else 1)
         machine_kw.setdefault("reclaim", True)
         self.machine = simcore.Machine(mem=mem, seed=seed, compaction=strategy, profile=profile,
@@ -210,14 +206,12 @@ class SimBackend(Backend):
             raise ValueError("a handle names a folio that reclaim has freed")
         return self.machine.handle_pfn(handles)
 
-    def _turns(self, count, order=None):
-        """(cpu, count) turns of the workload's threads for `count` folios: THREAD_CHUNK
-        folios a turn, or THREAD_CHUNK pages (at least one folio) for allocations of `order`."""
+    def _turns(self, count):
+        """(cpu, count) turns of the workload's threads for `count` folios."""
         cpus = self.machine.cpus
         thread = 0
-        chunk = THREAD_CHUNK if order is None else max(THREAD_CHUNK >> order, 1)
         while count > 0:
-            n = min(count, chunk)
+            n = min(count, THREAD_CHUNK)
             yield thread % cpus, n
             thread = (thread + 1) % self.threads
             count -= n
@@ -226,7 +220,7 @@ class SimBackend(Backend):
     # (or reclaim) the folios an earlier turn got, and only their handles follow them.
     def fault_anon(self, count, orders, gfp=None):
         got = {}
-        for cpu, n in self._turns(int(count), max(orders)):
+        for cpu, n in self._turns(int(count)):
             for o, p in self.machine.fault_anon(n, orders, cpu=cpu, gfp=gfp).items():
                 got.setdefault(o, []).append(self._handles(p))
         return {o: np.concatenate(h) for o, h in got.items()}
@@ -234,11 +228,11 @@ class SimBackend(Backend):
     def alloc(self, count, order, kind="anon", migratetype="movable", flags=0, compact=True,
               gfp=None):
         count = int(count)
-        if 0 < count <= max(THREAD_CHUNK >> int(order), 1):    # one turn (thread 0, CPU 0)
+        if 0 < count <= THREAD_CHUNK:       # one thread's turn (thread 0, on CPU 0)
             return self._handles(self.machine.alloc_many(count, order, migratetype, kind, flags,
                                                          compact=compact, cpu=0, gfp=gfp))
         parts = []
-        for cpu, n in self._turns(count, int(order)):
+        for cpu, n in self._turns(count):
             pfns = self.machine.alloc_many(n, order, migratetype, kind, flags, compact=compact,
                                            cpu=cpu, gfp=gfp)
             parts.append(self._handles(pfns))       # before a later turn moves them
