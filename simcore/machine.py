@@ -339,9 +339,9 @@ class Machine:
         """A digital twin: a Machine whose memory is a captured one (`foliobench live snapshot`).
 
         snapshot: a snapshot file's path, its bytes, or a simcore.snapshot_file.Snapshot.
-        profile, compaction, seed, reclaim: as for Machine() (with reclaim, the captured LRU
-        folios join their type's inactive list in PFN order when reclaim first looks: the
-        captured active/inactive split is not carried over). deferred: "absent" keeps memory whose
+        profile, compaction, seed, reclaim: as for Machine() (with reclaim, every captured LRU
+        folio is on its type's list, active where kpageflags had KPF_ACTIVE, each list in PFN
+        order: the kernel does not export the lists' order). deferred: "absent" keeps memory whose
         struct pages the kernel had not initialised yet out of the zones, as at capture time;
         "free" gives it to the buddy allocator. The twin passes check(); what the
         reconstruction could not settle, and how its buddyinfo differs from the captured one,
